@@ -1,0 +1,1 @@
+"""The phone side: Twilio Media Streams, audio conversion, and the per-call bridge."""
