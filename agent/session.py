@@ -1,0 +1,402 @@
+"""A Gemini Live session per call, behind a small transport-neutral interface.
+
+``LiveAgent`` is built once per process from the settings: it owns the one google-genai
+``Client`` that every call shares and the ``LiveConnectConfig`` derived from the persona.
+``LiveAgent.open()`` returns an ``AgentSession``: 16 kHz PCM16 in, ``AgentEvent``s out
+(24 kHz audio, interruptions, turn ends, transcripts, tool calls, resumption handles).
+Nothing here knows about Twilio, so another transport could reuse it as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from agent.config import ModelAccess, Persona
+from agent.tools import declarations
+
+log = logging.getLogger(__name__)
+
+#: Audio formats of the Live API.
+INPUT_RATE = 16_000
+OUTPUT_RATE = 24_000
+_INPUT_MIME = f"audio/pcm;rate={INPUT_RATE}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AudioOut:
+    """Model speech: 24 kHz PCM16 LE mono."""
+
+    pcm: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """The caller spoke over the model: its current generation was cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationComplete:
+    """The model finished generating this turn (its audio may still be playing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnComplete:
+    """The model's turn is over; it now waits for the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputTranscript:
+    """A piece of the transcript of what the caller said."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTranscript:
+    """A piece of the transcript of what the model said."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    id: str
+    name: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    calls: tuple[FunctionCall, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallCancellation:
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GoAway:
+    """The server will close this connection in ``time_left_s`` seconds."""
+
+    time_left_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResumptionUpdate:
+    handle: str | None
+    resumable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    response_tokens: int
+    total_tokens: int
+
+
+AgentEvent = (
+    AudioOut
+    | Interrupted
+    | GenerationComplete
+    | TurnComplete
+    | InputTranscript
+    | OutputTranscript
+    | ToolCall
+    | ToolCallCancellation
+    | GoAway
+    | ResumptionUpdate
+    | Usage
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+class AgentError(Exception):
+    """A problem with the model session of one call."""
+
+    def __init__(self, message: str, *, code: int | None = None, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+class ModelUnavailable(AgentError):
+    """The session could not be opened (unreachable, setup timed out, refused)."""
+
+
+class SessionClosed(AgentError):
+    """The model closed or lost the connection during the call."""
+
+
+_NOT_RETRYABLE = re.compile(
+    r"quota|resource[_ ]exhausted|permission|api key|unauthori[sz]ed|forbidden|not found|"
+    r"invalid argument|billing",
+    re.IGNORECASE,
+)
+
+
+def _classify(exc: BaseException) -> tuple[int | None, str, bool]:
+    """(close code, message, retryable) for an SDK or transport error."""
+    if isinstance(exc, genai_errors.APIError):
+        code = exc.code if isinstance(exc.code, int) else None
+        message = f"{exc.status or ''} {exc.message or ''}".strip() or str(exc)
+        # Quota, permission and bad-request failures will fail again at once: retrying them is
+        # how a storm starts. 1008 (policy) is what the Live API uses for most of them.
+        retryable = not (_NOT_RETRYABLE.search(message) or code in {400, 401, 403, 404})
+        return code, message, retryable
+    return None, f"{type(exc).__name__}: {exc}", True
+
+
+# ---------------------------------------------------------------------------------------------
+# The process-wide agent and the per-call session
+# ---------------------------------------------------------------------------------------------
+
+
+def greeting_prompt(greeting: str) -> str:
+    """The opening instruction that makes the agent speak first."""
+    return f'The call has just been answered. Greet the caller now. Say exactly: "{greeting}"'
+
+
+def dtmf_prompt(digit: str) -> str:
+    return f"The caller pressed {digit} on their keypad."
+
+
+class LiveAgent:
+    """The model side of the service: one SDK client and one connect config for all calls."""
+
+    def __init__(
+        self,
+        access: ModelAccess,
+        persona: Persona,
+        *,
+        base_url: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        self.access = access
+        self.persona = persona
+        # Only what we must set: base URL, TLS trust and credentials otherwise come from the
+        # SDK's own environment variables (GOOGLE_GEMINI_BASE_URL, SSL_CERT_FILE, …).
+        ws_args: dict[str, Any] = {
+            "ping_interval": access.ping_interval_s,
+            "ping_timeout": access.ping_timeout_s,
+            # Audio messages are small; a cap stops a broken peer from ballooning memory.
+            "max_size": 16 * 1024 * 1024,
+        }
+        if ssl_context is not None:
+            ws_args["ssl"] = ssl_context
+        http_options = types.HttpOptions(async_client_args=ws_args)
+        if base_url is not None:
+            http_options.base_url = base_url
+        key = api_key or access.api_key
+        if access.backend == "vertex":
+            self.client = genai.Client(vertexai=True, http_options=http_options)
+        else:
+            self.client = genai.Client(api_key=key, http_options=http_options)
+        self.connect_config = build_connect_config(persona)
+
+    async def open(self, call_id: str) -> AgentSession:
+        """Open a Live session for one call, within the setup timeout.
+
+        Raises ``ModelUnavailable`` (with ``retryable`` set) when it cannot be opened.
+        """
+        cm = self.client.aio.live.connect(model=self.access.model, config=self.connect_config)
+        try:
+            # The SDK waits forever for setupComplete: bound it.
+            async with asyncio.timeout(self.access.setup_timeout_s):
+                session = await cm.__aenter__()
+        except TimeoutError:
+            raise ModelUnavailable(
+                f"Live API setup did not complete within {self.access.setup_timeout_s:g} s"
+            ) from None
+        except Exception as exc:  # the SDK raises many kinds; all mean "no session"
+            code, message, retryable = _classify(exc)
+            raise ModelUnavailable(message, code=code, retryable=retryable) from exc
+        return AgentSession(call_id, session, cm)
+
+
+def build_connect_config(persona: Persona) -> types.LiveConnectConfig:
+    """The Live API setup for a persona (also what tests assert reaches the wire)."""
+    sens = persona.vad
+    start = (
+        types.StartSensitivity.START_SENSITIVITY_HIGH
+        if sens.start_sensitivity == "high"
+        else types.StartSensitivity.START_SENSITIVITY_LOW
+    )
+    end = (
+        types.EndSensitivity.END_SENSITIVITY_HIGH
+        if sens.end_sensitivity == "high"
+        else types.EndSensitivity.END_SENSITIVITY_LOW
+    )
+    tools = declarations(persona.tools)
+    return types.LiveConnectConfig(
+        response_modalities=[types.Modality.AUDIO],
+        system_instruction=types.Content(parts=[types.Part(text=persona.instructions)]),
+        speech_config=types.SpeechConfig(
+            voice_config=types.VoiceConfig(
+                prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name=persona.voice)
+            ),
+            language_code=persona.language,
+        ),
+        tools=[types.Tool(function_declarations=tools)] if tools else None,
+        input_audio_transcription=types.AudioTranscriptionConfig(),
+        output_audio_transcription=types.AudioTranscriptionConfig(),
+        realtime_input_config=types.RealtimeInputConfig(
+            automatic_activity_detection=types.AutomaticActivityDetection(
+                start_of_speech_sensitivity=start,
+                end_of_speech_sensitivity=end,
+                prefix_padding_ms=sens.prefix_padding_ms,
+                silence_duration_ms=sens.silence_duration_ms,
+            )
+        ),
+        session_resumption=types.SessionResumptionConfig(),
+        context_window_compression=types.ContextWindowCompressionConfig(
+            sliding_window=types.SlidingWindow()
+        ),
+    )
+
+
+@dataclass
+class AgentSession:
+    """One open Live connection for one call."""
+
+    call_id: str
+    _session: Any  # google.genai.live.AsyncSession
+    _cm: Any  # its async context manager, exited by close()
+    resumption_handle: str | None = field(default=None, init=False)
+    _closed: bool = field(default=False, init=False)
+
+    async def send_audio(self, pcm16k: bytes) -> None:
+        """Send caller audio (16 kHz PCM16 LE mono)."""
+        try:
+            await self._session.send_realtime_input(
+                audio=types.Blob(data=pcm16k, mime_type=_INPUT_MIME)
+            )
+        except Exception as exc:
+            raise self._lost(exc) from exc
+
+    async def send_text(self, text: str) -> None:
+        """Tell the model something as text (the greeting cue, a keypad digit)."""
+        try:
+            await self._session.send_realtime_input(text=text)
+        except Exception as exc:
+            raise self._lost(exc) from exc
+
+    async def send_tool_response(self, call_id: str, name: str, response: dict[str, Any]) -> None:
+        try:
+            await self._session.send_tool_response(
+                function_responses=[types.FunctionResponse(id=call_id, name=name, response=response)]
+            )
+        except Exception as exc:
+            raise self._lost(exc) from exc
+
+    async def events(self) -> AsyncIterator[AgentEvent]:
+        """Every event of the session, across turns, until it closes.
+
+        Ends by raising ``SessionClosed`` when the connection closes (the SDK raises even for
+        a normal 1000 close), unless ``close()`` was called first.
+        """
+        while True:
+            try:
+                # receive() stops after each turn_complete: keep asking for the next turn.
+                async for message in self._session.receive():
+                    for event in _convert(message):
+                        if isinstance(event, ResumptionUpdate) and event.resumable and event.handle:
+                            self.resumption_handle = event.handle
+                        yield event
+            except Exception as exc:
+                if self._closed:
+                    return
+                raise self._lost(exc) from exc
+
+    def _lost(self, exc: BaseException) -> SessionClosed:
+        code, message, retryable = _classify(exc)
+        return SessionClosed(message, code=code, retryable=retryable)
+
+    async def close(self) -> None:
+        """Close the connection (idempotent, bounded in time)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            async with asyncio.timeout(5):
+                await self._cm.__aexit__(None, None, None)
+        except (TimeoutError, Exception) as exc:  # closing a dead socket may fail; nothing to do
+            log.debug("closing the model session: %s", exc)
+
+
+def _parse_duration(value: str | None) -> float:
+    """'50s' / '1.5s' (protobuf Duration JSON) → seconds."""
+    if not value:
+        return 0.0
+    try:
+        return float(value.rstrip("s"))
+    except ValueError:
+        return 0.0
+
+
+def _convert(message: types.LiveServerMessage) -> list[AgentEvent]:
+    """One SDK message → our events, in the order they should be acted on."""
+    out: list[AgentEvent] = []
+    content = message.server_content
+    if content is not None:
+        if content.input_transcription and content.input_transcription.text:
+            out.append(InputTranscript(content.input_transcription.text))
+        if content.interrupted:
+            out.append(Interrupted())
+        if content.model_turn and content.model_turn.parts:
+            for part in content.model_turn.parts:
+                blob = part.inline_data
+                if blob is not None and blob.data:
+                    out.append(AudioOut(blob.data))
+        if content.output_transcription and content.output_transcription.text:
+            out.append(OutputTranscript(content.output_transcription.text))
+        if content.generation_complete:
+            out.append(GenerationComplete())
+        if content.turn_complete:
+            out.append(TurnComplete())
+    if message.tool_call and message.tool_call.function_calls:
+        out.append(
+            ToolCall(
+                tuple(
+                    FunctionCall(fc.id or "", fc.name or "", dict(fc.args or {}))
+                    for fc in message.tool_call.function_calls
+                )
+            )
+        )
+    if message.tool_call_cancellation and message.tool_call_cancellation.ids:
+        out.append(ToolCallCancellation(tuple(message.tool_call_cancellation.ids)))
+    if message.go_away is not None:
+        out.append(GoAway(_parse_duration(message.go_away.time_left)))
+    if message.session_resumption_update is not None:
+        upd = message.session_resumption_update
+        out.append(ResumptionUpdate(upd.new_handle, bool(upd.resumable)))
+    if message.usage_metadata is not None:
+        um = message.usage_metadata
+        out.append(
+            Usage(
+                um.prompt_token_count or 0,
+                um.response_token_count or 0,
+                um.total_token_count or 0,
+            )
+        )
+    return out

@@ -1,0 +1,666 @@
+"""One phone call: a Twilio Media Stream joined to one agent session.
+
+This is where a reader finds what happens on barge-in (``_on_interrupted``), when a call ends
+(``_finish`` and the ``Outcome``s), and what the caller actually heard (``Heard``, fed by
+Twilio's mark echoes).
+
+Shape of a call: ``Call.run()`` waits for Twilio's ``start`` (with a timeout), then runs two
+tasks in one TaskGroup: the *caller side* reads Twilio frames and forwards audio, digits and
+mark echoes; the *model side* opens the session (or adopts one pre-connected when the webhook
+was answered), sends the greeting cue, and turns model events into Twilio messages. Whichever
+side ends first decides the outcome; the other is cancelled; the session and the socket are
+closed; ``run()`` returns a ``CallSummary``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agent.session import (
+    AgentError,
+    AgentSession,
+    AudioOut,
+    GenerationComplete,
+    GoAway,
+    InputTranscript,
+    Interrupted,
+    LiveAgent,
+    ModelUnavailable,
+    OutputTranscript,
+    ResumptionUpdate,
+    ToolCall,
+    ToolCallCancellation,
+    TurnComplete,
+    Usage,
+    dtmf_prompt,
+    greeting_prompt,
+)
+from agent.tools import END_CALL, TRANSFER_CALL
+from telephony import media_stream as ms
+from telephony import twiml
+from telephony.audio import CallerToModel, ModelToCaller
+from telephony.logs import call_sid_var, fields
+from telephony.twilio_rest import TwilioRest, TwilioRestError
+
+log = logging.getLogger(__name__)
+
+#: Caller audio kept while the model session is still being opened (bounded: 5 s).
+PRE_SESSION_BUFFER_FRAMES = 250
+#: Bad frames tolerated on one stream before we give up on it.
+MAX_BAD_FRAMES = 50
+#: The longest we wait for the agent's last words to play before ending/transferring.
+END_DRAIN_TIMEOUT_S = 30.0
+#: After end_call/transfer_call, the agent is done talking once a turn completes after the
+#: tool call, or, failing that, after this long without audio.
+MODEL_QUIET_S = 2.0
+#: Retries when opening the model session fails with a retryable error.
+OPEN_ATTEMPTS = 2
+
+
+class Outcome(enum.StrEnum):
+    """How a call ended (also what the ``<Connect action>`` answer is decided from)."""
+
+    COMPLETED = "completed"  # the caller hung up / Twilio stopped the stream
+    ENDED_BY_AGENT = "ended_by_agent"
+    TRANSFER = "transfer"
+    FAILED = "failed"  # the model could not be reached or was lost
+    REJECTED = "rejected"  # the stream itself was invalid (never started, hostile)
+    SHUTDOWN = "shutdown"  # the server stopped before the call ended
+
+
+class State(enum.Enum):
+    WAITING_FOR_START = "waiting_for_start"
+    CONNECTING_MODEL = "connecting_model"
+    ACTIVE = "active"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+class TwilioSocket(Protocol):
+    """What a call needs from the Twilio WebSocket (the server adapts Starlette's)."""
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame, or None once the peer has gone."""
+
+    async def send(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+#: Opens (or adopts a pre-connected) model session for a call SID.
+SessionOpener = Callable[[str], Awaitable[AgentSession]]
+
+
+@dataclass
+class Interruption:
+    """One barge-in: what the caller heard of the agent turn that was cut off."""
+
+    at_s: float  # seconds since the stream started
+    clear_latency_ms: float  # `interrupted` received → `clear` sent
+    sent_ms: float  # agent audio of that turn sent to Twilio
+    heard_ms: float  # of which the caller heard (confirmed by marks + estimate since the last)
+    confirmed_ms: float  # of which confirmed by a mark echo
+    transcript_heard: str  # the turn's transcript cut to what was heard (approximate)
+
+
+@dataclass
+class CallSummary:
+    """What happened on a call (logged at the end; kept by the server for inspection)."""
+
+    call_sid: str = ""
+    stream_sid: str = ""
+    caller: str = ""
+    callee: str = ""
+    outcome: Outcome = Outcome.REJECTED
+    reason: str = ""
+    started_at: float = field(default_factory=time.time)
+    duration_s: float = 0.0
+    model_connect_ms: float | None = None
+    first_audio_ms: float | None = None  # stream start → first agent audio sent to Twilio
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    interruptions: list[Interruption] = field(default_factory=list)
+    dtmf: list[str] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    frames_in: int = 0
+    frames_out: int = 0
+    bad_frames: int = 0
+    dropped_pre_session_frames: int = 0
+    tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "response": 0, "total": 0})
+
+
+class Heard:
+    """What of the agent's speech the caller has actually heard, from Twilio's mark echoes.
+
+    Every chunk of agent audio is followed by a mark named after its end offset in the turn.
+    An echo proves the audio before it played, unless a ``clear`` came first: ``clear``
+    echoes every pending mark at once, so marks pending at a clear are remembered and their
+    echoes ignored.
+    """
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self.sent_bytes = 0  # μ-law bytes of this turn sent
+        self.confirmed_bytes = 0  # of which confirmed played
+        self.confirmed_at = 0.0  # monotonic time of that confirmation
+        self.first_sent_at = 0.0
+        self._seq = 0
+        self._pending: dict[str, tuple[int, int]] = {}  # mark → (turn, end offset)
+        self._cleared: set[str] = set()
+        self.last_mark: str | None = None
+
+    def new_turn(self) -> None:
+        self.turn += 1
+        self.sent_bytes = 0
+        self.confirmed_bytes = 0
+
+    def sent(self, nbytes: int, now: float) -> str:
+        """Record audio sent; returns the name of the mark to send after it."""
+        if self.sent_bytes == 0:
+            self.first_sent_at = now
+            self.confirmed_at = now
+        self.sent_bytes += nbytes
+        self._seq += 1
+        name = f"{self.turn}:{self.sent_bytes}:{self._seq}"
+        self._pending[name] = (self.turn, self.sent_bytes)
+        self.last_mark = name
+        return name
+
+    def echoed(self, name: str, now: float) -> bool:
+        """A mark came back; True if it proves audio was heard (not a clear's echo)."""
+        if name in self._cleared:
+            self._cleared.discard(name)
+            return False
+        entry = self._pending.pop(name, None)
+        if entry is None:
+            return False
+        turn, offset = entry
+        if turn == self.turn and offset > self.confirmed_bytes:
+            self.confirmed_bytes = offset
+            self.confirmed_at = now
+        if name == self.last_mark:
+            self.last_mark = None
+        return True
+
+    @property
+    def all_played(self) -> bool:
+        """Every mark sent so far was echoed (so all audio sent has played)."""
+        return not self._pending
+
+    def cleared(self, now: float) -> tuple[float, float, float]:
+        """Twilio was told to clear: (sent_ms, heard_ms, confirmed_ms) of this turn."""
+        self._cleared.update(self._pending)
+        self._pending.clear()
+        self.last_mark = None
+        # Between the last echo and now, audio kept playing (if there was any left to play).
+        since = max(0.0, now - max(self.confirmed_at, self.first_sent_at))
+        estimate = min(self.sent_bytes, self.confirmed_bytes + int(since * ms.SAMPLE_RATE))
+        to_ms = 1000.0 / ms.SAMPLE_RATE
+        return self.sent_bytes * to_ms, estimate * to_ms, self.confirmed_bytes * to_ms
+
+
+class _StreamEnded(Exception):
+    """Internal: the caller side is done (stop, hang-up, or a fatal protocol error)."""
+
+    def __init__(self, reason: str, outcome: Outcome = Outcome.COMPLETED) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+
+
+class Call:
+    """A single phone call. Create one per accepted Media Stream and ``await run()``."""
+
+    def __init__(
+        self,
+        socket: TwilioSocket,
+        open_session: SessionOpener,
+        *,
+        greeting: str | None,
+        stream_start_timeout_s: float = 10.0,
+        transfer_number: str | None = None,
+        rest: TwilioRest | None = None,
+        on_started: Callable[[Call], None] | None = None,
+    ) -> None:
+        self.socket = socket
+        self._open_session = open_session
+        self._greeting = greeting
+        self._start_timeout = stream_start_timeout_s
+        self._transfer_number = transfer_number
+        self._rest = rest
+        self._on_started = on_started
+        self.state = State.WAITING_FOR_START
+        self.summary = CallSummary()
+        self.outcome_decided = asyncio.Event()
+
+        self._t0 = time.monotonic()
+        self._out: ms.OutboundBuilder | None = None
+        self._session: AgentSession | None = None
+        self._to_model = CallerToModel()
+        self._to_caller = ModelToCaller()
+        self._pre_session: deque[bytes] = deque()
+        self._heard = Heard()
+        self._discarding = False  # dropping the rest of an interrupted turn
+        self._turn_closed = True  # the last agent turn is complete; the next audio starts one
+        self._turn_in: list[str] = []
+        self._turn_out: list[str] = []
+        self._last_audio_at = 0.0
+        self._progress = asyncio.Event()  # something changed that an end-drain waits for
+        self._ending = False
+        self._pending_tool_id: str | None = None
+        self._turns_done = 0
+        self._turns_at_tool = 0
+        self._end_task: asyncio.Task[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._done = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> CallSummary:
+        """Serve the call to its end. Never raises for anything the peers do."""
+        try:
+            start = await self._wait_for_start()
+        except _StreamEnded as exc:
+            self._decide(Outcome.REJECTED, str(exc))
+            self.state = State.ENDED
+            log.info("call.rejected", extra=fields(reason=str(exc), bad_frames=self.summary.bad_frames))
+            return self.summary
+        call_sid_var.set(start.call_sid)
+        self._began(start)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tasks = [
+                    tg.create_task(self._caller_side(), name=f"caller:{start.call_sid}"),
+                    tg.create_task(self._model_side(), name=f"model:{start.call_sid}"),
+                ]
+                await self._done.wait()
+                for task in tasks:
+                    task.cancel()
+                if self._end_task is not None:
+                    self._end_task.cancel()
+        except asyncio.CancelledError:
+            self._decide(Outcome.SHUTDOWN, "server stopped")
+            raise
+        finally:
+            self.state = State.ENDED
+            if self._session is not None:
+                await self._session.close()
+            self.summary.duration_s = round(time.monotonic() - self._t0, 3)
+            log.info(
+                "call.ended",
+                extra=fields(
+                    outcome=str(self.summary.outcome),
+                    reason=self.summary.reason,
+                    duration_s=self.summary.duration_s,
+                    turns=len(self.summary.turns),
+                    interruptions=len(self.summary.interruptions),
+                    frames_in=self.summary.frames_in,
+                    frames_out=self.summary.frames_out,
+                    bad_frames=self.summary.bad_frames,
+                    tokens=self.summary.tokens,
+                ),
+            )
+        return self.summary
+
+    def _began(self, start: ms.Start) -> None:
+        params = start.custom_parameters
+        self.summary.call_sid = start.call_sid
+        self.summary.stream_sid = start.stream_sid
+        self.summary.caller = params.get("from", "")
+        self.summary.callee = params.get("to", "")
+        self._out = ms.OutboundBuilder(start.stream_sid)
+        self.state = State.CONNECTING_MODEL
+        log.info(
+            "call.started",
+            extra=fields(stream_sid=start.stream_sid, caller=self.summary.caller, callee=self.summary.callee),
+        )
+        if self._on_started is not None:
+            self._on_started(self)
+
+    def _decide(self, outcome: Outcome, reason: str = "") -> None:
+        """Record how the call ends (first decision wins) and wake ``run()``."""
+        if not self.outcome_decided.is_set():
+            self.summary.outcome = outcome
+            self.summary.reason = reason
+            self.outcome_decided.set()
+        self._done.set()
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._t0
+
+    # -- caller side ----------------------------------------------------------------------
+
+    async def _wait_for_start(self) -> ms.Start:
+        try:
+            async with asyncio.timeout(self._start_timeout):
+                while True:
+                    event = await self._next_event()
+                    if isinstance(event, ms.Start):
+                        return event
+                    if isinstance(event, ms.Stop):
+                        raise _StreamEnded("stop before start", Outcome.REJECTED)
+                    if not isinstance(event, ms.Connected):
+                        self._bad_frame(f"{type(event).__name__.lower()} before start")
+        except TimeoutError:
+            log.warning("stream.no_start", extra=fields(timeout_s=self._start_timeout))
+            await self._close_socket(1008, "no start event")
+            raise _StreamEnded("no start event within timeout", Outcome.REJECTED) from None
+
+    async def _next_event(self) -> ms.InboundEvent:
+        """The next valid Twilio event; bad frames are counted and skipped."""
+        while True:
+            frame = await self.socket.receive()
+            if frame is None:
+                raise _StreamEnded("socket closed by Twilio")
+            if isinstance(frame, bytes):
+                # Twilio never sends binary frames: this is not Twilio.
+                await self._close_socket(1003, "binary frames are not accepted")
+                raise _StreamEnded("binary frame", Outcome.REJECTED)
+            try:
+                return ms.parse_inbound(frame)
+            except ms.UnknownEvent as exc:
+                self._bad_frame(str(exc), level=logging.DEBUG)
+            except ms.ProtocolError as exc:
+                self._bad_frame(str(exc))
+            if self.summary.bad_frames > MAX_BAD_FRAMES:
+                await self._close_socket(1008, "too many malformed messages")
+                raise _StreamEnded("too many malformed messages", Outcome.REJECTED)
+
+    def _bad_frame(self, why: str, level: int = logging.WARNING) -> None:
+        self.summary.bad_frames += 1
+        # Log the first few of a kind, not a flood.
+        if self.summary.bad_frames <= 5:
+            log.log(level, "stream.bad_frame", extra=fields(error=why, count=self.summary.bad_frames))
+
+    async def _caller_side(self) -> None:
+        try:
+            while True:
+                event = await self._next_event()
+                if isinstance(event, ms.Media):
+                    await self._on_caller_audio(event.payload)
+                elif isinstance(event, ms.Mark):
+                    if self._heard.echoed(event.name, time.monotonic()):
+                        self._progress.set()
+                elif isinstance(event, ms.Dtmf):
+                    await self._on_dtmf(event.digit)
+                elif isinstance(event, ms.Stop):
+                    # After a transfer or hang-up the agent asked for, the outcome is already
+                    # decided and this does not change it (first decision wins).
+                    self._decide(Outcome.COMPLETED, "caller hung up")
+                    return
+                else:
+                    self._bad_frame(f"unexpected {type(event).__name__.lower()}")
+        except _StreamEnded as exc:
+            self._decide(exc.outcome, str(exc))
+        except AgentError as exc:
+            await self._model_failed(exc)
+
+    async def _on_caller_audio(self, ulaw: bytes) -> None:
+        self.summary.frames_in += 1
+        pcm = self._to_model.process(ulaw)
+        if self._session is None:
+            if len(self._pre_session) >= PRE_SESSION_BUFFER_FRAMES:
+                self._pre_session.popleft()
+                self.summary.dropped_pre_session_frames += 1
+            self._pre_session.append(pcm)
+            return
+        await self._session.send_audio(pcm)
+
+    async def _on_dtmf(self, digit: str) -> None:
+        self.summary.dtmf.append(digit)
+        log.info("call.dtmf", extra=fields(digit=digit))
+        if self._session is not None:
+            await self._session.send_text(dtmf_prompt(digit))
+
+    # -- model side -----------------------------------------------------------------------
+
+    async def _model_side(self) -> None:
+        try:
+            session = await self._connect_model()
+            async for event in session.events():
+                if isinstance(event, AudioOut):
+                    await self._on_model_audio(event.pcm)
+                elif isinstance(event, Interrupted):
+                    await self._on_interrupted()
+                elif isinstance(event, TurnComplete):
+                    self._on_turn_complete()
+                elif isinstance(event, InputTranscript):
+                    self._turn_in.append(event.text)
+                elif isinstance(event, OutputTranscript):
+                    if not self._discarding:
+                        self._open_turn()
+                        self._turn_out.append(event.text)
+                elif isinstance(event, ToolCall):
+                    await self._on_tool_call(event)
+                elif isinstance(event, ToolCallCancellation):
+                    self._on_tool_cancel(event.ids)
+                elif isinstance(event, Usage):
+                    tokens = self.summary.tokens
+                    tokens["prompt"] += event.prompt_tokens
+                    tokens["response"] += event.response_tokens
+                    tokens["total"] += event.total_tokens
+                elif isinstance(event, GoAway):
+                    log.warning("model.go_away", extra=fields(time_left_s=event.time_left_s))
+                elif isinstance(event, GenerationComplete | ResumptionUpdate):
+                    pass
+        except AgentError as exc:
+            await self._model_failed(exc)
+
+    async def _connect_model(self) -> AgentSession:
+        began = time.monotonic()
+        session: AgentSession | None = None
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
+            try:
+                session = await self._open_session(self.summary.call_sid)
+                break
+            except AgentError as exc:
+                log.warning(
+                    "model.connect_failed",
+                    extra=fields(attempt=attempt, error=str(exc), code=exc.code, retryable=exc.retryable),
+                )
+                if not exc.retryable or attempt == OPEN_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.25 * attempt)
+        if session is None:  # pragma: no cover - the loop either returns a session or raises
+            raise ModelUnavailable("no session")
+        self._session = session
+        self.summary.model_connect_ms = round((time.monotonic() - began) * 1000, 1)
+        self.state = State.ACTIVE
+        log.info("model.connected", extra=fields(connect_ms=self.summary.model_connect_ms))
+        if self._greeting:
+            await session.send_text(greeting_prompt(self._greeting))
+        # Whatever the caller said while we were connecting goes in now, in order.
+        while self._pre_session:
+            await session.send_audio(self._pre_session.popleft())
+        return session
+
+    async def _model_failed(self, exc: AgentError) -> None:
+        log.error("model.failed", extra=fields(error=str(exc), code=exc.code))
+        self._decide(Outcome.FAILED, f"model session: {exc}")
+        # Closing the stream makes Twilio ask <Connect action>, which apologises (and
+        # transfers when a number is configured).
+        await self._close_socket(1011, "model unavailable")
+
+    async def _send(self, text: str) -> None:
+        try:
+            await self.socket.send(text)
+        except Exception as exc:  # the socket is gone: the caller side will see it too
+            log.debug("twilio.send_failed", extra=fields(error=str(exc)))
+            self._decide(Outcome.COMPLETED, "socket closed by Twilio")
+
+    async def _on_model_audio(self, pcm: bytes) -> None:
+        if self._discarding:
+            return  # late audio of an interrupted turn: never play it
+        ulaw = self._to_caller.process(pcm)
+        if not ulaw or self._out is None:
+            return
+        self._open_turn()
+        now = time.monotonic()
+        self._last_audio_at = now
+        if self.summary.first_audio_ms is None:
+            self.summary.first_audio_ms = round((now - self._t0) * 1000, 1)
+            log.info("call.first_audio", extra=fields(ms=self.summary.first_audio_ms))
+        await self._send(self._out.media(ulaw))
+        await self._send(self._out.mark(self._heard.sent(len(ulaw), now)))
+        self.summary.frames_out += 1
+        self._progress.set()
+
+    def _open_turn(self) -> None:
+        """The first output of an agent turn starts it (lazily, see ``_on_turn_complete``)."""
+        if self._turn_closed:
+            self._turn_closed = False
+            self._heard.new_turn()
+            self._turn_out.clear()
+
+    async def _on_interrupted(self) -> None:
+        """Barge-in: the caller talks over the agent. Stop the agent's voice *now*."""
+        received = time.monotonic()
+        if self._out is not None:
+            await self._send(self._out.clear())
+        clear_ms = (time.monotonic() - received) * 1000
+        self._to_caller.reset()
+        # Drop the rest of the generation that was cut off, until its turnComplete. If the turn
+        # had already completed (its audio was still playing at Twilio), nothing more of it
+        # will come, and discarding would swallow the next answer instead.
+        self._discarding = not self._turn_closed
+        sent_ms, heard_ms, confirmed_ms = self._heard.cleared(received)
+        text = "".join(self._turn_out)
+        cut = text[: round(len(text) * heard_ms / sent_ms)] if sent_ms else ""
+        record = Interruption(
+            at_s=round(self._elapsed(), 3),
+            clear_latency_ms=round(clear_ms, 3),
+            sent_ms=round(sent_ms),
+            heard_ms=round(heard_ms),
+            confirmed_ms=round(confirmed_ms),
+            transcript_heard=cut,
+        )
+        self.summary.interruptions.append(record)
+        if self._turn_closed and self.summary.turns:
+            self.summary.turns[-1].update(interrupted=True, agent_heard=cut)
+        log.info(
+            "call.interrupted",
+            extra=fields(
+                clear_latency_ms=record.clear_latency_ms,
+                heard_ms=record.heard_ms,
+                sent_ms=record.sent_ms,
+                confirmed_ms=record.confirmed_ms,
+                heard_text=cut,
+            ),
+        )
+        self._progress.set()
+
+    def _on_turn_complete(self) -> None:
+        interrupted = self._discarding
+        self._discarding = False
+        if self._turn_closed and not self._turn_in:
+            self._turns_done += 1
+            self._progress.set()
+            return  # nothing happened since the last turn (e.g. the turnComplete after a late clear)
+        turn = {
+            "at_s": round(self._elapsed(), 3),
+            "caller": "".join(self._turn_in).strip(),
+            "agent": "".join(self._turn_out).strip(),
+            "interrupted": interrupted,
+            "agent_audio_ms": round(self._heard.sent_bytes * 1000 / ms.SAMPLE_RATE),
+        }
+        if interrupted and self.summary.interruptions:
+            turn["agent_heard"] = self.summary.interruptions[-1].transcript_heard
+        self.summary.turns.append(turn)
+        log.info("call.turn", extra=fields(**turn))
+        # The agent's text and mark positions stay until its next turn starts: a barge-in can
+        # still arrive for this turn while its audio plays at Twilio.
+        self._turn_in.clear()
+        self._turn_closed = True
+        self._turns_done += 1
+        self._progress.set()
+
+    # -- tools ----------------------------------------------------------------------------
+
+    async def _on_tool_call(self, event: ToolCall) -> None:
+        assert self._session is not None
+        for fc in event.calls:
+            record: dict[str, Any] = {"id": fc.id, "name": fc.name, "args": fc.args}
+            self.summary.tool_calls.append(record)
+            if fc.name == END_CALL and not self._ending:
+                result: dict[str, Any] = {"result": "ok", "note": "The call ends after you finish speaking."}
+                self._begin_ending(Outcome.ENDED_BY_AGENT, fc.id)
+            elif fc.name == TRANSFER_CALL and self._transfer_number and not self._ending:
+                result = {"result": "ok", "note": "The caller is transferred after you finish speaking."}
+                self._begin_ending(Outcome.TRANSFER, fc.id)
+            elif fc.name in {END_CALL, TRANSFER_CALL}:
+                result = {"result": "ignored", "error": "the call is already ending"}
+            else:
+                result = {"result": "error", "error": f"unknown tool {fc.name!r}"}
+            record["result"] = result
+            log.info("call.tool_call", extra=fields(tool=fc.name, args=fc.args, result=result.get("result")))
+            await self._session.send_tool_response(fc.id, fc.name, result)
+
+    def _on_tool_cancel(self, ids: tuple[str, ...]) -> None:
+        log.info("call.tool_cancelled", extra=fields(ids=list(ids)))
+        if self._end_task is not None and self._pending_tool_id in ids:
+            # The model took it back before we acted: the call goes on.
+            self._end_task.cancel()
+            self._end_task = None
+            self._ending = False
+            self.state = State.ACTIVE
+
+    def _begin_ending(self, outcome: Outcome, tool_id: str) -> None:
+        assert self._tg is not None
+        self._ending = True
+        self._pending_tool_id = tool_id
+        self._turns_at_tool = self._turns_done
+        self.state = State.ENDING
+        # Owned by the call's TaskGroup; cancelled by run() if the call ends first.
+        self._end_task = self._tg.create_task(
+            self._end_after_playback(outcome), name=f"end:{self.summary.call_sid}"
+        )
+
+    async def _end_after_playback(self, outcome: Outcome) -> None:
+        """Let the agent's last words finish playing (marks prove it), then act."""
+        deadline = time.monotonic() + END_DRAIN_TIMEOUT_S
+        while True:
+            now = time.monotonic()
+            silent_for = now - self._last_audio_at
+            spoken = self._turns_done > self._turns_at_tool or silent_for >= MODEL_QUIET_S
+            if spoken and self._heard.all_played:
+                break
+            remaining = deadline - now
+            if remaining <= 0:
+                log.warning("call.end_drain_timeout", extra=fields(timeout_s=END_DRAIN_TIMEOUT_S))
+                break
+            self._progress.clear()
+            wait = remaining if spoken else min(remaining, MODEL_QUIET_S - silent_for)
+            try:
+                async with asyncio.timeout(wait):
+                    await self._progress.wait()
+            except TimeoutError:
+                pass
+        self._end_task = None
+        await self._finish(outcome)
+
+    async def _finish(self, outcome: Outcome) -> None:
+        """End the call the way the agent asked: REST when we can, else via <Connect action>."""
+        reason = "agent ended the call" if outcome is Outcome.ENDED_BY_AGENT else "agent transferred"
+        self._decide(outcome, reason)
+        if self._rest is not None:
+            try:
+                if outcome is Outcome.TRANSFER and self._transfer_number:
+                    await self._rest.redirect(self.summary.call_sid, twiml.dial(self._transfer_number))
+                else:
+                    await self._rest.hang_up(self.summary.call_sid)
+                log.info("call.rest_action_done", extra=fields(outcome=str(outcome)))
+            except TwilioRestError:
+                pass  # fall through: closing the stream still ends or transfers the call
+        await self._close_socket(1000, reason)
+
+    async def _close_socket(self, code: int, reason: str) -> None:
+        try:
+            await self.socket.close(code, reason)
+        except Exception as exc:  # already closed: nothing left to do
+            log.debug("twilio.close_failed", extra=fields(error=str(exc)))

@@ -1,0 +1,875 @@
+"""Caller simulator: places a call against a running server exactly as Twilio would.
+
+It connects to the server's Media Streams WebSocket, sends ``connected`` and ``start``, then
+one 160-byte μ-law frame every 20 ms on an absolute schedule (the caller's audio, silence when
+the caller is not talking), DTMF at the scheduled times and ``stop`` at the end. What the
+server sends back goes through Twilio's playback buffer (:mod:`telephony.playback`); marks are
+echoed when the audio before them has played. The result says what the caller heard and when.
+
+Layers, so that the load tester can reuse the middle one:
+
+- :class:`SimulatedCall` is sans-I/O: frames in, frames out, every method takes ``now``;
+- :func:`talk_spurts`, :func:`response_turns`, :func:`match_interruptions` and
+  :func:`assemble_heard` are the pure bookkeeping behind :class:`CallResult`;
+- :func:`place_call` only moves frames between a WebSocket and a :class:`SimulatedCall`.
+
+Time zero everywhere in a result is the moment ``start`` was sent (stream start). Caller
+audio at byte ``i`` of the track is spoken at ``i / 8000`` s; the frame carrying it leaves
+when the frame is complete, 20 ms after its first sample, as a phone would send it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import math
+import sys
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import soundfile as sf
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.protocol import State
+
+from agent.vad import speech_segments
+from telephony.audio import pcm16_to_ulaw_8k, ulaw_8k_to_pcm16
+from telephony.media_stream import (
+    FRAME_BYTES,
+    FRAME_MS,
+    SAMPLE_RATE,
+    ULAW_SILENCE,
+    InboundBuilder,
+    OutboundClear,
+    OutboundMark,
+    OutboundMedia,
+    ProtocolError,
+    UnknownEvent,
+    parse_outbound,
+)
+from telephony.playback import MarkEcho, Playback, Played
+from telephony.signature import SIGNATURE_HEADER, sign
+
+__all__ = [
+    "BargeIn",
+    "CallFailed",
+    "CallResult",
+    "ClearRecord",
+    "EchoRecord",
+    "Interruption",
+    "Note",
+    "ResponseTurn",
+    "SimulatedCall",
+    "assemble_heard",
+    "load_caller_audio",
+    "main",
+    "match_interruptions",
+    "place_call",
+    "response_turns",
+    "signature_url_for",
+    "talk_spurts",
+    "write_wav",
+]
+
+FRAME_S: Final = FRAME_MS / 1000
+#: Agent audio separated by less than this is one talk spurt (servers that pace their output
+#: at real time leave tiny gaps between chunks; that is not the agent pausing).
+SPURT_GAP_S: Final = 0.1
+_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
+_EPS: Final = 1e-9
+
+EndReason = Literal["caller", "server", "max_duration", "error"]
+
+
+class CallFailed(Exception):
+    """The call could not be placed (connection refused, handshake rejected, timeout)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BargeIn:
+    """The caller talks over the agent: ``audio`` (8 kHz μ-law) starts once the agent has
+    been audible for ``after_s`` without a break, at or after ``not_before_s`` (stream time).
+    Fires once."""
+
+    audio: bytes
+    after_s: float = 0.5
+    not_before_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseTurn:
+    """A caller utterance and when the agent's answer started playing (None: no answer)."""
+
+    utterance_start_s: float
+    utterance_end_s: float
+    response_s: float | None
+
+    @property
+    def latency_s(self) -> float | None:
+        if self.response_s is None:
+            return None
+        return self.response_s - self.utterance_end_s
+
+
+@dataclass(frozen=True, slots=True)
+class ClearRecord:
+    """A ``clear`` from the server: the queued audio it dropped and the marks it flushed."""
+
+    time_s: float
+    dropped_s: float
+    marks: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Interruption:
+    """A barge-in and the ``clear`` that honoured it.
+
+    ``speech_start_s`` is None for a clear with no caller speech over the agent before it;
+    ``clear_s`` is None when the caller talked over the agent and no clear came.
+    """
+
+    speech_start_s: float | None
+    clear_s: float | None
+    dropped_s: float = 0.0
+
+    @property
+    def latency_ms(self) -> float | None:
+        if self.speech_start_s is None or self.clear_s is None:
+            return None
+        return (self.clear_s - self.speech_start_s) * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class EchoRecord:
+    """A mark echoed back to the server: ``due_s`` when Twilio would echo it, ``sent_s`` when
+    this simulator did (on its next 20 ms tick at the latest)."""
+
+    name: str
+    due_s: float
+    sent_s: float
+    cleared: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One line of the call's timeline."""
+
+    time_s: float
+    text: str
+
+
+@dataclass
+class CallResult:
+    """What the caller experienced. Times are seconds since the stream started."""
+
+    call_sid: str
+    stream_sid: str
+    duration_s: float
+    ended_by: EndReason
+    #: 8 kHz μ-law, same length as ``heard_audio``: exactly what the caller sent, then silence.
+    caller_audio: bytes
+    #: 8 kHz μ-law timeline of the call: agent audio where it played, silence elsewhere.
+    heard_audio: bytes
+    played: list[Played]
+    time_to_first_audio_s: float | None
+    caller_segments: list[tuple[float, float]]
+    agent_spurts: list[tuple[float, float]]
+    turns: list[ResponseTurn]
+    interruptions: list[Interruption]
+    clears: list[ClearRecord]
+    marks_received: list[tuple[float, str]]
+    marks_echoed: list[EchoRecord]
+    dtmf_sent: list[tuple[float, str]]
+    frames_sent: int
+    media_bytes_received: int
+    unknown_frames: int
+    malformed_frames: int
+    close_code: int | None
+    close_reason: str
+    notes: list[Note] = field(default_factory=list, repr=False)
+
+    def timeline(self) -> list[str]:
+        """Printable lines ``t=  1.234 s: event``, in time order."""
+        notes = list(self.notes)
+        for start, end in self.caller_segments:
+            notes.append(Note(start, "caller starts speaking"))
+            notes.append(Note(end, f"caller stops speaking ({end - start:.2f} s)"))
+        for start, end in self.agent_spurts:
+            notes.append(Note(start, "agent audio starts playing"))
+            notes.append(Note(end, f"agent audio stops playing ({end - start:.2f} s)"))
+        notes.sort(key=lambda n: n.time_s)  # stable: recording order breaks ties
+        return [f"t={n.time_s:8.3f} s: {n.text}" for n in notes]
+
+    def summary(self) -> list[str]:
+        """Printable lines: greeting time, latency per turn, interruptions, counters."""
+        lines = [
+            f"call {self.call_sid} stream {self.stream_sid}: {self.duration_s:.2f} s, "
+            f"ended by {self.ended_by} (close code {self.close_code}"
+            + (f' "{self.close_reason}")' if self.close_reason else ")"),
+        ]
+        if self.time_to_first_audio_s is None:
+            lines.append("time to first agent audio: never")
+        else:
+            lines.append(f"time to first agent audio: {self.time_to_first_audio_s:.3f} s")
+        for i, turn in enumerate(self.turns, 1):
+            head = f"turn {i}: caller {turn.utterance_start_s:.2f}-{turn.utterance_end_s:.2f} s"
+            if turn.latency_s is None:
+                lines.append(f"{head}, no agent response")
+            else:
+                lines.append(f"{head}, agent at {turn.response_s:.2f} s ({turn.latency_s:.3f} s)")
+        for it in self.interruptions:
+            if it.speech_start_s is None:
+                lines.append(
+                    f"clear at {it.clear_s:.2f} s without caller barge-in "
+                    f"(dropped {it.dropped_s:.2f} s of audio)"
+                )
+            elif it.clear_s is None:
+                lines.append(f"caller talked over agent at {it.speech_start_s:.2f} s: no clear")
+            else:
+                lines.append(
+                    f"interruption at {it.speech_start_s:.2f} s: clear after "
+                    f"{it.latency_ms:.0f} ms (dropped {it.dropped_s:.2f} s of audio)"
+                )
+        cleared = sum(e.cleared for e in self.marks_echoed)
+        lines.append(
+            f"frames sent {self.frames_sent}, agent audio received "
+            f"{self.media_bytes_received / SAMPLE_RATE:.2f} s, marks received "
+            f"{len(self.marks_received)} / echoed {len(self.marks_echoed)} ({cleared} by clear), "
+            f"unknown frames {self.unknown_frames}, malformed frames {self.malformed_frames}"
+        )
+        return lines
+
+    def write_wav(self, path: str | Path, *, stereo: bool = False) -> None:
+        """Same as :func:`write_wav`."""
+        write_wav(path, self, stereo=stereo)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure bookkeeping
+# ---------------------------------------------------------------------------------------------
+
+
+def assemble_heard(played: Sequence[Played], length: int) -> bytes:
+    """Place played runs (start in seconds from stream start) on a μ-law silence timeline."""
+    out = bytearray(ULAW_SILENCE * length)
+    for run in played:
+        at = max(0, round(run.start * SAMPLE_RATE))
+        chunk = run.audio[: max(0, length - at)]
+        out[at : at + len(chunk)] = chunk
+    return bytes(out)
+
+
+def talk_spurts(
+    played: Sequence[Played], max_gap_s: float = SPURT_GAP_S
+) -> list[tuple[float, float]]:
+    """Merge played runs closer than ``max_gap_s`` into ``(start_s, end_s)`` talk spurts."""
+    spurts: list[tuple[float, float]] = []
+    for run in sorted(played, key=lambda r: r.start):
+        if spurts and run.start - spurts[-1][1] < max_gap_s:
+            spurts[-1] = (spurts[-1][0], max(spurts[-1][1], run.end))
+        else:
+            spurts.append((run.start, run.end))
+    return spurts
+
+
+def response_turns(
+    caller_segments: Sequence[tuple[float, float]], agent_spurts: Sequence[tuple[float, float]]
+) -> list[ResponseTurn]:
+    """Pair each caller utterance with the first agent spurt that starts after it ends and
+    before the caller speaks again."""
+    starts = [s for s, _ in agent_spurts]
+    turns: list[ResponseTurn] = []
+    for i, (u_start, u_end) in enumerate(caller_segments):
+        next_utterance = caller_segments[i + 1][0] if i + 1 < len(caller_segments) else math.inf
+        j = bisect.bisect_left(starts, u_end - _EPS)
+        response = starts[j] if j < len(starts) and starts[j] < next_utterance else None
+        turns.append(ResponseTurn(u_start, u_end, response))
+    return turns
+
+
+def match_interruptions(
+    caller_segments: Sequence[tuple[float, float]],
+    agent_spurts: Sequence[tuple[float, float]],
+    clears: Sequence[ClearRecord],
+) -> list[Interruption]:
+    """Pair barge-ins (caller speech starting while the agent was audible) with clears.
+
+    Each clear answers the latest barge-in before it that no earlier clear answered; clears
+    left over had no barge-in, barge-ins left over got no clear.
+    """
+    barge_ins = [s for s, _ in caller_segments if any(a - _EPS <= s < b for a, b in agent_spurts)]
+    matched: dict[float, ClearRecord] = {}
+    lone: list[Interruption] = []
+    for clear in sorted(clears, key=lambda c: c.time_s):
+        open_ = [s for s in barge_ins if s <= clear.time_s + _EPS and s not in matched]
+        if open_:
+            matched[open_[-1]] = clear
+        else:
+            lone.append(Interruption(None, clear.time_s, clear.dropped_s))
+    result = lone + [
+        Interruption(s, matched[s].time_s, matched[s].dropped_s)
+        if s in matched
+        else Interruption(s, None)
+        for s in barge_ins
+    ]
+    result.sort(key=_interruption_time)
+    return result
+
+
+def _interruption_time(it: Interruption) -> float:
+    if it.speech_start_s is not None:
+        return it.speech_start_s
+    return it.clear_s if it.clear_s is not None else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Sans-I/O call
+# ---------------------------------------------------------------------------------------------
+
+
+def _new_sid(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex
+
+
+class SimulatedCall:
+    """Twilio's side of one Media Stream, without I/O.
+
+    ``open(now)`` returns ``connected`` + ``start``; then call ``due(now)`` no later than
+    ``next_wakeup()`` and ``receive(now, frame)`` for every server frame; each returns the
+    frames to send. ``should_end(now)`` says when the caller hangs up; ``finish`` returns the
+    ``stop``; ``server_closed`` records the server closing first. ``now`` is any monotonic
+    clock in seconds.
+    """
+
+    def __init__(
+        self,
+        audio_ulaw: bytes,
+        *,
+        stream_sid: str | None = None,
+        call_sid: str | None = None,
+        account_sid: str | None = None,
+        custom_parameters: Mapping[str, str] | None = None,
+        dtmf: Sequence[tuple[float, str]] = (),
+        lead_silence_s: float = 0.0,
+        linger_s: float = 3.0,
+        max_duration_s: float = 120.0,
+        barge_in: BargeIn | None = None,
+    ) -> None:
+        for at, digit in dtmf:
+            if digit not in _DTMF_DIGITS or at < 0:
+                raise ValueError(f"bad DTMF entry {(at, digit)!r}")
+        if lead_silence_s < 0 or linger_s < 0 or max_duration_s <= 0:
+            raise ValueError("lead_silence_s and linger_s must be >= 0, max_duration_s > 0")
+        self.stream_sid = stream_sid or _new_sid("MZ")
+        self.call_sid = call_sid or _new_sid("CA")
+        self._builder = InboundBuilder(
+            self.stream_sid, self.call_sid, account_sid or _new_sid("AC")
+        )
+        self._params = dict(custom_parameters or {})
+        self._track = bytearray(ULAW_SILENCE * round(lead_silence_s * SAMPLE_RATE) + audio_ulaw)
+        self._dtmf = deque(sorted(dtmf))
+        self._last_dtmf_s = max((at for at, _ in dtmf), default=0.0)
+        self._linger_s = linger_s
+        self._max_duration_s = max_duration_s
+        self._barge_in = barge_in
+        self._playback = Playback()
+        self._t0: float | None = None
+        self._sent = bytearray()
+        self._played: list[Played] = []
+        self._spurt: tuple[float, float] | None = None
+        self._last_media_s = -math.inf
+        self._media_bytes = 0
+        self._clears: list[ClearRecord] = []
+        self._marks_received: list[tuple[float, str]] = []
+        self._echoes: list[EchoRecord] = []
+        self._dtmf_sent: list[tuple[float, str]] = []
+        self._notes: list[Note] = []
+        self._unknown = 0
+        self._malformed = 0
+        self._end_s: float | None = None
+        self._ended_by: EndReason | None = None
+        self._close_code: int | None = None
+        self._close_reason = ""
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._t0 is not None
+
+    @property
+    def ended(self) -> bool:
+        return self._ended_by is not None
+
+    @property
+    def frames_sent(self) -> int:
+        return len(self._sent) // FRAME_BYTES
+
+    def _t(self, now: float) -> float:
+        if self._t0 is None:
+            raise RuntimeError("call not opened")
+        return now - self._t0
+
+    def _note(self, t: float, text: str) -> None:
+        self._notes.append(Note(t, text))
+
+    # -- caller -> server ---------------------------------------------------------------------
+
+    def open(self, now: float) -> list[str]:
+        """Stream start: the ``connected`` and ``start`` frames."""
+        if self._t0 is not None:
+            raise RuntimeError("call already opened")
+        self._t0 = now
+        params = ", ".join(f"{k}={v}" for k, v in self._params.items())
+        self._note(0.0, f"connected; start sent (callSid {self.call_sid}, params: {params or '-'})")
+        return [self._builder.connected(), self._builder.start(self._params)]
+
+    def next_wakeup(self) -> float:
+        """Absolute time by which ``due`` must be called next (the next frame or DTMF)."""
+        t0 = self._t0 if self._t0 is not None else 0.0
+        at = (self.frames_sent + 1) * FRAME_S
+        if self._dtmf:
+            at = min(at, self._dtmf[0][0])
+        return t0 + at
+
+    def due(self, now: float) -> list[str]:
+        """Frames due by ``now``: media (catching up if late, never drifting), DTMF, echoes."""
+        t = self._t(now)
+        out: list[str] = []
+        if self.ended:
+            return out
+        while True:
+            frame_at = (self.frames_sent + 1) * FRAME_S
+            dtmf_at = self._dtmf[0][0] if self._dtmf else math.inf
+            if min(frame_at, dtmf_at) > t + _EPS:
+                break
+            if dtmf_at <= frame_at:
+                _, digit = self._dtmf.popleft()
+                out.append(self._builder.dtmf(digit))
+                self._dtmf_sent.append((t, digit))
+                self._note(t, f"dtmf {digit} sent")
+            else:
+                k = self.frames_sent
+                frame = bytes(self._track[k * FRAME_BYTES : (k + 1) * FRAME_BYTES])
+                frame += ULAW_SILENCE * (FRAME_BYTES - len(frame))
+                # timestamp: when the frame's first sample was spoken, ms since stream start.
+                out.append(self._builder.media(frame, k * FRAME_MS))
+                self._sent += frame
+        out += self._advance(t)
+        return out
+
+    def _advance(self, t: float) -> list[str]:
+        played, echoes = self._playback.advance(t)
+        self._on_played(played, t)
+        return self._echo(t, echoes)
+
+    def _on_played(self, played: list[Played], t: float) -> None:
+        for run in played:
+            if self._played and abs(self._played[-1].end - run.start) < _EPS:
+                last = self._played[-1]
+                self._played[-1] = Played(last.start, last.audio + run.audio)
+            else:
+                self._played.append(run)
+            if self._spurt is not None and run.start - self._spurt[1] < SPURT_GAP_S:
+                self._spurt = (self._spurt[0], run.end)
+            else:
+                self._spurt = (run.start, run.end)
+        barge = self._barge_in
+        if (
+            barge is not None
+            and self._spurt is not None
+            and t >= barge.not_before_s
+            and self._spurt[1] >= t - _EPS  # the agent is audible right now
+            and t - self._spurt[0] >= barge.after_s
+        ):
+            self._barge_in = None
+            at = max(len(self._sent), round(t * SAMPLE_RATE))
+            end = at + len(barge.audio)
+            if len(self._track) < end:
+                self._track += ULAW_SILENCE * (end - len(self._track))
+            self._track[at:end] = barge.audio
+            self._note(at / SAMPLE_RATE, "caller barges in")
+
+    def _echo(self, t: float, echoes: list[MarkEcho]) -> list[str]:
+        out: list[str] = []
+        for echo in echoes:
+            out.append(self._builder.mark(echo.name))
+            self._echoes.append(EchoRecord(echo.name, echo.time, t, echo.cleared))
+            how = " (flushed by clear)" if echo.cleared else ""
+            self._note(t, f"mark {echo.name!r} echoed{how}")
+        return out
+
+    # -- server -> caller ---------------------------------------------------------------------
+
+    def receive(self, now: float, frame: str | bytes) -> list[str]:
+        """Handle one server frame; return the mark echoes it caused."""
+        t = self._t(now)
+        if self.ended:
+            return []
+        # Bring playback up to now first, so new audio queues behind what really is left.
+        out = self._advance(t)
+        if isinstance(frame, bytes):
+            self._malformed += 1
+            self._note(t, f"binary frame ({len(frame)} bytes) ignored")
+            return out
+        try:
+            event = parse_outbound(frame)
+        except UnknownEvent as exc:
+            self._unknown += 1
+            self._note(t, f"unknown event {exc.event!r} ignored")
+            return out
+        except ProtocolError as exc:
+            self._malformed += 1
+            self._note(t, f"malformed frame ignored: {exc}")
+            return out
+        if event.stream_sid != self.stream_sid:
+            self._malformed += 1
+            self._note(t, f"frame for another stream {event.stream_sid!r} ignored")
+            return out
+        if isinstance(event, OutboundMedia):
+            if self._playback.idle and event.payload:
+                self._note(t, "agent audio arrives")
+            self._playback.push_media(t, event.payload)
+            self._media_bytes += len(event.payload)
+            if event.payload:
+                self._last_media_s = t
+        elif isinstance(event, OutboundMark):
+            self._playback.push_mark(t, event.name)
+            self._marks_received.append((t, event.name))
+            self._note(t, f"mark {event.name!r} received")
+        elif isinstance(event, OutboundClear):
+            dropped = self._playback.queued_bytes / SAMPLE_RATE
+            played, echoes = self._playback.clear(t)
+            self._on_played(played, t)
+            marks = tuple(e.name for e in echoes if e.cleared)
+            self._clears.append(ClearRecord(t, dropped, marks))
+            self._note(t, f"clear received: {dropped * 1000:.0f} ms of agent audio dropped")
+            out += self._echo(t, echoes)
+        return out + self._advance(t)
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def caller_done_s(self) -> float:
+        """Stream time when the caller's audio and DTMF are all out (grows on barge-in)."""
+        return max(len(self._track) / SAMPLE_RATE, self._last_dtmf_s)
+
+    def should_end(self, now: float) -> EndReason | None:
+        """``caller`` once the caller is done and the agent has been quiet for ``linger_s``;
+        ``max_duration`` at the limit; else None."""
+        t = self._t(now)
+        if self.ended:
+            return None
+        if t >= self._max_duration_s - _EPS:
+            return "max_duration"
+        if len(self._sent) < len(self._track) or self._dtmf or not self._playback.idle:
+            return None
+        spurt_end = self._spurt[1] if self._spurt is not None else -math.inf
+        quiet_since = max(self.caller_done_s(), spurt_end, self._last_media_s)
+        return "caller" if t >= quiet_since + self._linger_s - _EPS else None
+
+    def finish(self, now: float, reason: EndReason = "caller") -> list[str]:
+        """The caller ends the call: the ``stop`` frame (the socket is closed after it)."""
+        t = self._t(now)
+        if self.ended:
+            return []
+        self._advance(t)  # echoes due now would arrive after stop: Twilio drops them too
+        self._end(t, reason)
+        self._note(t, f"stop sent ({reason})")
+        return [self._builder.stop()]
+
+    def server_closed(self, now: float, code: int | None, reason: str) -> None:
+        """The socket closed; when the caller had not ended the call, the server did."""
+        t = self._t(now) if self._t0 is not None else 0.0
+        self._close_code, self._close_reason = code, reason
+        if not self.ended:
+            if self._t0 is not None:
+                self._advance(t)
+            self._end(t, "server")
+            self._note(
+                t, f"server closed the socket (code {code}{', ' + reason if reason else ''})"
+            )
+
+    def abort(self, now: float, why: str) -> None:
+        """The call broke off (I/O error, overall timeout)."""
+        if not self.ended:
+            t = self._t(now) if self._t0 is not None else 0.0
+            self._end(t, "error")
+            self._note(t, f"call aborted: {why}")
+
+    def _end(self, t: float, reason: EndReason) -> None:
+        self._end_s = t
+        self._ended_by = reason
+
+    def result(self) -> CallResult:
+        """The call as the caller experienced it (call after it ended)."""
+        end_s = self._end_s if self._end_s is not None else 0.0
+        length = max(len(self._sent), round(end_s * SAMPLE_RATE))
+        caller_audio = bytes(self._sent) + ULAW_SILENCE * (length - len(self._sent))
+        segments = speech_segments(ulaw_8k_to_pcm16(caller_audio), SAMPLE_RATE)
+        spurts = talk_spurts(self._played)
+        return CallResult(
+            call_sid=self.call_sid,
+            stream_sid=self.stream_sid,
+            duration_s=length / SAMPLE_RATE,
+            ended_by=self._ended_by or "error",
+            caller_audio=caller_audio,
+            heard_audio=assemble_heard(self._played, length),
+            played=list(self._played),
+            time_to_first_audio_s=self._played[0].start if self._played else None,
+            caller_segments=segments,
+            agent_spurts=spurts,
+            turns=response_turns(segments, spurts),
+            interruptions=match_interruptions(segments, spurts, self._clears),
+            clears=list(self._clears),
+            marks_received=list(self._marks_received),
+            marks_echoed=list(self._echoes),
+            dtmf_sent=list(self._dtmf_sent),
+            frames_sent=self.frames_sent,
+            media_bytes_received=self._media_bytes,
+            unknown_frames=self._unknown,
+            malformed_frames=self._malformed,
+            close_code=self._close_code,
+            close_reason=self._close_reason,
+            notes=list(self._notes),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# I/O: WebSocket, files, CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def _with_scheme(url: str, mapping: Mapping[str, str]) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(scheme=mapping.get(parts.scheme, parts.scheme)))
+
+
+def signature_url_for(url: str) -> str:
+    """The URL Twilio signs the upgrade with: the secure form, as written in ``<Stream url>``."""
+    return _with_scheme(url, {"ws": "wss", "http": "https"})
+
+
+async def place_call(
+    url: str,
+    audio_ulaw: bytes,
+    *,
+    auth_token: str | None = None,
+    signature_url: str | None = None,
+    custom_parameters: Mapping[str, str] | None = None,
+    call_sid: str | None = None,
+    stream_sid: str | None = None,
+    account_sid: str | None = None,
+    dtmf: Sequence[tuple[float, str]] = (),
+    lead_silence_s: float = 0.0,
+    linger_s: float = 3.0,
+    max_duration_s: float = 120.0,
+    barge_in: BargeIn | None = None,
+    connect_timeout_s: float = 10.0,
+    close_timeout_s: float = 5.0,
+) -> CallResult:
+    """Call the Media Streams endpoint at ``url`` as Twilio would and report what was heard.
+
+    ``audio_ulaw`` (8 kHz μ-law) is what the caller says, after ``lead_silence_s`` of silence;
+    ``dtmf`` holds ``(seconds since stream start, digit)``. With ``auth_token`` the upgrade
+    carries ``X-Twilio-Signature`` over ``signature_url`` (default: the ``wss://`` form of
+    ``url``). Raises :class:`CallFailed` when the connection cannot be established.
+    """
+    call = SimulatedCall(
+        audio_ulaw,
+        stream_sid=stream_sid,
+        call_sid=call_sid,
+        account_sid=account_sid,
+        custom_parameters=custom_parameters,
+        dtmf=dtmf,
+        lead_silence_s=lead_silence_s,
+        linger_s=linger_s,
+        max_duration_s=max_duration_s,
+        barge_in=barge_in,
+    )
+    headers: dict[str, str] = {}
+    if auth_token is not None:
+        headers[SIGNATURE_HEADER] = sign(auth_token, signature_url or signature_url_for(url), {})
+    try:
+        ws = await connect(
+            _with_scheme(url, {"http": "ws", "https": "wss"}),
+            additional_headers=headers,
+            open_timeout=connect_timeout_s,
+            close_timeout=close_timeout_s,
+            compression=None,
+            # Servers may send long utterances in one media message.
+            max_size=2**24,
+        )
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        raise CallFailed(f"could not connect to {url}: {exc!r}") from exc
+
+    loop = asyncio.get_running_loop()
+    try:
+        # The overall bound: the caller ends the call at max_duration_s in any case.
+        async with asyncio.timeout(max_duration_s + close_timeout_s + 5.0):
+            try:
+                for frame in call.open(loop.time()):
+                    await ws.send(frame)
+            except ConnectionClosed:
+                pass
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(_send_loop(ws, call))
+                tg.create_task(_receive_loop(ws, call))
+    except TimeoutError:
+        call.abort(loop.time(), "overall timeout")
+    finally:
+        if ws.state is not State.CLOSED:
+            # Cancelled or timed out mid-call: drop the TCP connection, do not wait for it.
+            ws.transport.abort()
+    return call.result()
+
+
+async def _send_loop(ws: ClientConnection, call: SimulatedCall) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        while not call.ended:
+            now = loop.time()
+            for frame in call.due(now):
+                await ws.send(frame)
+            reason = call.should_end(now)
+            if reason is not None:
+                for frame in call.finish(now, reason):
+                    await ws.send(frame)
+                await ws.close()  # bounded by close_timeout
+                return
+            await asyncio.sleep(max(0.0, call.next_wakeup() - loop.time()))
+    except ConnectionClosed:
+        pass  # the receive loop records how it closed
+
+
+async def _receive_loop(ws: ClientConnection, call: SimulatedCall) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        async for frame in ws:
+            for reply in call.receive(loop.time(), frame):
+                await ws.send(reply)
+    except ConnectionClosed:
+        pass
+    call.server_closed(loop.time(), ws.close_code, ws.close_reason or "")
+
+
+def load_caller_audio(path: str | Path, channel: int | None = None) -> bytes:
+    """Read any audio file soundfile can (WAV, FLAC, OGG; any rate, mono or multichannel)
+    as 8 kHz μ-law: channels are mixed down, or ``channel`` (0-based) is picked."""
+    data, rate = sf.read(str(path), dtype="int16", always_2d=True)
+    if channel is not None:
+        if not 0 <= channel < data.shape[1]:
+            raise ValueError(f"{path}: no channel {channel} (it has {data.shape[1]})")
+        mono = data[:, channel]
+    elif data.shape[1] == 1:
+        mono = data[:, 0]
+    else:
+        mono = np.round(data.mean(axis=1, dtype=np.float64)).astype("<i2")
+    return pcm16_to_ulaw_8k(np.ascontiguousarray(mono, dtype="<i2").tobytes(), int(rate))
+
+
+def write_wav(path: str | Path, result: CallResult, *, stereo: bool = False) -> None:
+    """Write what the caller heard as 16-bit PCM at 8 kHz: mono = the agent as heard;
+    ``stereo`` = agent on channel 0 (left), the caller on channel 1 (right)."""
+    agent = np.frombuffer(ulaw_8k_to_pcm16(result.heard_audio), dtype="<i2")
+    if stereo:
+        caller = np.frombuffer(ulaw_8k_to_pcm16(result.caller_audio), dtype="<i2")
+        n = max(len(agent), len(caller))
+        data = np.zeros((n, 2), dtype=np.int16)
+        data[: len(agent), 0] = agent
+        data[: len(caller), 1] = caller
+        sf.write(str(path), data, SAMPLE_RATE, subtype="PCM_16")
+    else:
+        sf.write(str(path), agent, SAMPLE_RATE, subtype="PCM_16")
+
+
+def _parse_param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected k=v, got {text!r}")
+    return key, value
+
+
+def _parse_dtmf(text: str) -> tuple[float, str]:
+    at, sep, digits = text.partition(":")
+    try:
+        seconds = float(at)
+    except ValueError:
+        seconds = -1.0
+    if not sep or seconds < 0 or len(digits) != 1 or digits not in _DTMF_DIGITS:
+        raise argparse.ArgumentTypeError(f"expected SECONDS:DIGIT (e.g. 3.5:4), got {text!r}")
+    return seconds, digits
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="voice-agent call",
+        description="Place a simulated Twilio call against a running server and report it.",
+    )
+    p.add_argument("audio", help="what the caller says: WAV/FLAC/OGG, any rate")
+    p.add_argument("--url", default="ws://127.0.0.1:8080/twilio/media")
+    p.add_argument("--out", default="heard.wav", help="WAV of what the caller heard")
+    p.add_argument("--stereo", action="store_true", help="caller on the right channel")
+    p.add_argument("--channel", type=int, default=None, help="pick one input channel")
+    p.add_argument("--auth-token", default=None, help="sign the upgrade like Twilio")
+    p.add_argument("--signature-url", default=None, help="URL to sign (default: wss:// form)")
+    p.add_argument("--param", type=_parse_param, action="append", default=[], metavar="K=V")
+    p.add_argument("--dtmf", type=_parse_dtmf, action="append", default=[], metavar="S:DIGIT")
+    p.add_argument("--lead-silence", type=float, default=0.0, metavar="S")
+    p.add_argument("--linger", type=float, default=3.0, metavar="S")
+    p.add_argument("--max-duration", type=float, default=120.0, metavar="S")
+    p.add_argument("--barge-in", default=None, metavar="AUDIO", help="talk over the agent")
+    p.add_argument("--barge-in-after", type=float, default=0.5, metavar="S")
+    p.add_argument("--barge-in-not-before", type=float, default=0.0, metavar="S")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``voice-agent call``: 0 for a normal call, 1 for an abnormal close, 2 when the call
+    could not be placed (or the input could not be read)."""
+    args = _build_parser().parse_args(argv)
+    try:
+        audio = load_caller_audio(args.audio, args.channel)
+        barge_in = None
+        if args.barge_in is not None:
+            barge_in = BargeIn(
+                load_caller_audio(args.barge_in, args.channel),
+                after_s=args.barge_in_after,
+                not_before_s=args.barge_in_not_before,
+            )
+    except (OSError, ValueError, sf.LibsndfileError) as exc:
+        print(f"error: cannot read audio: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(
+            place_call(
+                args.url,
+                audio,
+                auth_token=args.auth_token,
+                signature_url=args.signature_url,
+                custom_parameters=dict(args.param),
+                dtmf=args.dtmf,
+                lead_silence_s=args.lead_silence,
+                linger_s=args.linger,
+                max_duration_s=args.max_duration,
+                barge_in=barge_in,
+            )
+        )
+    except CallFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for line in result.timeline():
+        print(line)
+    print()
+    for line in result.summary():
+        print(line)
+    result.write_wav(args.out, stereo=args.stereo)
+    print(f"heard audio written to {args.out}")
+    normal = result.ended_by != "error" and result.close_code in (None, 1000, 1001)
+    return 0 if normal else 1

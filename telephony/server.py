@@ -1,0 +1,400 @@
+"""The HTTP/WebSocket surface Twilio talks to, and the process-wide service state.
+
+Routes (keep the paths: users paste them into the Twilio console):
+
+- ``POST /twilio/voice``  the voice webhook: ``<Connect action=/twilio/after><Stream url=wss://…/twilio/media>``
+- ``WS   /twilio/media``  the bidirectional Media Stream (one ``Call`` per connection)
+- ``POST /twilio/after``  ``<Connect action>``: what Twilio does once the stream ends
+- ``GET  /healthz``       alive;  ``GET /readyz``  ready for new calls (not draining, not full)
+
+With no model credentials, the lifespan starts the local Live API simulator in-process and
+the service talks to it through the real google-genai SDK (loudly logged: not a real model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketState
+
+from agent.config import Settings
+from agent.session import AgentError, AgentSession, LiveAgent
+from telephony import twiml
+from telephony.call import Call, CallSummary, Outcome
+from telephony.logs import call_sid_var, fields
+from telephony.signature import SIGNATURE_HEADER, is_valid
+from telephony.twilio_rest import TwilioRest
+
+log = logging.getLogger(__name__)
+
+#: How long a session opened at the webhook waits for its Media Stream before it is closed.
+PRECONNECT_TTL_S = 30.0
+#: Outcomes remembered for ``<Connect action>`` requests (they arrive right after the stream).
+OUTCOMES_KEPT = 10_000
+#: Finished call summaries kept in memory for inspection (tests, benchmarks, debugging).
+SUMMARIES_KEPT = 1_000
+
+XML = "application/xml"
+
+
+class _StarletteSocket:
+    """Adapts Starlette's WebSocket to ``telephony.call.TwilioSocket``."""
+
+    __slots__ = ("ws",)
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+
+    async def receive(self) -> str | bytes | None:
+        if self.ws.client_state == WebSocketState.DISCONNECTED:
+            return None
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        if text is not None:
+            return str(text)
+        return bytes(message.get("bytes") or b"")
+
+    async def send(self, text: str) -> None:
+        await self.ws.send_text(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        if (
+            self.ws.application_state != WebSocketState.DISCONNECTED
+            and self.ws.client_state != WebSocketState.DISCONNECTED
+        ):
+            await self.ws.close(code, reason)
+
+
+class Service:
+    """Everything shared by the calls of one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.agent: LiveAgent | None = None
+        self.rest: TwilioRest | None = None
+        self.simulator: Any = None  # agent.simulator.LiveSimulator when embedded
+        self.draining = False
+        self.streams = 0  # open Media Stream sockets (accepted)
+        self.calls: dict[str, Call] = {}  # started calls by call SID
+        self._preconnects: dict[str, asyncio.Task[AgentSession]] = {}
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self.outcomes: OrderedDict[str, str] = OrderedDict()
+        self.recent: deque[CallSummary] = deque(maxlen=SUMMARIES_KEPT)
+        self.started_at = time.time()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- capacity -------------------------------------------------------------------------
+
+    @property
+    def load(self) -> int:
+        """Calls in progress plus calls answered at the webhook whose stream hasn't started."""
+        return self.streams + len(self._preconnects)
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.agent is not None
+            and not self.draining
+            and self.load < self.settings.max_concurrent_calls
+        )
+
+    def stream_opened(self) -> None:
+        self.streams += 1
+        self._idle.clear()
+
+    def stream_closed(self) -> None:
+        self.streams -= 1
+        if self.streams == 0 and not self._preconnects:
+            self._idle.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop taking calls and wait for the calls in progress to end (True if they did)."""
+        self.draining = True
+        log.warning(
+            "server.draining", extra=fields(active_calls=self.streams, timeout_s=timeout_s)
+        )
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("server.drain_timeout", extra=fields(active_calls=self.streams))
+            return False
+        log.info("server.drained")
+        return True
+
+    # -- outcomes for <Connect action> ----------------------------------------------------
+
+    def outcome_of(self, call_sid: str) -> str | None:
+        call = self.calls.get(call_sid)
+        if call is not None and call.outcome_decided.is_set():
+            return str(call.summary.outcome)
+        return self.outcomes.get(call_sid)
+
+    def remember(self, summary: CallSummary) -> None:
+        if summary.call_sid:
+            self.outcomes[summary.call_sid] = str(summary.outcome)
+            while len(self.outcomes) > OUTCOMES_KEPT:
+                self.outcomes.popitem(last=False)
+        self.recent.append(summary)
+
+    # -- pre-connected sessions -----------------------------------------------------------
+
+    def preconnect(self, call_sid: str) -> None:
+        """Start opening the model session while Twilio is still setting up the stream."""
+        if self.agent is None or call_sid in self._preconnects:
+            return
+        agent = self.agent
+        token = call_sid_var.set(call_sid)
+        try:
+            task = asyncio.get_running_loop().create_task(
+                agent.open(call_sid), name=f"preconnect:{call_sid}"
+            )
+        finally:
+            call_sid_var.reset(token)
+        self._preconnects[call_sid] = task
+        self._idle.clear()
+        self._expiry[call_sid] = asyncio.get_running_loop().call_later(
+            PRECONNECT_TTL_S, self._expire, call_sid
+        )
+
+    def _take_preconnect(self, call_sid: str) -> asyncio.Task[AgentSession] | None:
+        handle = self._expiry.pop(call_sid, None)
+        if handle is not None:
+            handle.cancel()
+        task = self._preconnects.pop(call_sid, None)
+        if self.streams == 0 and not self._preconnects:
+            self._idle.set()
+        return task
+
+    def _expire(self, call_sid: str) -> None:
+        task = self._take_preconnect(call_sid)
+        if task is not None:
+            log.warning("call.preconnect_unclaimed", extra=fields(call_sid=call_sid))
+            _discard_session(task)
+
+    async def open_session(self, call_sid: str) -> AgentSession:
+        """The call's model session: the pre-connected one if any, else a new one."""
+        if self.agent is None:
+            raise AgentError("the model client is not ready", retryable=False)
+        task = self._take_preconnect(call_sid)
+        if task is not None:
+            return await task  # bounded by the agent's setup timeout
+        return await self.agent.open(call_sid)
+
+    async def aclose(self) -> None:
+        for call_sid in list(self._preconnects):
+            task = self._take_preconnect(call_sid)
+            if task is not None:
+                _discard_session(task)
+        if self.rest is not None:
+            await self.rest.aclose()
+        if self.simulator is not None:
+            await self.simulator.aclose()
+
+
+def _discard_session(task: asyncio.Task[AgentSession]) -> None:
+    """Cancel a pre-connect, or close the session it already opened."""
+
+    def closed(t: asyncio.Task[AgentSession]) -> None:
+        if t.cancelled() or t.exception() is not None:
+            return
+        # Fire-and-forget is safe here: close() is bounded (5 s) and swallows its errors.
+        t.get_loop().create_task(t.result().close())  # noqa: RUF006
+
+    if task.done():
+        closed(task)
+    else:
+        task.cancel()
+        task.add_done_callback(closed)
+
+
+async def _start_model(service: Service) -> None:
+    settings = service.settings
+    if settings.model.backend == "simulator":
+        from agent.simulator import LiveSimulator
+
+        simulator = LiveSimulator(host="127.0.0.1", port=0)
+        await simulator.__aenter__()
+        service.simulator = simulator
+        log.warning(
+            "model.simulator",
+            extra=fields(
+                message=(
+                    "NO MODEL CREDENTIALS: using the embedded local Live API simulator. "
+                    "It is NOT A REAL MODEL: it echoes the caller's words back. Set "
+                    "GEMINI_API_KEY (or Vertex AI settings) to talk to Gemini."
+                ),
+                url=simulator.base_url,
+            ),
+        )
+        service.agent = LiveAgent(
+            settings.model,
+            settings.persona,
+            base_url=simulator.base_url,
+            ssl_context=simulator.client_ssl_context(),
+            api_key="simulator",
+        )
+    else:
+        service.agent = LiveAgent(settings.model, settings.persona)
+        log.info(
+            "model.configured",
+            extra=fields(backend=settings.model.backend, model=settings.model.model),
+        )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ASGI app. ``app.state.service`` holds the shared state."""
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for warning in settings.warnings:
+            log.warning("config.warning", extra=fields(message=warning))
+        await _start_model(service)
+        if settings.rest_enabled:
+            assert settings.twilio_account_sid and settings.twilio_auth_token
+            service.rest = TwilioRest(settings.twilio_account_sid, settings.twilio_auth_token)
+        log.info(
+            "server.ready",
+            extra=fields(
+                persona_voice=settings.persona.voice,
+                language=settings.persona.language,
+                tools=list(settings.persona.tools),
+                max_concurrent_calls=settings.max_concurrent_calls,
+                signatures=settings.signatures_enforced,
+                rest=settings.rest_enabled,
+            ),
+        )
+        try:
+            yield
+        finally:
+            await service.aclose()
+
+    app = FastAPI(title="Gemini Live phone agent", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = service
+
+    def signature_ok(request_url: str, params: dict[str, str], signature: str | None) -> bool:
+        token = settings.twilio_auth_token
+        return token is None or is_valid(token, request_url, params, signature)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        body = {
+            "ready": service.ready,
+            "draining": service.draining,
+            "active_calls": service.streams,
+            "load": service.load,
+            "max_concurrent_calls": settings.max_concurrent_calls,
+            "model_backend": settings.model.backend,
+        }
+        return JSONResponse(body, status_code=200 if service.ready else 503)
+
+    @app.post("/twilio/voice")
+    async def voice(request: Request) -> Response:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        host = request.headers.get("host")
+        url = settings.public_http_url("/twilio/voice", host)
+        if not signature_ok(url, form, request.headers.get(SIGNATURE_HEADER)):
+            log.warning("webhook.bad_signature", extra=fields(url=url))
+            return Response("invalid signature", status_code=403)
+        call_sid = form.get("CallSid", "")
+        token = call_sid_var.set(call_sid or None)
+        try:
+            if not service.ready:
+                log.warning(
+                    "call.turned_away",
+                    extra=fields(draining=service.draining, load=service.load, caller=form.get("From", "")),
+                )
+                body = twiml.say_and_hang_up(settings.busy_message, settings.persona.language)
+                return Response(body, media_type=XML)
+            if call_sid:
+                service.preconnect(call_sid)
+            params = {
+                "from": form.get("From", ""),
+                "to": form.get("To", ""),
+                "direction": form.get("Direction", ""),
+            }
+            body = twiml.connect_stream(
+                settings.stream_url(host),
+                settings.public_http_url("/twilio/after", host),
+                {k: v for k, v in params.items() if v},
+            )
+            log.info("webhook.answered", extra=fields(caller=params["from"], callee=params["to"]))
+            return Response(body, media_type=XML)
+        finally:
+            call_sid_var.reset(token)
+
+    @app.post("/twilio/after")
+    async def after(request: Request) -> Response:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        url = settings.public_http_url("/twilio/after", request.headers.get("host"))
+        if not signature_ok(url, form, request.headers.get(SIGNATURE_HEADER)):
+            log.warning("webhook.bad_signature", extra=fields(url=url))
+            return Response("invalid signature", status_code=403)
+        call_sid = form.get("CallSid", "")
+        outcome = service.outcome_of(call_sid)
+        token = call_sid_var.set(call_sid or None)
+        try:
+            log.info("call.after_stream", extra=fields(outcome=outcome))
+        finally:
+            call_sid_var.reset(token)
+        body = twiml.after_stream(
+            outcome,
+            unavailable_message=settings.unavailable_message,
+            transfer_number=settings.transfer_number,
+            language=settings.persona.language,
+        )
+        return Response(body, media_type=XML)
+
+    @app.websocket("/twilio/media")
+    async def media(ws: WebSocket) -> None:
+        host = ws.headers.get("host")
+        if not signature_ok(settings.stream_url(host), {}, ws.headers.get(SIGNATURE_HEADER)):
+            log.warning("stream.bad_signature", extra=fields(url=settings.stream_url(host)))
+            await ws.close(code=1008)  # before accept: the upgrade is refused (HTTP 403)
+            return
+        if service.draining or service.streams >= settings.max_concurrent_calls:
+            log.warning("stream.refused", extra=fields(draining=service.draining, active=service.streams))
+            await ws.close(code=1013)
+            return
+        await ws.accept()
+        service.stream_opened()
+        call = Call(
+            _StarletteSocket(ws),
+            service.open_session,
+            greeting=settings.persona.greeting,
+            stream_start_timeout_s=settings.stream_start_timeout_s,
+            transfer_number=settings.transfer_number,
+            rest=service.rest,
+            on_started=lambda c: service.calls.__setitem__(c.summary.call_sid, c),
+        )
+        try:
+            summary = await call.run()
+        except Exception:
+            # The per-call boundary: a bug in one call must not take the server down.
+            log.exception("call.crashed")
+            call.summary.outcome = Outcome.FAILED
+            call.summary.reason = "internal error"
+            summary = call.summary
+        finally:
+            service.calls.pop(call.summary.call_sid, None)
+            service.stream_closed()
+            await call.socket.close(1000, "call ended")
+        service.remember(summary)
+
+    return app
