@@ -38,9 +38,38 @@ DEFAULT_BUSY_MESSAGE: Final = (
 #: Prebuilt Live API voices known at release. Unknown names are passed through with a warning:
 #: Google adds voices, and refusing a new one would be worse than a typo reaching the API.
 KNOWN_VOICES: Final = frozenset(
-    "Achernar Achird Algenib Algieba Alnilam Aoede Autonoe Callirrhoe Charon Despina Enceladus "
-    "Erinome Fenrir Gacrux Iapetus Kore Laomedeia Leda Orus Puck Pulcherrima Rasalgethi "
-    "Sadachbia Sadaltager Schedar Sulafat Umbriel Vindemiatrix Zephyr Zubenelgenubi".split()
+    [
+        "Achernar",
+        "Achird",
+        "Algenib",
+        "Algieba",
+        "Alnilam",
+        "Aoede",
+        "Autonoe",
+        "Callirrhoe",
+        "Charon",
+        "Despina",
+        "Enceladus",
+        "Erinome",
+        "Fenrir",
+        "Gacrux",
+        "Iapetus",
+        "Kore",
+        "Laomedeia",
+        "Leda",
+        "Orus",
+        "Puck",
+        "Pulcherrima",
+        "Rasalgethi",
+        "Sadachbia",
+        "Sadaltager",
+        "Schedar",
+        "Sulafat",
+        "Umbriel",
+        "Vindemiatrix",
+        "Zephyr",
+        "Zubenelgenubi",
+    ]
 )
 
 BUILTIN_TOOLS: Final = ("end_call", "transfer_call")
@@ -101,7 +130,7 @@ class ModelAccess:
     model: str
     api_key: str | None = None
     setup_timeout_s: float = 10.0
-    #: websockets keepalive towards the model. Gemini's pongs have been measured at 8–30 s,
+    #: websockets keepalive towards the model. Gemini's pongs have been measured at 8-30 s,
     #: so the websockets default (20 s timeout) kills healthy sessions; we ping every 20 s
     #: and allow 60 s for the answer.
     ping_interval_s: float = 20.0
@@ -269,7 +298,9 @@ class _Reader:
             self.warnings.append(f"AGENT_VOICE={voice!r} is not a voice we know; passing it on")
         language = self.raw("AGENT_LANGUAGE") or "en-US"
         if not _BCP47.match(language):
-            raise ConfigError("AGENT_LANGUAGE", f"expected a BCP-47 code like en-US, got {language!r}")
+            raise ConfigError(
+                "AGENT_LANGUAGE", f"expected a BCP-47 code like en-US, got {language!r}"
+            )
         # An explicitly empty AGENT_GREETING means "let the caller speak first".
         greeting = self.env.get("AGENT_GREETING", DEFAULT_GREETING).strip() or None
         if greeting and len(greeting) > 1000:
@@ -314,7 +345,9 @@ class _Reader:
             if parts.query or parts.fragment:
                 raise ConfigError("PUBLIC_URL", "must not carry a query string or fragment")
             if parts.scheme == "http":
-                self.warnings.append("PUBLIC_URL uses http://; Twilio needs https/wss in production")
+                self.warnings.append(
+                    "PUBLIC_URL uses http://; Twilio needs https/wss in production"
+                )
         token = self.raw("TWILIO_AUTH_TOKEN")
         if token and not public_url:
             raise ConfigError(
@@ -331,13 +364,17 @@ class _Reader:
             raise ConfigError("TWILIO_ACCOUNT_SID", "expected AC followed by 32 characters")
         transfer = self.raw("AGENT_TRANSFER_NUMBER")
         if transfer and not _E164.match(transfer):
-            raise ConfigError("AGENT_TRANSFER_NUMBER", f"expected E.164 like +14155550100, got {transfer!r}")
+            raise ConfigError(
+                "AGENT_TRANSFER_NUMBER", f"expected E.164 like +14155550100, got {transfer!r}"
+            )
         log_format = (self.raw("LOG_FORMAT") or "auto").lower()
         if log_format not in {"json", "text", "auto"}:
             raise ConfigError("LOG_FORMAT", f"expected json, text or auto, got {log_format!r}")
         log_level = (self.raw("LOG_LEVEL") or "INFO").upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ConfigError("LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+            raise ConfigError(
+                "LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}"
+            )
         model = self.model_access()
         persona = self.persona(transfer)
         return Settings(
@@ -350,7 +387,8 @@ class _Reader:
             max_concurrent_calls=self.positive_int("MAX_CONCURRENT_CALLS", 100, 100_000),
             drain_timeout_s=self.seconds("DRAIN_TIMEOUT_S", 600.0),
             stream_start_timeout_s=self.seconds("STREAM_START_TIMEOUT_S", 10.0, 300.0),
-            unavailable_message=self.raw("AGENT_UNAVAILABLE_MESSAGE") or DEFAULT_UNAVAILABLE_MESSAGE,
+            unavailable_message=self.raw("AGENT_UNAVAILABLE_MESSAGE")
+            or DEFAULT_UNAVAILABLE_MESSAGE,
             busy_message=self.raw("AGENT_BUSY_MESSAGE") or DEFAULT_BUSY_MESSAGE,
             log_level=log_level,
             log_format=log_format,  # type: ignore[arg-type]

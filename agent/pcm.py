@@ -93,6 +93,31 @@ def _kaiser_length_and_beta(
     return max(numtaps, 1), beta
 
 
+def _windowed_sinc(
+    ntaps: int, beta: float, passband_hz: float, stopband_hz: float, fs_up: float, gain: int
+) -> _F64Array:
+    """Kaiser-windowed sinc low-pass with DC gain ``gain``, taps rounded to 2**-24."""
+    # Cut off in the middle of the transition band: the windowed sinc's ripple is
+    # symmetric about the cutoff, so this spends the transition band evenly.
+    cutoff = 0.5 * (passband_hz + stopband_hz) / fs_up  # cycles per upsampled sample
+    t = np.arange(ntaps, dtype=np.float64) - 0.5 * (ntaps - 1)
+    proto: _F64Array = 2.0 * cutoff * np.sinc(2.0 * cutoff * t) * np.kaiser(ntaps, beta)
+    # Gain ``up``: zero-stuffing divides the level by ``up``.  Normalising the sum (rather
+    # than trusting the analytic gain) makes DC pass at exactly unity.
+    proto *= gain / proto.sum()
+    scale = float(1 << _COEF_FRAC_BITS)
+    rounded: _F64Array = np.round(proto * scale) / scale
+    return rounded
+
+
+def _stopband_peak_db(taps: _F64Array, stopband_hz: float, fs: float) -> float:
+    """Highest response at or above ``stopband_hz`` (dB), on a 16x oversampled grid."""
+    nfft = 1 << max(12, (16 * taps.shape[0] - 1).bit_length())
+    mag = np.abs(np.fft.rfft(taps, nfft))
+    first = math.ceil(stopband_hz / fs * nfft)
+    return 20.0 * math.log10(max(float(mag[first:].max()), 1e-300))
+
+
 @lru_cache(maxsize=64)
 def _design(
     up: int, in_rate: int, passband_hz: float, stopband_hz: float, attenuation_db: float
@@ -103,17 +128,20 @@ def _design(
     call handler creates a fresh resampler per call (and may re-create on barge-in).
     """
     fs_up = float(up * in_rate)
-    ntaps, beta = _kaiser_length_and_beta(attenuation_db, stopband_hz - passband_hz, fs_up)
-    # Cut off in the middle of the transition band: the windowed sinc's ripple is
-    # symmetric about the cutoff, so this spends the transition band evenly.
-    cutoff = 0.5 * (passband_hz + stopband_hz) / fs_up  # cycles per upsampled sample
-    t = np.arange(ntaps, dtype=np.float64) - 0.5 * (ntaps - 1)
-    proto = 2.0 * cutoff * np.sinc(2.0 * cutoff * t) * np.kaiser(ntaps, beta)
-    # Gain ``up``: zero-stuffing divides the level by ``up``.  Normalising the sum (rather
-    # than trusting the analytic gain) makes DC pass at exactly unity.
-    proto *= up / proto.sum()
-    scale = float(1 << _COEF_FRAC_BITS)
-    proto = np.round(proto * scale) / scale
+    # Kaiser's formulas are empirical and land 1-2 dB short of the target for these
+    # lengths, so measure the real stopband and redesign for a higher figure (both the
+    # window shape and the length) until the promised attenuation holds.
+    target = attenuation_db
+    while True:
+        ntaps, beta = _kaiser_length_and_beta(target, stopband_hz - passband_hz, fs_up)
+        # Odd length: the delay (ntaps - 1) / 2 is then a whole number of upsampled
+        # samples, which lets :func:`resample` remove it exactly.
+        ntaps |= 1
+        proto = _windowed_sinc(ntaps, beta, passband_hz, stopband_hz, fs_up, up)
+        deficit = attenuation_db + _stopband_peak_db(proto / up, stopband_hz, fs_up)
+        if deficit <= 0.0:
+            break
+        target += max(deficit, 0.25)
 
     phase_len = -(-ntaps // up)
     padded = np.zeros(phase_len * up, dtype=np.float64)
@@ -238,6 +266,20 @@ class StreamResampler:
     def num_taps(self) -> int:
         """Length of the prototype low-pass filter (at ``L * in_rate``)."""
         return 0 if self._passthrough else self._design.ntaps
+
+    @property
+    def taps(self) -> _F64Array:
+        """The prototype low-pass filter at ``L * in_rate`` (read-only; ``[1.0]`` if equal rates).
+
+        Output sample ``n`` is ``sum(taps[k] * u[n*M - k])`` where ``u`` is the input
+        zero-stuffed by ``L`` (``u[i*L] = x[i]``, zero elsewhere), rounded and clipped.
+        """
+        if self._passthrough:
+            return np.ones(1, dtype=np.float64)
+        d = self._design
+        proto = np.ascontiguousarray(d.bank[::-1, :].reshape(-1)[: d.ntaps])
+        proto.setflags(write=False)
+        return proto
 
     @property
     def delay_samples(self) -> float:
@@ -440,12 +482,15 @@ def resample(
     stopband_hz: float | None = None,
     attenuation_db: float = 70.0,
 ) -> Int16Array:
-    """Offline (whole-signal) conversion with the filter delay removed.
+    """Offline (whole-signal) conversion with the filter delay removed exactly.
 
-    Returns exactly ``floor(len(x) * L / M)`` samples, time-aligned with the input to
-    within half an output sample (the group delay is rounded to whole output samples).
-    Meant for files (prompts, test fixtures), not for streams.
+    Returns exactly ``floor(len(x) * L / M)`` samples; output sample ``n`` is the
+    filtered input at time ``n / out_rate`` (no delay, no fractional shift).  The signal
+    is treated as silent before and after ``x``.  Meant for files (prompts, fixtures),
+    not for streams.
     """
+    if x.dtype != np.int16 or x.ndim != 1:
+        raise TypeError(f"expected a 1-D int16 array, got {x.dtype} with shape {x.shape}")
     rs = StreamResampler(
         in_rate,
         out_rate,
@@ -453,7 +498,19 @@ def resample(
         stopband_hz=stopband_hz,
         attenuation_db=attenuation_db,
     )
-    n_out = x.shape[0] * rs.ratio[0] // rs.ratio[1]
-    y = np.concatenate([rs.process_array(x), rs.flush_array()])
-    skip = round(rs.delay_samples)  # <= ceil(delay): the flush supplies enough samples
-    return np.ascontiguousarray(y[skip : skip + n_out])
+    up, down = rs.ratio
+    if up == down:
+        return x.copy()
+    n_out = x.shape[0] * up // down
+    # The stream's output n is the input at upsampled time n*M - D (D = filter delay,
+    # a whole number because the length is odd).  Prepending z zeros and skipping k
+    # outputs gives time (n+k)*M - z*L - D, which is n*M when k*M = D + z*L: choose
+    # z in [0, M) with D + z*L divisible by M (always possible: gcd(L, M) = 1).
+    delay = (rs.num_taps - 1) // 2
+    z = (-delay * pow(up, -1, down)) % down
+    k = (delay + z * up) // down
+    pad = max(0, -(-(k + n_out) * down // up) - z - x.shape[0])
+    y = rs.process_array(
+        np.concatenate([np.zeros(z, np.int16), x, np.zeros(pad, np.int16)]).astype(np.int16)
+    )
+    return np.ascontiguousarray(y[k : k + n_out])

@@ -304,7 +304,9 @@ class AgentSession:
     async def send_tool_response(self, call_id: str, name: str, response: dict[str, Any]) -> None:
         try:
             await self._session.send_tool_response(
-                function_responses=[types.FunctionResponse(id=call_id, name=name, response=response)]
+                function_responses=[
+                    types.FunctionResponse(id=call_id, name=name, response=response)
+                ]
             )
         except Exception as exc:
             raise self._lost(exc) from exc

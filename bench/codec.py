@@ -26,20 +26,29 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
+import pathlib
 import statistics
 import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from telephony.audio import CallerToModel, ModelToCaller  # noqa: E402
+from agent.pcm import StreamResampler
+from telephony.audio import (
+    ATTENUATION_DB,
+    PHONE_PASSBAND_HZ,
+    PHONE_STOPBAND_HZ,
+    CallerToModel,
+    ModelToCaller,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -54,61 +63,93 @@ SEG_S = 0.25  # analysis segment: 4 Hz bins, so 100 Hz tones fall on bins
 WARM_S = 0.06  # skipped before the segment (filter warm-up)
 
 
-# -- converters under test: factories of per-frame callables ------------------------
+# -- converters under test ------------------------------------------------------------
 
 
-def poly_up() -> Frame:
-    return CallerToModel().process
+@dataclass(frozen=True)
+class Route:
+    """One direction of one converter, as a factory of per-frame callables."""
+
+    make: Callable[[], Frame]
+    up: bool  # 8k -> 16k (caller to model) or 24k -> 8k (model to caller)
+    ulaw: bool  # True: the phone side is μ-law (the real path); False: PCM16 only
+
+    @property
+    def rates(self) -> tuple[int, int]:
+        return (PHONE, UP_OUT) if self.up else (DOWN_IN, PHONE)
+
+    @property
+    def bytes_in(self) -> int:
+        return 1 if self.up and self.ulaw else 2
+
+    @property
+    def bytes_out(self) -> int:
+        return 1 if not self.up and self.ulaw else 2
 
 
-def poly_down() -> Frame:
-    return ModelToCaller().process
+def _phone_rs(in_rate: int, out_rate: int) -> Frame:
+    return StreamResampler(
+        in_rate,
+        out_rate,
+        passband_hz=PHONE_PASSBAND_HZ,
+        stopband_hz=PHONE_STOPBAND_HZ,
+        attenuation_db=ATTENUATION_DB,
+    ).process
 
 
-def ratecv_up() -> Frame:
+def _ratecv(in_rate: int, out_rate: int, ulaw_in: bool, ulaw_out: bool) -> Frame:
     state: Any = None
 
-    def run(ulaw: bytes) -> bytes:
+    def run(data: bytes) -> bytes:
         nonlocal state
-        out, state = audioop.ratecv(audioop.ulaw2lin(ulaw, 2), 2, 1, PHONE, UP_OUT, state)
-        return out
+        pcm = audioop.ulaw2lin(data, 2) if ulaw_in else data
+        out, state = audioop.ratecv(pcm, 2, 1, in_rate, out_rate, state)
+        return audioop.lin2ulaw(out, 2) if ulaw_out else out
 
     return run
 
 
-def ratecv_down() -> Frame:
-    state: Any = None
-
-    def run(pcm: bytes) -> bytes:
-        nonlocal state
-        out, state = audioop.ratecv(pcm, 2, 1, DOWN_IN, PHONE, state)
-        return audioop.lin2ulaw(out, 2)
-
-    return run
+CONVERTERS: dict[str, tuple[Route, Route]] = {
+    "polyphase": (
+        Route(lambda: CallerToModel().process, up=True, ulaw=True),
+        Route(lambda: ModelToCaller().process, up=False, ulaw=True),
+    ),
+    "audioop.ratecv": (
+        Route(lambda: _ratecv(PHONE, UP_OUT, True, False), up=True, ulaw=True),
+        Route(lambda: _ratecv(DOWN_IN, PHONE, False, True), up=False, ulaw=True),
+    ),
+    "polyphase PCM": (  # the bare resampler, no μ-law step: the filter's own figures
+        Route(lambda: _phone_rs(PHONE, UP_OUT), up=True, ulaw=False),
+        Route(lambda: _phone_rs(DOWN_IN, PHONE), up=False, ulaw=False),
+    ),
+}
 
 
 # -- helpers ------------------------------------------------------------------------
 
 
-def to_input(x: F64, up: bool) -> bytes:
-    """Float signal -> the bytes a direction consumes (μ-law for up, PCM16 for down)."""
+def to_input(x: F64, route: Route) -> bytes:
+    """Float signal -> the bytes a route consumes (μ-law on the phone side of up)."""
     pcm = np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes()
-    return audioop.lin2ulaw(pcm, 2) if up else pcm
+    return audioop.lin2ulaw(pcm, 2) if route.bytes_in == 1 else pcm
 
 
-def from_output(b: bytes, up: bool) -> F64:
-    pcm = b if up else audioop.ulaw2lin(b, 2)
+def from_output(b: bytes, route: Route) -> F64:
+    pcm = audioop.ulaw2lin(b, 2) if route.bytes_out == 1 else b
     return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
 
 
-def stream(make: Callable[[], Frame], data: bytes, frame_bytes: int) -> list[bytes]:
-    conv = make()
-    return [conv(data[i : i + frame_bytes]) for i in range(0, len(data), frame_bytes)]
+def stream(route: Route, data: bytes) -> list[bytes]:
+    """Feed ``data`` in 20 ms frames to a fresh converter; return each frame's output."""
+    conv = route.make()
+    step = route.rates[0] // 50 * route.bytes_in
+    return [conv(data[i : i + step]) for i in range(0, len(data), step)]
 
 
 def blackman_harris(n: int) -> F64:
     k = np.arange(n) * (2.0 * np.pi / n)
-    return 0.35875 - 0.48829 * np.cos(k) + 0.14128 * np.cos(2 * k) - 0.01168 * np.cos(3 * k)
+    w: F64 = 0.35875 - 0.48829 * np.cos(k) + 0.14128 * np.cos(2 * k) - 0.01168 * np.cos(3 * k)
+    return w
 
 
 def amplitude_spectrum(seg: F64) -> F64:
@@ -124,22 +165,19 @@ def amplitude_spectrum(seg: F64) -> F64:
     nyq = float((seg * alt).mean())
     rest = seg - dc - nyq * alt
     w = blackman_harris(seg.shape[0])
-    spec = np.abs(np.fft.rfft(rest * w)) * (2.0 / w.sum())
+    spec: F64 = np.abs(np.fft.rfft(rest * w)) * (2.0 / w.sum())
     spec[0] = abs(dc)
     spec[-1] = abs(nyq)
     return spec
 
 
-def tone_run(
-    up: bool, make: Callable[[], Frame], freq: float, seg_s: float = SEG_S
-) -> tuple[F64, float]:
+def tone_run(route: Route, freq: float, seg_s: float = SEG_S) -> tuple[F64, float]:
     """Stream one tone; return the output amplitude spectrum and the bin width (Hz)."""
-    in_rate, out_rate = (PHONE, UP_OUT) if up else (DOWN_IN, PHONE)
+    in_rate, out_rate = route.rates
     n_frames = int(np.ceil((WARM_S + seg_s) / 0.02)) + 1
     t = np.arange(n_frames * in_rate // 50) / in_rate
-    data = to_input(AMP * np.cos(2 * np.pi * freq * t), up)
-    frame_bytes = (in_rate // 50) * (1 if up else 2)
-    y = from_output(b"".join(stream(make, data, frame_bytes)), up)
+    data = to_input(AMP * np.cos(2 * np.pi * freq * t), route)
+    y = from_output(b"".join(stream(route, data)), route)
     start = int(WARM_S * out_rate)
     seg = y[start : start + int(seg_s * out_rate)]
     return amplitude_spectrum(seg), 1.0 / seg_s
@@ -152,22 +190,22 @@ def db(x: float) -> float:
 # -- measurements -------------------------------------------------------------------
 
 
-def worst_alias(make: Callable[[], Frame]) -> tuple[float, float]:
+def worst_alias(route: Route) -> tuple[float, float]:
     """Strongest output component (dB re input) over tones 4.6-12 kHz, and its tone."""
     worst, worst_f = -999.0, 0.0
     for f in np.arange(4600.0, 12000.0 + 1, 100.0):
-        spec, _ = tone_run(False, make, float(f))
+        spec, _ = tone_run(route, float(f))
         level = db(float(spec.max()) / AMP)
         if level > worst:
             worst, worst_f = level, float(f)
     return worst, worst_f
 
 
-def worst_image(make: Callable[[], Frame]) -> tuple[float, float]:
+def worst_image(route: Route) -> tuple[float, float]:
     """Strongest output component >= 4.6 kHz (dB re input) over tones 0.3-3.4 kHz."""
     worst, worst_f = -999.0, 0.0
     for f in np.arange(300.0, 3400.0 + 1, 100.0):
-        spec, df = tone_run(True, make, float(f))
+        spec, df = tone_run(route, float(f))
         level = db(float(spec[int(np.ceil(4600.0 / df)) :].max()) / AMP)
         if level > worst:
             worst, worst_f = level, float(f)
@@ -181,18 +219,18 @@ def worst_image(make: Callable[[], Frame]) -> tuple[float, float]:
 PASSBAND_TONES = [*(f + 1.0 for f in range(300, 3400, 100)), 3399.0]
 
 
-def passband(up: bool, make: Callable[[], Frame]) -> tuple[float, float]:
+def passband(route: Route) -> tuple[float, float]:
     """Min and max gain (dB) of tones across 0.3-3.4 kHz (1 s segments, 1 Hz bins)."""
     gains = []
     for f in PASSBAND_TONES:
-        spec, df = tone_run(up, make, f, seg_s=1.0)
+        spec, df = tone_run(route, f, seg_s=1.0)
         gains.append(db(float(spec[round(f / df)]) / AMP))
     return min(gains), max(gains)
 
 
-def delay_and_snr(up: bool, make: Callable[[], Frame]) -> tuple[float, float]:
+def delay_and_snr(route: Route) -> tuple[float, float]:
     """Group delay (ms) and in-band SNR (dB) against an ideal zero-delay resampler."""
-    in_rate, out_rate = (PHONE, UP_OUT) if up else (DOWN_IN, PHONE)
+    in_rate, out_rate = route.rates
     p_in, p_out = int(in_rate * SEG_S), int(out_rate * SEG_S)
     rng = np.random.default_rng(7)
     bins = np.arange(round(300 * SEG_S), round(3400 * SEG_S) + 1)
@@ -203,9 +241,8 @@ def delay_and_snr(up: bool, make: Callable[[], Frame]) -> tuple[float, float]:
     ref_coef = np.zeros(p_out // 2 + 1, dtype=np.complex128)
     ref_coef[bins] = np.fft.rfft(x)[bins] * (p_out / p_in)
     periods = 4
-    data = to_input(np.tile(x, periods), up)
-    frame_bytes = (in_rate // 50) * (1 if up else 2)
-    y = from_output(b"".join(stream(make, data, frame_bytes)), up)
+    data = to_input(np.tile(x, periods), route)
+    y = from_output(b"".join(stream(route, data)), route)
     seg = y[(periods - 1) * p_out : periods * p_out]  # steady state, one whole period
     yc = np.fft.rfft(seg)[bins]
     rc = ref_coef[bins]
@@ -218,17 +255,15 @@ def delay_and_snr(up: bool, make: Callable[[], Frame]) -> tuple[float, float]:
     return 1000.0 * tau, float(snr)
 
 
-def bursts(up: bool, make: Callable[[], Frame]) -> tuple[bool, bool]:
+def bursts(route: Route) -> tuple[bool, bool]:
     """(every 20 ms frame -> exactly 20 ms out, random chunks -> exact total count)."""
-    in_rate, out_rate = (PHONE, UP_OUT) if up else (DOWN_IN, PHONE)
-    bps_in = 1 if up else 2
-    bps_out = 2 if up else 1
-    frame_in = in_rate // 50
+    in_rate, out_rate = route.rates
+    bps_in, bps_out = route.bytes_in, route.bytes_out
     rng = np.random.default_rng(3)
-    data = to_input(rng.normal(0, 3000, frame_in * 500), up)
-    outs = stream(make, data, frame_in * bps_in)
+    data = to_input(rng.normal(0, 3000, in_rate // 50 * 500), route)
+    outs = stream(route, data)
     frames_ok = all(len(o) == (out_rate // 50) * bps_out for o in outs)
-    conv = make()
+    conv = route.make()
     total_in = total_out = 0
     exact = True
     pos = 0
@@ -242,11 +277,10 @@ def bursts(up: bool, make: Callable[[], Frame]) -> tuple[bool, bool]:
     return frames_ok, exact
 
 
-def us_per_frame(up: bool, make: Callable[[], Frame], frames: int) -> float:
-    in_rate = PHONE if up else DOWN_IN
+def us_per_frame(route: Route, frames: int) -> float:
     rng = np.random.default_rng(5)
-    frame = to_input(rng.normal(0, 3000, in_rate // 50), up)
-    conv = make()
+    frame = to_input(rng.normal(0, 3000, route.rates[0] // 50), route)
+    conv = route.make()
     for _ in range(200):
         conv(frame)
     times = []
@@ -266,19 +300,17 @@ def us_per_frame(up: bool, make: Callable[[], Frame], frames: int) -> float:
 
 def measure(frames: int) -> dict[str, dict[str, dict[str, Any]]]:
     results: dict[str, dict[str, dict[str, Any]]] = {}
-    table = {
-        "polyphase": (poly_up, poly_down),
-        "audioop.ratecv": (ratecv_up, ratecv_down),
-    }
-    for name, (mk_up, mk_down) in table.items():
+    for name, routes in CONVERTERS.items():
         res: dict[str, dict[str, Any]] = {}
-        for direction, up, mk in (("up_8k_16k", True, mk_up), ("down_24k_8k", False, mk_down)):
-            worst, at = worst_image(mk) if up else worst_alias(mk)
-            lo, hi = passband(up, mk)
-            delay, snr = delay_and_snr(up, mk)
-            frames_ok, exact = bursts(up, mk)
+        for direction, route in zip(("up_8k_16k", "down_24k_8k"), routes, strict=True):
+            up = route.up
+            worst, at = worst_image(route) if up else worst_alias(route)
+            lo, hi = passband(route)
+            delay, snr = delay_and_snr(route)
+            frames_ok, exact = bursts(route)
             res[direction] = {
-                "us_per_frame": round(us_per_frame(up, mk, frames), 2),
+                "ulaw": route.ulaw,
+                "us_per_frame": round(us_per_frame(route, frames), 2),
                 "worst_image_db" if up else "worst_alias_db": round(worst, 1),
                 "worst_at_hz": at,
                 "passband_min_db": round(lo, 3),
@@ -298,7 +330,10 @@ def print_table(results: dict[str, dict[str, dict[str, Any]]], frames: int) -> N
         f"{'at Hz':>6} {'passband dB':>16} {'delay ms':>8} {'SNR dB':>6} {'20ms->20ms':>10} "
         f"{'exact N':>7}"
     )
-    print(f"20 ms frames, μ-law included; us/frame = median of {frames} frames")
+    print(
+        f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cores; "
+        f"20 ms frames; us/frame = median of {frames} frames"
+    )
     print(head)
     print("-" * len(head))
     for name, res in results.items():
@@ -315,8 +350,11 @@ def print_table(results: dict[str, dict[str, dict[str, Any]]], frames: int) -> N
                 f"{'yes' if r['exact_counts_random_chunks'] else 'NO':>7}"
             )
     print(
-        "alias: strongest 0-4 kHz output component for 24 kHz tones 4.6-12 kHz; image: strongest"
-        " >= 4.6 kHz component for 8 kHz tones 0.3-3.4 kHz; both dB re the input tone."
+        "alias: strongest 0-4 kHz output component for 24 kHz tones 4.6-12 kHz; image:"
+        " strongest >= 4.6 kHz component\nfor 8 kHz tones 0.3-3.4 kHz; both dB re the input"
+        " tone.  'polyphase' and 'audioop.ratecv' rows include the μ-law\nstep (as on a"
+        " call); 'polyphase PCM' is the bare resampler (PCM16 both sides), i.e. the filter's"
+        " own figures."
     )
 
 

@@ -31,7 +31,6 @@ from agent.session import (
     GoAway,
     InputTranscript,
     Interrupted,
-    LiveAgent,
     ModelUnavailable,
     OutputTranscript,
     ResumptionUpdate,
@@ -200,7 +199,7 @@ class Heard:
         self.last_mark = None
         # Between the last echo and now, audio kept playing (if there was any left to play).
         since = max(0.0, now - max(self.confirmed_at, self.first_sent_at))
-        estimate = min(self.sent_bytes, self.confirmed_bytes + int(since * ms.SAMPLE_RATE))
+        estimate = min(self.sent_bytes, self.confirmed_bytes + round(since * ms.SAMPLE_RATE))
         to_ms = 1000.0 / ms.SAMPLE_RATE
         return self.sent_bytes * to_ms, estimate * to_ms, self.confirmed_bytes * to_ms
 
@@ -268,7 +267,9 @@ class Call:
         except _StreamEnded as exc:
             self._decide(Outcome.REJECTED, str(exc))
             self.state = State.ENDED
-            log.info("call.rejected", extra=fields(reason=str(exc), bad_frames=self.summary.bad_frames))
+            log.info(
+                "call.rejected", extra=fields(reason=str(exc), bad_frames=self.summary.bad_frames)
+            )
             return self.summary
         call_sid_var.set(start.call_sid)
         self._began(start)
@@ -318,7 +319,9 @@ class Call:
         self.state = State.CONNECTING_MODEL
         log.info(
             "call.started",
-            extra=fields(stream_sid=start.stream_sid, caller=self.summary.caller, callee=self.summary.callee),
+            extra=fields(
+                stream_sid=start.stream_sid, caller=self.summary.caller, callee=self.summary.callee
+            ),
         )
         if self._on_started is not None:
             self._on_started(self)
@@ -376,7 +379,9 @@ class Call:
         self.summary.bad_frames += 1
         # Log the first few of a kind, not a flood.
         if self.summary.bad_frames <= 5:
-            log.log(level, "stream.bad_frame", extra=fields(error=why, count=self.summary.bad_frames))
+            log.log(
+                level, "stream.bad_frame", extra=fields(error=why, count=self.summary.bad_frames)
+            )
 
     async def _caller_side(self) -> None:
         try:
@@ -462,7 +467,9 @@ class Call:
             except AgentError as exc:
                 log.warning(
                     "model.connect_failed",
-                    extra=fields(attempt=attempt, error=str(exc), code=exc.code, retryable=exc.retryable),
+                    extra=fields(
+                        attempt=attempt, error=str(exc), code=exc.code, retryable=exc.retryable
+                    ),
                 )
                 if not exc.retryable or attempt == OPEN_ATTEMPTS:
                     raise
@@ -561,7 +568,7 @@ class Call:
         if self._turn_closed and not self._turn_in:
             self._turns_done += 1
             self._progress.set()
-            return  # nothing happened since the last turn (e.g. the turnComplete after a late clear)
+            return  # nothing new since the last turn (e.g. the turnComplete after a late clear)
         turn = {
             "at_s": round(self._elapsed(), 3),
             "caller": "".join(self._turn_in).strip(),
@@ -588,17 +595,26 @@ class Call:
             record: dict[str, Any] = {"id": fc.id, "name": fc.name, "args": fc.args}
             self.summary.tool_calls.append(record)
             if fc.name == END_CALL and not self._ending:
-                result: dict[str, Any] = {"result": "ok", "note": "The call ends after you finish speaking."}
+                result: dict[str, Any] = {
+                    "result": "ok",
+                    "note": "The call ends after you finish speaking.",
+                }
                 self._begin_ending(Outcome.ENDED_BY_AGENT, fc.id)
             elif fc.name == TRANSFER_CALL and self._transfer_number and not self._ending:
-                result = {"result": "ok", "note": "The caller is transferred after you finish speaking."}
+                result = {
+                    "result": "ok",
+                    "note": "The caller is transferred after you finish speaking.",
+                }
                 self._begin_ending(Outcome.TRANSFER, fc.id)
             elif fc.name in {END_CALL, TRANSFER_CALL}:
                 result = {"result": "ignored", "error": "the call is already ending"}
             else:
                 result = {"result": "error", "error": f"unknown tool {fc.name!r}"}
             record["result"] = result
-            log.info("call.tool_call", extra=fields(tool=fc.name, args=fc.args, result=result.get("result")))
+            log.info(
+                "call.tool_call",
+                extra=fields(tool=fc.name, args=fc.args, result=result.get("result")),
+            )
             await self._session.send_tool_response(fc.id, fc.name, result)
 
     def _on_tool_cancel(self, ids: tuple[str, ...]) -> None:
@@ -646,12 +662,16 @@ class Call:
 
     async def _finish(self, outcome: Outcome) -> None:
         """End the call the way the agent asked: REST when we can, else via <Connect action>."""
-        reason = "agent ended the call" if outcome is Outcome.ENDED_BY_AGENT else "agent transferred"
+        reason = (
+            "agent ended the call" if outcome is Outcome.ENDED_BY_AGENT else "agent transferred"
+        )
         self._decide(outcome, reason)
         if self._rest is not None:
             try:
                 if outcome is Outcome.TRANSFER and self._transfer_number:
-                    await self._rest.redirect(self.summary.call_sid, twiml.dial(self._transfer_number))
+                    await self._rest.redirect(
+                        self.summary.call_sid, twiml.dial(self._transfer_number)
+                    )
                 else:
                     await self._rest.hang_up(self.summary.call_sid)
                 log.info("call.rest_action_done", extra=fields(outcome=str(outcome)))

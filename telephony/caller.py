@@ -71,6 +71,7 @@ __all__ = [
     "load_caller_audio",
     "main",
     "match_interruptions",
+    "merge_runs",
     "place_call",
     "response_turns",
     "signature_url_for",
@@ -82,6 +83,7 @@ FRAME_S: Final = FRAME_MS / 1000
 #: Agent audio separated by less than this is one talk spurt (servers that pace their output
 #: at real time leave tiny gaps between chunks; that is not the agent pausing).
 SPURT_GAP_S: Final = 0.1
+#: The digits ``parse_inbound`` accepts (checked up front so a typo fails before dialling).
 _DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 _EPS: Final = 1e-9
 
@@ -264,6 +266,24 @@ def assemble_heard(played: Sequence[Played], length: int) -> bytes:
         chunk = run.audio[: max(0, length - at)]
         out[at : at + len(chunk)] = chunk
     return bytes(out)
+
+
+def merge_runs(played: Sequence[Played]) -> list[Played]:
+    """Join runs that follow each other without a gap (in time order)."""
+    merged: list[Played] = []
+    group: list[bytes] = []
+    start = end = -math.inf
+    for run in played:
+        if group and abs(run.start - end) < _EPS:
+            group.append(run.audio)
+        else:
+            if group:
+                merged.append(Played(start, b"".join(group)))
+            group, start = [run.audio], run.start
+        end = run.end
+    if group:
+        merged.append(Played(start, b"".join(group)))
+    return merged
 
 
 def talk_spurts(
@@ -471,12 +491,9 @@ class SimulatedCall:
         return self._echo(t, echoes)
 
     def _on_played(self, played: list[Played], t: float) -> None:
+        # Runs are merged once, in result(): merging per tick would copy the audio each time.
+        self._played += played
         for run in played:
-            if self._played and abs(self._played[-1].end - run.start) < _EPS:
-                last = self._played[-1]
-                self._played[-1] = Played(last.start, last.audio + run.audio)
-            else:
-                self._played.append(run)
             if self._spurt is not None and run.start - self._spurt[1] < SPURT_GAP_S:
                 self._spurt = (self._spurt[0], run.end)
             else:
@@ -534,8 +551,6 @@ class SimulatedCall:
             self._note(t, f"frame for another stream {event.stream_sid!r} ignored")
             return out
         if isinstance(event, OutboundMedia):
-            if self._playback.idle and event.payload:
-                self._note(t, "agent audio arrives")
             self._playback.push_media(t, event.payload)
             self._media_bytes += len(event.payload)
             if event.payload:
@@ -613,16 +628,17 @@ class SimulatedCall:
         length = max(len(self._sent), round(end_s * SAMPLE_RATE))
         caller_audio = bytes(self._sent) + ULAW_SILENCE * (length - len(self._sent))
         segments = speech_segments(ulaw_8k_to_pcm16(caller_audio), SAMPLE_RATE)
-        spurts = talk_spurts(self._played)
+        played = merge_runs(self._played)
+        spurts = talk_spurts(played)
         return CallResult(
             call_sid=self.call_sid,
             stream_sid=self.stream_sid,
             duration_s=length / SAMPLE_RATE,
             ended_by=self._ended_by or "error",
             caller_audio=caller_audio,
-            heard_audio=assemble_heard(self._played, length),
-            played=list(self._played),
-            time_to_first_audio_s=self._played[0].start if self._played else None,
+            heard_audio=assemble_heard(played, length),
+            played=played,
+            time_to_first_audio_s=played[0].start if played else None,
             caller_segments=segments,
             agent_spurts=spurts,
             turns=response_turns(segments, spurts),
@@ -677,9 +693,14 @@ async def place_call(
     """Call the Media Streams endpoint at ``url`` as Twilio would and report what was heard.
 
     ``audio_ulaw`` (8 kHz μ-law) is what the caller says, after ``lead_silence_s`` of silence;
-    ``dtmf`` holds ``(seconds since stream start, digit)``. With ``auth_token`` the upgrade
-    carries ``X-Twilio-Signature`` over ``signature_url`` (default: the ``wss://`` form of
-    ``url``). Raises :class:`CallFailed` when the connection cannot be established.
+    ``dtmf`` holds ``(seconds since stream start, digit)``; ``barge_in`` makes the caller talk
+    over the agent. Once the caller is done, the line stays open (silence frames) until the
+    agent has been quiet for ``linger_s``; the server may hang up first; ``max_duration_s``
+    caps the call. With ``auth_token`` the upgrade carries ``X-Twilio-Signature`` over
+    ``signature_url`` (default: the ``wss://`` form of ``url``).
+
+    Raises :class:`CallFailed` when the connection cannot be established; once connected,
+    every ending (including an abnormal close) is reported in the :class:`CallResult`.
     """
     call = SimulatedCall(
         audio_ulaw,

@@ -42,7 +42,12 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         app = getattr(self.config, "loaded_app", None)
         service = _find_service(app)
-        if self._drain_task is not None or service is None or self._loop is None or not self.started:
+        if (
+            self._drain_task is not None
+            or service is None
+            or self._loop is None
+            or not self.started
+        ):
             super().handle_exit(sig, frame)
             return
         log.warning("server.signal", extra=logs.fields(signal=signal.Signals(sig).name))
@@ -87,7 +92,7 @@ def build_server(settings: Settings, host: str, port: int) -> DrainingServer:
         port=port,
         lifespan="on",
         log_config=None,  # our logging setup, not uvicorn's
-        ws="websockets",
+        ws="websockets-sansio",
         ws_max_size=MAX_FRAME_BYTES,  # larger frames close that stream with 1009
         ws_per_message_deflate=False,  # Twilio doesn't compress; spare the CPU
         ws_ping_interval=20.0,
@@ -114,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the server (FastAPI under uvicorn)")
     serve.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    sub.add_parser("call", help="place a simulated phone call (see: voice-agent call -h)", add_help=False)
+    sub.add_parser(
+        "call", help="place a simulated phone call (see: voice-agent call -h)", add_help=False
+    )
     sub.add_parser("simulate-live", help="run the local Live API simulator", add_help=False)
 
     argv = list(sys.argv[1:] if argv is None else argv)

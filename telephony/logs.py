@@ -69,7 +69,10 @@ class TextFormatter(logging.Formatter):
             f"[{sid}]" if sid else "[-]",
             record.getMessage(),
         ]
-        parts.extend(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in _event_fields(record).items())
+        parts.extend(
+            f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+            for k, v in _event_fields(record).items()
+        )
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)

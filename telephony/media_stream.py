@@ -204,9 +204,7 @@ def parse_inbound(frame: str | bytes) -> InboundEvent:
             ),
         )
     if event == "connected":
-        return Connected(
-            protocol=str(msg.get("protocol", "")), version=str(msg.get("version", ""))
-        )
+        return Connected(protocol=str(msg.get("protocol", "")), version=str(msg.get("version", "")))
     if event == "dtmf":
         dtmf = _obj(msg, "dtmf")
         digit = _str(dtmf, "digit")

@@ -81,7 +81,7 @@ class Playback:
                 queue.popleft()
                 echoes.append(MarkEcho(self._cursor, head))
                 continue
-            budget = int(round((now - self._cursor) * self._rate))
+            budget = round((now - self._cursor) * self._rate)
             if budget <= 0:
                 break
             take = head[:budget]

@@ -23,7 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
-from starlette.websockets import WebSocketState
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from agent.config import Settings
 from agent.session import AgentError, AgentSession, LiveAgent
@@ -72,7 +72,10 @@ class _StarletteSocket:
             self.ws.application_state != WebSocketState.DISCONNECTED
             and self.ws.client_state != WebSocketState.DISCONNECTED
         ):
-            await self.ws.close(code, reason)
+            try:
+                await self.ws.close(code, reason)
+            except (WebSocketDisconnect, RuntimeError):
+                pass  # the peer went away first: the socket is closed either way
 
 
 class Service:
@@ -121,9 +124,7 @@ class Service:
     async def drain(self, timeout_s: float) -> bool:
         """Stop taking calls and wait for the calls in progress to end (True if they did)."""
         self.draining = True
-        log.warning(
-            "server.draining", extra=fields(active_calls=self.streams, timeout_s=timeout_s)
-        )
+        log.warning("server.draining", extra=fields(active_calls=self.streams, timeout_s=timeout_s))
         try:
             async with asyncio.timeout(timeout_s):
                 await self._idle.wait()
@@ -210,7 +211,7 @@ def _discard_session(task: asyncio.Task[AgentSession]) -> None:
         if t.cancelled() or t.exception() is not None:
             return
         # Fire-and-forget is safe here: close() is bounded (5 s) and swallows its errors.
-        t.get_loop().create_task(t.result().close())  # noqa: RUF006
+        t.get_loop().create_task(t.result().close())
 
     if task.done():
         closed(task)
@@ -318,7 +319,9 @@ def create_app(settings: Settings) -> FastAPI:
             if not service.ready:
                 log.warning(
                     "call.turned_away",
-                    extra=fields(draining=service.draining, load=service.load, caller=form.get("From", "")),
+                    extra=fields(
+                        draining=service.draining, load=service.load, caller=form.get("From", "")
+                    ),
                 )
                 body = twiml.say_and_hang_up(settings.busy_message, settings.persona.language)
                 return Response(body, media_type=XML)
@@ -369,7 +372,9 @@ def create_app(settings: Settings) -> FastAPI:
             await ws.close(code=1008)  # before accept: the upgrade is refused (HTTP 403)
             return
         if service.draining or service.streams >= settings.max_concurrent_calls:
-            log.warning("stream.refused", extra=fields(draining=service.draining, active=service.streams))
+            log.warning(
+                "stream.refused", extra=fields(draining=service.draining, active=service.streams)
+            )
             await ws.close(code=1013)
             return
         await ws.accept()

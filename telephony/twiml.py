@@ -59,7 +59,7 @@ def after_stream(
     *,
     unavailable_message: str,
     transfer_number: str | None,
-    transfer_message: str = "Sorry, our assistant is unavailable. Please hold while we connect you.",
+    transfer_message: str = "Sorry, our assistant is unavailable. Please hold for a colleague.",
     language: str | None = None,
 ) -> str:
     """What Twilio should do once the stream has ended, given the call's outcome.

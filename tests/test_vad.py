@@ -19,7 +19,7 @@ def _tone(seconds: float, dbfs: float = -12.0, hz: float = 440.0) -> np.ndarray:
     n = round(seconds * RATE)
     # Sine RMS is peak/sqrt(2): choose the peak that gives the requested RMS level.
     peak = 32768 * 10 ** (dbfs / 20) * np.sqrt(2)
-    return peak * np.sin(2 * np.pi * hz * np.arange(n) / RATE)
+    return np.asarray(peak * np.sin(2 * np.pi * hz * np.arange(n) / RATE), dtype=np.float64)
 
 
 def _noise(seconds: float, dbfs: float = -20.0, seed: int = 1) -> np.ndarray:

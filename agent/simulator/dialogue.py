@@ -14,7 +14,9 @@ __all__ = ["describe_caller_speech", "describe_echo", "reply_for_text"]
 
 # Straight or curly double quotes; the passage must not be empty.
 _QUOTED = re.compile(r"\"([^\"]+)\"|\u201c([^\u201d]+)\u201d")
-_PRESSED = re.compile(r"\bpressed\s+(?:the\s+)?(?:key\s+|digit\s+|button\s+)?([0-9*#A-D])(?![0-9A-Za-z])")
+_PRESSED = re.compile(
+    r"\bpressed\s+(?:the\s+)?(?:key\s+|digit\s+|button\s+)?([0-9*#A-D])(?![0-9A-Za-z])"
+)
 
 
 def reply_for_text(text: str) -> str:

@@ -65,7 +65,8 @@ class UtteranceDetector:
         )
         self._preroll = round(preroll_ms * sample_rate / 1000)
         self._tail = round(min(tail_ms, silence_ms) * sample_rate / 1000)
-        self._max = round(max_utterance_ms * sample_rate / 1000)
+        self._max = max(1, round(max_utterance_ms * sample_rate / 1000))
+        self._piece_bytes = 2 * max(1, round(0.2 * sample_rate))
         # Idle audio we must keep: speech start is reported start_ms late, plus the pre-roll.
         self._idle_keep = self._preroll + round((start_ms + 100) * sample_rate / 1000)
         self._buf = bytearray()
@@ -84,6 +85,15 @@ class UtteranceDetector:
 
     def feed(self, pcm16: bytes) -> list[UtteranceEvent]:
         """Take more caller audio; return the starts/ends that became certain."""
+        if len(pcm16) <= self._piece_bytes:
+            return self._feed(pcm16)
+        # Big buffers go in pieces so that the length cap splits where it should.
+        events: list[UtteranceEvent] = []
+        for i in range(0, len(pcm16), self._piece_bytes):
+            events += self._feed(pcm16[i : i + self._piece_bytes])
+        return events
+
+    def _feed(self, pcm16: bytes) -> list[UtteranceEvent]:
         self._buf += pcm16
         self._total += len(pcm16) // 2
         if self.manual:
@@ -98,13 +108,14 @@ class UtteranceDetector:
             elif self._utt_start is not None:
                 if ev.sample > self._utt_start:
                     events.append(self._end(ev.sample, ev.sample + self._tail))
-                else:  # speech ended before the forced split below: nothing left to answer
+                else:  # speech ended right at a forced split (below): nothing left to answer
                     self._utt_start = None
-        if self._utt_start is not None and self._total - self._utt_start >= self._max:
+        while self._utt_start is not None and self._total - self._utt_start >= self._max:
             # Endless "speech" (music on hold, a noisy line): answer in pieces, like a model
             # that stops waiting for a pause, instead of buffering forever.
-            events.append(self._end(self._total, self._total))
-            self._utt_start = self._total
+            split = self._utt_start + self._max
+            events.append(self._end(split, split))
+            self._utt_start = split
         self._trim(self._total if self._utt_start is None else self._utt_start)
         return events
 

@@ -133,7 +133,9 @@ def setup_complete() -> JsonDict:
 def audio_chunk(pcm24k: bytes) -> JsonDict:
     data = binascii.b2a_base64(pcm24k, newline=False).decode("ascii")
     return {
-        "serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": OUTPUT_MIME, "data": data}}]}}
+        "serverContent": {
+            "modelTurn": {"parts": [{"inlineData": {"mimeType": OUTPUT_MIME, "data": data}}]}
+        }
     }
 
 
@@ -153,9 +155,7 @@ def interrupted() -> JsonDict:
     return {"serverContent": {"interrupted": True}}
 
 
-def usage(
-    *, prompt_text: int, prompt_audio: int, response_audio: int
-) -> JsonDict:
+def usage(*, prompt_text: int, prompt_audio: int, response_audio: int) -> JsonDict:
     """``usageMetadata`` with per-modality details, as the Live API reports it."""
     prompt = prompt_text + prompt_audio
     return {

@@ -1,0 +1,119 @@
+"""Shared fixtures: the whole stack on loopback, with real parts.
+
+``run_stack`` starts the local Live API simulator (TLS, certificate for 127.0.0.1), points the
+real google-genai SDK at it through the SDK's own environment variables
+(``GOOGLE_GEMINI_BASE_URL``, ``SSL_CERT_FILE``), and runs the real uvicorn server on an
+ephemeral loopback port. Tests then call it as Twilio would, with the caller simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from agent.config import Settings
+from agent.simulator import LiveSimulator, SimBehaviour
+from agent.simulator.voice import synthesize
+from telephony.audio import pcm16_to_ulaw_8k
+from telephony.caller import CallResult, place_call
+from telephony.cli import DrainingServer, build_server
+from telephony.media_stream import FRAME_BYTES, ULAW_SILENCE
+from telephony.server import Service
+
+#: Variables of the developer's shell or CI that must not leak into a test's configuration.
+HERMETIC_VARIABLES = (
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GOOGLE_GENAI_USE_VERTEXAI",
+    "GOOGLE_CLOUD_PROJECT",
+    "GOOGLE_CLOUD_LOCATION",
+    "GOOGLE_GEMINI_BASE_URL",
+    "SSL_CERT_FILE",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_ACCOUNT_SID",
+    "PUBLIC_URL",
+)
+
+
+def speech(text: str, voice: str = "Charon") -> bytes:
+    """Caller speech as 8 kHz μ-law (from the simulator's small synthesizer)."""
+    s = synthesize(text, voice)
+    return pcm16_to_ulaw_8k(s.pcm, 24_000)
+
+
+def silence(seconds: float) -> bytes:
+    return ULAW_SILENCE * (round(seconds * 8000) // FRAME_BYTES * FRAME_BYTES)
+
+
+@dataclass
+class Stack:
+    sim: LiveSimulator
+    server: DrainingServer
+    service: Service
+    port: int
+
+    @property
+    def media_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/twilio/media"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def call(self, audio: bytes, **kwargs: Any) -> CallResult:
+        kwargs.setdefault("linger_s", 1.5)
+        kwargs.setdefault("max_duration_s", 30.0)
+        return await place_call(kwargs.pop("url", self.media_url), audio, **kwargs)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.http_url, timeout=10.0)
+
+
+@asynccontextmanager
+async def run_stack(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str] | None = None,
+    behaviour: SimBehaviour | None = None,
+) -> AsyncIterator[Stack]:
+    """The simulator + the real server, configured from ``env`` like the real process."""
+    async with LiveSimulator(behaviour=behaviour) as sim:
+        values = {"GEMINI_API_KEY": "test-key", **(env or {})}
+        if values.get("GEMINI_API_KEY"):
+            # The SDK's own variables: exactly what an operator would set to use a proxy/CA.
+            monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", sim.base_url)
+            monkeypatch.setenv("SSL_CERT_FILE", sim.ca_pem_path)
+        for key, value in values.items():
+            monkeypatch.setenv(key, value)
+        settings = Settings.from_env(os.environ)
+        server = build_server(settings, "127.0.0.1", 0)
+        task = asyncio.create_task(server.serve())
+        async with asyncio.timeout(15):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        app = server.config.loaded_app
+        service = _service_of(app)
+        try:
+            yield Stack(sim, server, service, port)
+        finally:
+            server.should_exit = True
+            async with asyncio.timeout(20):
+                await task
+
+
+def _service_of(app: Any) -> Service:
+    while app is not None:
+        state = getattr(app, "state", None)
+        if state is not None and hasattr(state, "service"):
+            return state.service  # type: ignore[no-any-return]
+        app = getattr(app, "app", None)
+    raise AssertionError("no service on the app")

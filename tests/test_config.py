@@ -1,0 +1,114 @@
+"""Settings from the environment: defaults, persona, and one clear error per bad variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.config import DEFAULT_GREETING, DEFAULT_MODEL, ConfigError, Settings
+
+
+def settings(**env: str) -> Settings:
+    return Settings.from_env(env)
+
+
+def test_defaults_use_the_embedded_simulator_and_warn_about_signatures() -> None:
+    s = settings()
+    assert s.model.backend == "simulator"
+    assert s.model.model == DEFAULT_MODEL
+    assert s.persona.greeting == DEFAULT_GREETING
+    assert s.persona.voice == "Puck"
+    assert s.persona.language == "en-US"
+    assert s.persona.tools == ("end_call",)  # no transfer number: no transfer tool
+    assert s.max_concurrent_calls == 100
+    assert not s.signatures_enforced
+    assert any("TWILIO_AUTH_TOKEN" in w for w in s.warnings)
+
+
+def test_api_key_selects_gemini_and_model_override() -> None:
+    s = settings(GEMINI_API_KEY="k", GEMINI_MODEL="gemini-2.5-flash-native-audio-preview-12-2025")
+    assert s.model.backend == "gemini"
+    assert s.model.api_key == "k"
+    assert s.model.model == "gemini-2.5-flash-native-audio-preview-12-2025"
+
+
+def test_vertex_needs_a_project() -> None:
+    with pytest.raises(ConfigError) as err:
+        settings(GOOGLE_GENAI_USE_VERTEXAI="true")
+    assert err.value.variable == "GOOGLE_CLOUD_PROJECT"
+    s = settings(GOOGLE_GENAI_USE_VERTEXAI="true", GOOGLE_CLOUD_PROJECT="p")
+    assert s.model.backend == "vertex"
+    assert s.model.model == "gemini-live-2.5-flash-native-audio"
+
+
+def test_simulator_off_without_credentials_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="GEMINI_API_KEY"):
+        settings(LIVE_SIMULATOR="off")
+
+
+def test_persona_from_env(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "instructions.txt"
+    f.write_text("You are Ada, the bakery's assistant.\n")
+    s = settings(
+        AGENT_INSTRUCTIONS_FILE=str(f),
+        AGENT_VOICE="Kore",
+        AGENT_LANGUAGE="de-DE",
+        AGENT_GREETING="Guten Tag!",
+        AGENT_TRANSFER_NUMBER="+14155550100",
+        AGENT_VAD_START_SENSITIVITY="HIGH",
+        AGENT_VAD_SILENCE_MS="800",
+    )
+    assert s.persona.instructions == "You are Ada, the bakery's assistant."
+    assert s.persona.voice == "Kore"
+    assert s.persona.language == "de-DE"
+    assert s.persona.greeting == "Guten Tag!"
+    assert s.persona.tools == ("end_call", "transfer_call")
+    assert s.persona.vad.start_sensitivity == "high"
+    assert s.persona.vad.silence_duration_ms == 800
+
+
+def test_empty_greeting_means_caller_speaks_first() -> None:
+    assert settings(AGENT_GREETING="").persona.greeting is None
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"MAX_CONCURRENT_CALLS": "lots"}, "MAX_CONCURRENT_CALLS"),
+        ({"MAX_CONCURRENT_CALLS": "0"}, "MAX_CONCURRENT_CALLS"),
+        ({"AGENT_LANGUAGE": "english please"}, "AGENT_LANGUAGE"),
+        ({"AGENT_VOICE": "Kore; rm -rf"}, "AGENT_VOICE"),
+        ({"AGENT_TRANSFER_NUMBER": "0800 123"}, "AGENT_TRANSFER_NUMBER"),
+        ({"AGENT_VAD_END_SENSITIVITY": "medium"}, "AGENT_VAD_END_SENSITIVITY"),
+        ({"AGENT_TOOLS": "end_call,launch_rocket"}, "AGENT_TOOLS"),
+        ({"AGENT_INSTRUCTIONS": "a", "AGENT_INSTRUCTIONS_FILE": "/x"}, "AGENT_INSTRUCTIONS_FILE"),
+        ({"AGENT_INSTRUCTIONS_FILE": "/nonexistent/file"}, "AGENT_INSTRUCTIONS_FILE"),
+        ({"TWILIO_AUTH_TOKEN": "t"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "agent.example.com"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://a.example.com/?x=1"}, "PUBLIC_URL"),
+        ({"TWILIO_ACCOUNT_SID": "nope"}, "TWILIO_ACCOUNT_SID"),
+        ({"DRAIN_TIMEOUT_S": "-1"}, "DRAIN_TIMEOUT_S"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"LIVE_SIMULATOR": "maybe"}, "LIVE_SIMULATOR"),
+        ({"GOOGLE_GENAI_USE_VERTEXAI": "perhaps"}, "GOOGLE_GENAI_USE_VERTEXAI"),
+    ],
+)
+def test_invalid_values_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(env)
+    assert err.value.variable == variable
+    assert variable in str(err.value)
+
+
+def test_public_urls() -> None:
+    s = settings(PUBLIC_URL="https://agent.example.com/base/", TWILIO_AUTH_TOKEN="t")
+    assert s.signatures_enforced
+    assert s.stream_url() == "wss://agent.example.com/base/twilio/media"
+    assert s.public_http_url("/twilio/voice") == "https://agent.example.com/base/twilio/voice"
+    dev = settings()
+    assert dev.stream_url("abc.ngrok.app") == "wss://abc.ngrok.app/twilio/media"
+
+
+def test_unknown_voice_is_passed_on_with_a_warning() -> None:
+    s = settings(AGENT_VOICE="Newvoice")
+    assert s.persona.voice == "Newvoice"
+    assert any("Newvoice" in w for w in s.warnings)
