@@ -16,7 +16,7 @@ ratio ``out_rate/in_rate``).  It is built for audio that arrives in small frames
   clipped to the int16 range, then cast (a bare ``astype(int16)`` wraps +33000 to
   -32536: a loud click).
 * **Small, fixed delay.**  The filter is linear-phase; :attr:`StreamResampler.delay_ms`
-  reports its group delay (about 1.8 ms for the telephony bands).
+  reports its group delay (1.875 ms for the telephony bands).
 
 Output sample ``n`` is the filtered signal at time ``n / out_rate`` (minus the group
 delay).  It is emitted by the call that delivers input sample
@@ -102,7 +102,7 @@ def _windowed_sinc(
     cutoff = 0.5 * (passband_hz + stopband_hz) / fs_up  # cycles per upsampled sample
     t = np.arange(ntaps, dtype=np.float64) - 0.5 * (ntaps - 1)
     proto: _F64Array = 2.0 * cutoff * np.sinc(2.0 * cutoff * t) * np.kaiser(ntaps, beta)
-    # Gain ``up``: zero-stuffing divides the level by ``up``.  Normalising the sum (rather
+    # Gain = L: zero-stuffing by L divides the level by L.  Normalising the sum (rather
     # than trusting the analytic gain) makes DC pass at exactly unity.
     proto *= gain / proto.sum()
     scale = float(1 << _COEF_FRAC_BITS)
@@ -239,10 +239,6 @@ class StreamResampler:
             )
         self._design = design
         self._k: Final = design.phase_len
-        # Output sample n is emitted once ceil((n + 1) * M / L) inputs have arrived; the
-        # sample at the centre of the filter then lies (ntaps - 1) / 2 upsampled samples
-        # in the past.  ``flush`` emits this many extra samples to let the last input out.
-        self._tail: Final = math.ceil(0.5 * (design.ntaps - 1) / self._down)
 
         # Input buffer: [history | new chunk].  Plans hold views into it and into
         # ``_ybuf``, so both are only ever replaced by ``_grow`` (which drops the plans).
@@ -331,20 +327,25 @@ class StreamResampler:
         return self._run(x)
 
     def flush_array(self) -> Int16Array:
-        """Emit the tail still inside the filter, then :meth:`reset`.
+        """End of stream: emit the tail still inside the filter, then :meth:`reset`.
 
-        Returns ``ceil(delay_samples)`` samples: the stream padded with silence until
-        the last real input sample has come out at the filter's centre, so the total
-        output is the input's duration plus the group delay.  (The far tail of the
-        impulse response, < -20 dB, is dropped.)  Any carried odd byte is discarded.
+        Returns every remaining output sample that the input fed so far still
+        contributes to, i.e. the stream continued with silence until the filter has
+        emptied (about ``2 * delay_samples`` samples; nothing after them would be
+        non-zero).  Any carried odd byte is discarded.  Not needed between chunks of a
+        continuing stream: there the tail simply comes out with the next chunk.
         """
-        if self._passthrough:
+        if self._passthrough or self._n_in == 0:
             self.reset()
             return np.zeros(0, dtype=np.int16)
-        target = self._n_out + self._tail
-        need_in = -(-target * self._down // self._up)
+        up, down = self._up, self._down
+        # Last output whose window still holds input sample n_in - 1: its upsampled time
+        # n*M may be at most (n_in - 1)*L + ntaps - 1.
+        target = ((self._n_in - 1) * up + self._design.ntaps - 1) // down + 1
+        need_in = -(-target * down // up)
+        tail = max(0, target - self._n_out)
         pad = np.zeros(max(0, need_in - self._n_in), dtype=np.int16)
-        y = self._run(pad)[: self._tail]
+        y = self._run(pad)[:tail]
         self.reset()
         return y
 

@@ -8,14 +8,14 @@ them:
 * :class:`ModelToCaller` - PCM16 24 kHz -> μ-law 8 kHz (for the caller's ear).
 
 Both stream (state carried across calls: click-free, exact sample counts, every
-20 ms in gives exactly 20 ms out), add ~1.8 ms of delay and cost well under 25 µs
+20 ms in gives exactly 20 ms out), add 1.875 ms of delay and cost well under 25 µs
 per 20 ms frame.  Call ``reset()`` on barge-in.
 
 Why the filter bands: telephone speech occupies 300-3400 Hz, which must pass flat.
 At 8 kHz everything above 4 kHz folds back; a stopband starting at 4.6 kHz (rather
 than 4.0) lets only 4.0-4.6 kHz fold, and it lands in 3.4-4.0 kHz, outside the
 speech band and removed by the phone network's own band limiting.  That transition
-band (3.4-4.6 kHz) is what keeps the filters short (59 and 88 taps) and the delay low.
+band (3.4-4.6 kHz) is what keeps the filters short (61 and 91 taps) and the delay low.
 
 Two offline helpers serve a caller simulator that plays WAV files:
 :func:`pcm16_to_ulaw_8k` (any rate -> 8 kHz μ-law) and :func:`ulaw_8k_to_pcm16`.
@@ -100,7 +100,7 @@ class CallerToModel:
 
     Each call returns exactly twice as many samples as μ-law bytes given (320 samples,
     640 bytes, per 20 ms frame).  Images of the 0-3.4 kHz band (4.6-8 kHz at 16 kHz)
-    are filtered out; the result is delayed by :attr:`delay_ms` (~1.8 ms).
+    are filtered out; the result is delayed by :attr:`delay_ms` (1.875 ms).
     """
 
     def __init__(self) -> None:
@@ -142,7 +142,7 @@ class ModelToCaller:
         return audioop.lin2ulaw(self._rs.process(pcm24k), 2)
 
     def flush(self) -> bytes:
-        """Emit the ~1.8 ms still inside the filter (e.g. at the end of a turn), then reset.
+        """End of a turn: emit what is still inside the filter (~3.7 ms), then reset.
 
         Optional: without it the tail simply comes out with the next turn's first frame.
         """

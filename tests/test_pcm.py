@@ -137,7 +137,7 @@ def _float_reference(rs: StreamResampler, x: NDArray[np.int16]) -> F64:
     return full[::down][: x.shape[0] * up // down]
 
 
-@pytest.mark.parametrize("case", RATE_CASES[:6], ids=_ids)
+@pytest.mark.parametrize("case", RATE_CASES[:5], ids=_ids)  # cheap float references
 def test_full_scale_square_wave_clips_instead_of_wrapping(
     case: tuple[int, int, dict[str, float]],
 ) -> None:
@@ -286,18 +286,22 @@ def test_reset_really_clears_history(case: tuple[int, int, dict[str, float]]) ->
     )
 
 
-def test_flush_emits_the_tail_then_resets() -> None:
-    rs = StreamResampler(24000, 8000, **PHONE)
-    x = _tone(1000.0, 24000, 4801)
+@pytest.mark.parametrize("case", RATE_CASES[:4], ids=_ids)
+def test_flush_emits_the_whole_tail_then_resets(case: tuple[int, int, dict[str, float]]) -> None:
+    in_rate, out_rate, bands = case
+    rs = StreamResampler(in_rate, out_rate, **bands)
+    x = _tone(1000.0, in_rate, 4801)
     y = rs.process_array(x)
     tail = rs.flush_array()
-    assert y.shape[0] == 1600
-    assert tail.shape[0] == math.ceil(rs.delay_samples)
-    # the tail is the continuation of the stream fed with silence
-    ref = StreamResampler(24000, 8000, **PHONE).process_array(
-        np.concatenate([x, np.zeros(600, dtype=np.int16)])
+    assert 0 < tail.shape[0] <= math.ceil(2 * rs.delay_samples) + 1
+    # the tail is the stream continued with silence, and after it there is nothing left
+    ref = StreamResampler(in_rate, out_rate, **bands).process_array(
+        np.concatenate([x, np.zeros(4000, dtype=np.int16)])
     )
-    assert np.array_equal(tail, ref[1600 : 1600 + tail.shape[0]])
+    assert np.array_equal(np.concatenate([y, tail]), ref[: y.shape[0] + tail.shape[0]])
+    assert tail[-1] != 0 or tail[-2] != 0
+    assert not ref[y.shape[0] + tail.shape[0] :].any()
+    assert rs.flush_array().shape[0] == 0  # nothing fed since: nothing to flush
     assert not rs.process_array(np.zeros(300, dtype=np.int16)).any()  # reset after flush
 
 

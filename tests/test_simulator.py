@@ -97,10 +97,10 @@ async def send_pcm(live: genai.live.AsyncSession, pcm: bytes, frame_ms: int = 20
 
 
 async def one_turn(
-    live: genai.live.AsyncSession, timeout: float = 10.0
+    live: genai.live.AsyncSession, within_s: float = 10.0
 ) -> list[types.LiveServerMessage]:
     """Messages up to and including the next turn_complete (receive() stops there)."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within_s):
         return [m async for m in live.receive()]
 
 
@@ -154,8 +154,8 @@ def raw_connect(sim: LiveSimulator, path: str = GEMINI_PATH, key: str | None = "
     )
 
 
-async def raw_recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, object]:
-    async with asyncio.timeout(timeout):
+async def raw_recv(ws: ClientConnection, within_s: float = 5.0) -> dict[str, object]:
+    async with asyncio.timeout(within_s):
         message: dict[str, object] = orjson.loads(await ws.recv())
         return message
 
@@ -460,24 +460,26 @@ async def test_barge_in_after_generation_complete_while_audio_still_plays() -> N
 
 
 async def test_default_pacing_and_turn_complete_after_playback() -> None:
-    async with LiveSimulator(behaviour=SimBehaviour(think_ms=0, seed=1)) as sim:
-        async with make_client(sim).aio.live.connect(model=MODEL, config=live_config()) as live:
-            s = await sim.next_session()
-            loop = asyncio.get_running_loop()
-            times: dict[str, float] = {}
-            audio = 0
-            say = asyncio.create_task(s.say("One, two, three, four."))
-            async with asyncio.timeout(10):
-                async for m in live.receive():
-                    sc = m.server_content
-                    if sc and sc.model_turn:
-                        times.setdefault("first", loop.time())
-                        audio += len(audio_of([m])[0])
-                    if sc and sc.generation_complete:
-                        times["generated"] = loop.time()
-                    if sc and sc.turn_complete:
-                        times["complete"] = loop.time()
-            await say
+    async with (
+        LiveSimulator(behaviour=SimBehaviour(think_ms=0, seed=1)) as sim,
+        make_client(sim).aio.live.connect(model=MODEL, config=live_config()) as live,
+    ):
+        s = await sim.next_session()
+        loop = asyncio.get_running_loop()
+        times: dict[str, float] = {}
+        audio = 0
+        say = asyncio.create_task(s.say("One, two, three, four."))
+        async with asyncio.timeout(10):
+            async for m in live.receive():
+                sc = m.server_content
+                if sc and sc.model_turn:
+                    times.setdefault("first", loop.time())
+                    audio += len(audio_of([m])[0])
+                if sc and sc.generation_complete:
+                    times["generated"] = loop.time()
+                if sc and sc.turn_complete:
+                    times["complete"] = loop.time()
+        await say
     seconds = audio / 2 / OUTPUT_RATE
     assert seconds > 1.0
     # Sent at ~4x real time; turnComplete once the audio would have played.
@@ -534,11 +536,13 @@ async def test_go_away_then_deadline_close(sim: LiveSimulator) -> None:
 
 async def test_scheduled_go_away() -> None:
     behaviour = replace(FAST, go_away_after_s=0.1, go_away_time_left_s=50)
-    async with LiveSimulator(behaviour=behaviour) as sim:
-        async with make_client(sim).aio.live.connect(model=MODEL, config=live_config()) as live:
-            async with asyncio.timeout(5):
-                message = await anext(live.receive())
-            assert message.go_away is not None and message.go_away.time_left == "50s"
+    async with (
+        LiveSimulator(behaviour=behaviour) as sim,
+        make_client(sim).aio.live.connect(model=MODEL, config=live_config()) as live,
+    ):
+        async with asyncio.timeout(5):
+            message = await anext(live.receive())
+        assert message.go_away is not None and message.go_away.time_left == "50s"
 
 
 async def test_close_surfaces_as_api_error(sim: LiveSimulator) -> None:
@@ -559,7 +563,7 @@ async def test_stall_goes_silent_but_keeps_recording(sim: LiveSimulator) -> None
         await live.send_realtime_input(text='Say "hello"')
         await s.wait_text("hello")
         with pytest.raises(TimeoutError):
-            await one_turn(live, timeout=0.5)
+            await one_turn(live, within_s=0.5)
         s.stall(False)
         await live.send_realtime_input(text='Say "again"')
         assert output_text(await one_turn(live)) == "again"
@@ -639,7 +643,7 @@ async def test_raw_client_standard_base64_camel_case_and_legacy_chunks(sim: Live
         kinds = []
         while "turnComplete" not in kinds:
             message = await raw_recv(ws)
-            assert list(message)[0] in {"serverContent", "usageMetadata"}
+            assert next(iter(message)) in {"serverContent", "usageMetadata"}
             content = message["serverContent"]
             assert isinstance(content, dict)
             kinds.extend(content)
@@ -683,11 +687,8 @@ async def test_abrupt_disconnect_leaves_nothing_running(
     async with raw_connect(sim) as ws:
         await ws.send(orjson.dumps({"setup": {}}).decode())
         await raw_recv(ws)
-        await ws.send(
-            orjson.dumps(
-                {"realtimeInput": {"text": 'Say "a long sentence to be cut off"'}}
-            ).decode()
-        )
+        cue = {"realtimeInput": {"text": 'Say "a long sentence to be cut off"'}}
+        await ws.send(orjson.dumps(cue).decode())
         await raw_recv(ws)  # the reply has started
         ws.transport.abort()
     s = await sim.next_session()
@@ -701,10 +702,12 @@ async def test_next_session_order_and_timeout(sim: LiveSimulator) -> None:
     with pytest.raises(TimeoutError):
         await sim.next_session(timeout=0.05)
     client = make_client(sim)
-    async with client.aio.live.connect(model=MODEL, config=live_config()):
-        async with client.aio.live.connect(model=MODEL, config=live_config()):
-            a = await sim.next_session()
-            b = await sim.next_session()
+    async with (
+        client.aio.live.connect(model=MODEL, config=live_config()),
+        client.aio.live.connect(model=MODEL, config=live_config()),
+    ):
+        a = await sim.next_session()
+        b = await sim.next_session()
     assert isinstance(a, SimSession) and (a.id, b.id) == ("s1", "s2")
 
 
@@ -717,15 +720,27 @@ async def test_async_client_args_reach_websockets(sim: LiveSimulator) -> None:
         assert ws.protocol.max_message_size == 2**22
 
 
+class _Printed(io.StringIO):
+    """A text stream that tells when something was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        self.written.set()
+        return super().write(text)
+
+
 async def test_standalone_prints_instructions_and_writes_ca(tmp_path: Path) -> None:
     stop = asyncio.Event()
-    out = io.StringIO()
+    out = _Printed()
     ca = tmp_path / "sim-ca.pem"
     task = asyncio.create_task(run_standalone("127.0.0.1", 0, ca_out=ca, stop=stop, out=out))
     async with asyncio.timeout(5):
-        while "GOOGLE_GEMINI_BASE_URL" not in out.getvalue():
-            await asyncio.sleep(0.01)
+        await out.written.wait()
     assert ca.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    assert "GOOGLE_GEMINI_BASE_URL=https://127.0.0.1:" in out.getvalue()
     assert f"SSL_CERT_FILE={ca}" in out.getvalue()
     stop.set()
     await task

@@ -21,12 +21,13 @@ _PRESSED = re.compile(
 
 def reply_for_text(text: str) -> str:
     """The sentence the simulator speaks in answer to a text input."""
-    quotes = [a or b for a, b in _QUOTED.findall(text)]
-    quotes = [q.strip() for q in quotes if q.strip()]
+    quotes = [(m.group(1) or m.group(2) or "").strip() for m in _QUOTED.finditer(text)]
+    quotes = [q for q in quotes if q]
     if quotes:
         return quotes[-1]
     if m := _PRESSED.search(text):
-        return f"You pressed {m.group(1)}."
+        digit: str = m.group(1)
+        return f"You pressed {digit}."
     return "Okay."
 
 

@@ -8,6 +8,7 @@ certificate authority made by ``trustme``; clients trust it through :attr:`ca_pe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -161,7 +162,10 @@ class LiveSimulator:
         """Every session so far, in connection order."""
         return list(self._sessions)
 
-    async def next_session(self, timeout: float = 10.0) -> SimSession:
+    async def next_session(
+        self,
+        timeout: float = 10.0,  # noqa: ASYNC109 (a forgotten session must fail, not hang)
+    ) -> SimSession:
         """The oldest session not yet returned by this method, waiting for one if needed."""
         async with asyncio.timeout(timeout):
             while self._taken >= len(self._sessions):
@@ -203,8 +207,6 @@ class LiveSimulator:
 
     def _remove_ca_file(self) -> None:
         if self._ca_file is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._ca_file)
-            except FileNotFoundError:
-                pass
             self._ca_file = None

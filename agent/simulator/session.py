@@ -264,7 +264,12 @@ class SimSession:
 
     # --- Script API: sending ---------------------------------------------------------------
 
-    async def say(self, text: str, *, timeout: float = 30.0) -> bool:  # noqa: ASYNC109
+    async def say(
+        self,
+        text: str,
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> bool:
         """Speak ``text`` as a model turn (after any turn already queued).
 
         Returns when all its audio was sent: ``True``, or ``False`` if it was interrupted,
@@ -316,20 +321,34 @@ class SimSession:
         self._stalled = on
 
     async def close(
-        self, code: int = 1011, reason: str = "Internal error encountered.", *, timeout: float = 5.0
+        self,
+        code: int = 1011,
+        reason: str = "Internal error encountered.",
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109
     ) -> None:
         """Close the connection with ``code`` (the SDK raises ``APIError`` with it)."""
         await self._ws.close(code, reason)
         await self.wait_closed(timeout)
 
     # --- Script API: waiting ---------------------------------------------------------------
+    # Every wait takes a timeout on purpose (ruff's ASYNC109 prefers asyncio.timeout() at the
+    # call site): a scripted test that forgets one should fail, not hang.
 
-    async def wait_setup(self, timeout: float = _DEFAULT_WAIT_S) -> JsonDict:  # noqa: ASYNC109
+    async def wait_setup(
+        self,
+        timeout: float = _DEFAULT_WAIT_S,  # noqa: ASYNC109
+    ) -> JsonDict:
+        """The ``setup`` message, once received."""
         await self._wait_until(lambda: self.setup is not None, timeout, "setup")
         assert self.setup is not None
         return self.setup
 
-    async def wait_text(self, substring: str, timeout: float = _DEFAULT_WAIT_S) -> str:  # noqa: ASYNC109
+    async def wait_text(
+        self,
+        substring: str,
+        timeout: float = _DEFAULT_WAIT_S,  # noqa: ASYNC109
+    ) -> str:
         """The first text input containing ``substring``."""
 
         def found() -> str | None:
@@ -340,21 +359,37 @@ class SimSession:
         assert result is not None
         return result
 
-    async def wait_tool_response(self, id: str, timeout: float = _DEFAULT_WAIT_S) -> JsonDict:  # noqa: ASYNC109
+    async def wait_tool_response(
+        self,
+        id: str,
+        timeout: float = _DEFAULT_WAIT_S,  # noqa: ASYNC109
+    ) -> JsonDict:
         """The function response with this id, as received."""
         await self._wait_until(lambda: id in self.tool_responses, timeout, f"tool response {id}")
         return self.tool_responses[id]
 
-    async def wait_utterances(self, n: int, timeout: float = _DEFAULT_WAIT_S) -> list[Utterance]:
+    async def wait_utterances(
+        self,
+        n: int,
+        timeout: float = _DEFAULT_WAIT_S,  # noqa: ASYNC109
+    ) -> list[Utterance]:
         """All utterances, once at least ``n`` were detected."""
         await self._wait_until(lambda: len(self.utterances) >= n, timeout, f"{n} utterances")
         return list(self.utterances)
 
-    async def wait_turns_completed(self, n: int, timeout: float = _DEFAULT_WAIT_S) -> int:
+    async def wait_turns_completed(
+        self,
+        n: int,
+        timeout: float = _DEFAULT_WAIT_S,  # noqa: ASYNC109
+    ) -> int:
+        """``turns_completed``, once it reached ``n``."""
         await self._wait_until(lambda: self.turns_completed >= n, timeout, f"{n} turns")
         return self.turns_completed
 
-    async def wait_closed(self, timeout: float = _DEFAULT_WAIT_S) -> int | None:  # noqa: ASYNC109
+    async def wait_closed(
+        self,
+        timeout: float = _DEFAULT_WAIT_S,  # noqa: ASYNC109
+    ) -> int | None:
         """The close code, once the connection has ended."""
         await self._wait_until(lambda: self.closed, timeout, "close")
         return self.close_code
@@ -779,7 +814,12 @@ class SimSession:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+    async def _wait_until(
+        self,
+        condition: Callable[[], bool],
+        timeout: float,  # noqa: ASYNC109
+        what: str,
+    ) -> None:
         try:
             async with asyncio.timeout(timeout):
                 while not condition():

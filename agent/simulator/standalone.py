@@ -37,7 +37,8 @@ async def run_standalone(
     async with LiveSimulator(host, port, behaviour) as sim:
         ca_path = sim.ca_pem_path
         if ca_out is not None:
-            Path(ca_out).write_bytes(sim.ca_pem)
+            # A small file once at startup: not worth a thread.
+            Path(ca_out).write_bytes(sim.ca_pem)  # noqa: ASYNC240
             ca_path = str(ca_out)
         print(
             f"Gemini Live API simulator (not a real model) on {sim.base_url}\n"
@@ -68,7 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9443)
     p.add_argument("--ca-out", type=Path, help="write the CA certificate (PEM) here")
     p.add_argument(
-        "--pace", type=float, default=d.pace, help="reply audio speed × real time (0 = max)"
+        "--pace",
+        type=float,
+        default=d.pace,
+        help="reply audio speed, multiple of real time (0 = max)",
     )
     p.add_argument("--think-ms", type=float, default=d.think_ms)
     p.add_argument("--silence-ms", type=float, default=d.silence_ms)

@@ -39,8 +39,22 @@ _FORMANT_GAINS = np.array([1.0, 0.75, 0.4])
 
 # Prebuilt Live API voices usually described as female get a higher pitch.
 _HIGH_VOICES = frozenset(
-    "kore aoede leda zephyr autonoe callirrhoe despina erinome gacrux laomedeia "
-    "pulcherrima sulafat vindemiatrix achernar".split()
+    {
+        "kore",
+        "aoede",
+        "leda",
+        "zephyr",
+        "autonoe",
+        "callirrhoe",
+        "despina",
+        "erinome",
+        "gacrux",
+        "laomedeia",
+        "pulcherrima",
+        "sulafat",
+        "vindemiatrix",
+        "achernar",
+    }
 )
 
 _TOKENS = re.compile(r"[A-Za-z0-9']+|[.,!?;:]")
