@@ -459,6 +459,18 @@ async def test_barge_in_after_generation_complete_while_audio_still_plays() -> N
         assert s.interruptions == 1
 
 
+async def test_barge_in_after_an_early_turn_complete(sim: LiveSimulator) -> None:
+    # FAST sends turnComplete at once; the audio is still "playing" for a while after it.
+    async with make_client(sim).aio.live.connect(model=MODEL, config=live_config()) as live:
+        s = await sim.next_session()
+        assert await s.say("One two three four five six seven.") is True
+        assert "turn_complete" in flags(await one_turn(live))
+        await send_pcm(live, voiced(0.3) + silence(0.6))
+        assert flags(await one_turn(live)) == ["interrupted", "turn_complete"]
+        assert input_text(await one_turn(live)) == "[caller speech 0.30 s]"
+    assert (s.interruptions, s.turns_completed) == (1, 2)
+
+
 async def test_default_pacing_and_turn_complete_after_playback() -> None:
     async with (
         LiveSimulator(behaviour=SimBehaviour(think_ms=0, seed=1)) as sim,

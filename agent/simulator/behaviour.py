@@ -50,6 +50,8 @@ class SimBehaviour:
     go_away_after_s: float | None = None
     go_away_time_left_s: float = 50.0
     #: Negotiate permessage-deflate. Off by default: it costs CPU on both ends at load.
+    #: Read once, when the simulator starts.
     compression: bool = False
-    #: Seed for chunk sizes and tool call ids (``None``: unpredictable).
+    #: Seed for chunk sizes and tool call ids (``None``: unpredictable). Read once, when the
+    #: simulator is created; each session gets its own stream derived from it.
     seed: int | None = None

@@ -623,15 +623,19 @@ class SimSession:
             await self._interrupt(audible)
 
     async def _interrupt(self, turn: _Turn) -> None:
-        """Barge-in: stop the turn, then ``interrupted`` and ``turnComplete``, like the service."""
-        already_complete = turn.phase is _Phase.DONE  # hold_turn_complete=False only
-        turn.phase = _Phase.INTERRUPTED
-        if not already_complete:
-            await self._stop(turn)
+        """Barge-in: stop the turn; ``interrupted`` and ``turnComplete`` follow, as with the
+        real service (no ``generationComplete`` if it was still generating)."""
+        if turn.phase is _Phase.DONE:  # hold_turn_complete=False: turnComplete already sent
+            turn.phase = _Phase.INTERRUPTED
+            await self._announce_interruption(turn, usage=False)
+        else:
+            turn.phase = _Phase.INTERRUPTED
+            await self._stop(turn)  # the turn's own task announces it (see _play)
+
+    async def _announce_interruption(self, turn: _Turn, *, usage: bool) -> None:
         self.interruptions += 1
         await self._send(wire.interrupted())
-        usage = None if already_complete else self._account(turn)
-        await self._send(wire.turn_complete(usage))
+        await self._send(wire.turn_complete(self._account(turn) if usage else None))
         if self.session_resumption is not None:
             await self.send_resumption_update()
         self._notify()
@@ -670,6 +674,8 @@ class SimSession:
         return turn
 
     async def _player(self) -> None:
+        # Nothing is spoken before setupComplete (a scripted say() waits for it).
+        await self._wait_until(lambda: self.setup_completed, None, "setupComplete")
         while True:
             while not self._queue:
                 self._queue_ready.clear()
@@ -684,6 +690,16 @@ class SimSession:
             self._current = None
 
     async def _play(self, turn: _Turn) -> None:
+        try:
+            await self._speak(turn)
+        except asyncio.CancelledError:
+            if turn.phase is _Phase.INTERRUPTED:
+                # Announced from the cancelled turn itself: the player starts the next turn
+                # only when this task ends, so nothing of it can get ahead of these messages.
+                await self._announce_interruption(turn, usage=True)
+            raise
+
+    async def _speak(self, turn: _Turn) -> None:
         loop = asyncio.get_running_loop()
         if turn.think_s > 0:
             turn.phase = _Phase.THINKING
@@ -817,7 +833,7 @@ class SimSession:
     async def _wait_until(
         self,
         condition: Callable[[], bool],
-        timeout: float,  # noqa: ASYNC109
+        timeout: float | None,  # noqa: ASYNC109
         what: str,
     ) -> None:
         try:
@@ -825,7 +841,7 @@ class SimSession:
                 while not condition():
                     await self._changed.wait()
         except TimeoutError:
-            raise TimeoutError(f"session {self.id}: no {what} within {timeout:g} s") from None
+            raise TimeoutError(f"session {self.id}: no {what} within {timeout} s") from None
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
