@@ -14,6 +14,7 @@ the service talks to it through the real google-genai SDK (loudly logged: not a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
@@ -72,10 +73,9 @@ class _StarletteSocket:
             self.ws.application_state != WebSocketState.DISCONNECTED
             and self.ws.client_state != WebSocketState.DISCONNECTED
         ):
-            try:
+            # The peer may have gone first: the socket is closed either way.
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
                 await self.ws.close(code, reason)
-            except (WebSocketDisconnect, RuntimeError):
-                pass  # the peer went away first: the socket is closed either way
 
 
 class Service:

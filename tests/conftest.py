@@ -13,4 +13,3 @@ def hermetic_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in HERMETIC_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     yield
-

@@ -24,8 +24,8 @@ from agent.simulator.voice import synthesize
 from telephony.audio import pcm16_to_ulaw_8k
 from telephony.call import CallSummary
 from telephony.caller import CallResult, place_call
-from telephony.cli import DrainingServer, build_server
 from telephony.media_stream import FRAME_BYTES, ULAW_SILENCE
+from telephony.runner import DrainingServer, local_server
 from telephony.server import Service
 
 #: Variables of the developer's shell or CI that must not leak into a test's configuration.
@@ -103,29 +103,5 @@ async def run_stack(
             monkeypatch.setenv("SSL_CERT_FILE", sim.ca_pem_path)
         for key, value in values.items():
             monkeypatch.setenv(key, value)
-        settings = Settings.from_env(os.environ)
-        server = build_server(settings, "127.0.0.1", 0)
-        task = asyncio.create_task(server.serve())
-        async with asyncio.timeout(15):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        app = server.config.loaded_app
-        service = _service_of(app)
-        try:
-            yield Stack(sim, server, service, port)
-        finally:
-            server.should_exit = True
-            async with asyncio.timeout(20):
-                await task
-
-
-def _service_of(app: Any) -> Service:
-    while app is not None:
-        state = getattr(app, "state", None)
-        if state is not None and hasattr(state, "service"):
-            return state.service  # type: ignore[no-any-return]
-        app = getattr(app, "app", None)
-    raise AssertionError("no service on the app")
+        async with local_server(Settings.from_env(os.environ)) as local:
+            yield Stack(sim, local.server, local.service, local.port)

@@ -437,9 +437,10 @@ async def test_barge_in_clear_and_flushed_mark() -> None:
         result = await place_call(url, b"", barge_in=BargeIn(tone(0.3), after_s=0.3), linger_s=0.2)
     (clear,) = result.clears
     (it,) = result.interruptions
-    # The caller starts 0.3 s after the agent became audible (on the next 20 ms tick).
+    # The caller starts 0.3 s after the agent became audible: never earlier, and on one of
+    # the next 20 ms ticks (a loaded 2-core CI machine may run a few ticks late).
     assert result.time_to_first_audio_s is not None and it.speech_start_s is not None
-    assert it.speech_start_s - result.time_to_first_audio_s == pytest.approx(0.3, abs=0.045)
+    assert 0.3 - 1e-3 <= it.speech_start_s - result.time_to_first_audio_s < 0.42
     assert it.clear_s == clear.time_s
     # Three loud frames leave 60 ms after the caller starts, plus loopback and a tick.
     assert it.latency_ms is not None and 55 <= it.latency_ms < 250

@@ -137,7 +137,9 @@ async def test_model_refusing_setup_fails_the_call_with_an_apology(
     assert "unavailable" in (doc[0].text or "")
 
 
-async def test_model_lost_mid_call_apologises_and_transfers(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_model_lost_mid_call_apologises_and_transfers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     env = {"AGENT_TRANSFER_NUMBER": "+14155550100"}
     async with run_stack(monkeypatch, env) as stack:
         call = asyncio.create_task(stack.call(silence(8.0), linger_s=1.0))

@@ -23,7 +23,9 @@ def heard_between(result, start_s: float, end_s: float) -> bytes:  # type: ignor
     return result.heard_audio[int(start_s * 8000) : int(end_s * 8000)]
 
 
-async def test_greeting_is_heard_without_the_caller_speaking(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_greeting_is_heard_without_the_caller_speaking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     async with run_stack(monkeypatch) as stack:
         result = await stack.call(silence(5.0), linger_s=1.0)
         sim_session = stack.sim.sessions[0]
@@ -31,7 +33,9 @@ async def test_greeting_is_heard_without_the_caller_speaking(monkeypatch: pytest
     assert any(DEFAULT_GREETING in text for text in sim_session.texts)
     assert result.time_to_first_audio_s is not None
     assert result.time_to_first_audio_s < 2.0
-    greeting = heard_between(result, result.time_to_first_audio_s, result.time_to_first_audio_s + 1.0)
+    greeting = heard_between(
+        result, result.time_to_first_audio_s, result.time_to_first_audio_s + 1.0
+    )
     assert rms_dbfs(greeting) > -35.0  # clearly audible speech, not silence
     summary = await stack.summary()
     assert summary.outcome == "completed"

@@ -65,7 +65,11 @@ def test_control_messages() -> None:
         ToolCallCancellation(("fc-1",))
     ]
     usage = message(
-        usage_metadata={"prompt_token_count": 10, "response_token_count": 5, "total_token_count": 15}
+        usage_metadata={
+            "prompt_token_count": 10,
+            "response_token_count": 5,
+            "total_token_count": 15,
+        }
     )
     assert _convert(usage) == [Usage(10, 5, 15)]
 
