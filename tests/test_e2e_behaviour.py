@@ -10,8 +10,8 @@ import pytest
 from agent.config import DEFAULT_GREETING
 from agent.simulator import SimBehaviour
 from agent.simulator.voice import synthesize
-from telephony.caller import BargeIn
 from support import run_stack, silence, speech
+from telephony.caller import BargeIn
 
 
 async def test_barge_in_clears_at_once_and_no_stale_audio_follows(

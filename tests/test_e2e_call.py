@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from agent.config import DEFAULT_GREETING
-from telephony.audio import ulaw_8k_to_pcm16
-
 from support import run_stack, silence, speech
+from telephony.audio import ulaw_8k_to_pcm16
 
 
 def rms_dbfs(ulaw: bytes) -> float:

@@ -14,21 +14,21 @@ import xml.etree.ElementTree as ET
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
+from support import run_stack, silence, speech
 from telephony.caller import CallFailed, place_call
 from telephony.media_stream import InboundBuilder
 from telephony.signature import sign
-from support import run_stack, silence, speech
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 PUBLIC = "https://agent.example.com"
 
 
-async def closed_with(ws, timeout: float = 5.0) -> int | None:  # type: ignore[no-untyped-def]
-    """Wait for the server to close ``ws``; its close code."""
+async def closed_with(ws) -> int | None:  # type: ignore[no-untyped-def]
+    """Wait (up to 5 s) for the server to close ``ws``; its close code."""
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(5):
             async for _ in ws:
                 pass
     except ConnectionClosed:
@@ -216,8 +216,8 @@ async def test_sigterm_drains_calls_before_exiting(tmp_path) -> None:  # type: i
     log_path = tmp_path / "serve.log"
     log_file = log_path.open("wb")
     command = [sys.executable, "-m", "telephony.cli", "serve", "--host", "127.0.0.1"]
-    proc = subprocess.Popen(
-        [*command, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=log_file
+    proc = await asyncio.create_subprocess_exec(
+        *command, "--port", str(port), env=env, stdout=subprocess.DEVNULL, stderr=log_file
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -240,12 +240,13 @@ async def test_sigterm_drains_calls_before_exiting(tmp_path) -> None:  # type: i
             busy = await http.post("/twilio/voice", data={"CallSid": "CA" + "8" * 32})
             result = await call
         began = time.monotonic()
-        code = await asyncio.to_thread(proc.wait, 15)
+        async with asyncio.timeout(15):
+            code = await proc.wait()
         exited_after = time.monotonic() - began
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-        proc.wait()
+            await proc.wait()
         log_file.close()
     stderr = log_path.read_text()
     assert draining.status_code == 503 and draining.json()["draining"] is True
