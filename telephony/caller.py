@@ -84,6 +84,8 @@ FRAME_S: Final = FRAME_MS / 1000
 #: Agent audio separated by less than this is one talk spurt (servers that pace their output
 #: at real time leave tiny gaps between chunks; that is not the agent pausing).
 SPURT_GAP_S: Final = 0.1
+#: With after_greeting_s, the caller starts talking once the agent has been quiet this long.
+GREETING_GAP_S: Final = 0.6
 #: The digits ``parse_inbound`` accepts (checked up front so a typo fails before dialling).
 _EPS: Final = 1e-9
 
@@ -381,6 +383,7 @@ class SimulatedCall:
         linger_s: float = 3.0,
         max_duration_s: float = 120.0,
         barge_in: BargeIn | None = None,
+        after_greeting_s: float | None = None,
     ) -> None:
         for at, digit in dtmf:
             if digit not in DTMF_DIGITS or at < 0:
@@ -393,7 +396,16 @@ class SimulatedCall:
             self.stream_sid, self.call_sid, account_sid or _new_sid("AC")
         )
         self._params = dict(custom_parameters or {})
-        self._track = bytearray(ULAW_SILENCE * round(lead_silence_s * SAMPLE_RATE) + audio_ulaw)
+        self._track = bytearray(ULAW_SILENCE * round(lead_silence_s * SAMPLE_RATE))
+        # With after_greeting_s, the caller holds its words until the agent's greeting has
+        # played (or after_greeting_s passes with no greeting), like a person who listens first.
+        self._held: bytes | None = None
+        self._hold_until = math.inf
+        if after_greeting_s is None:
+            self._track += audio_ulaw
+        else:
+            self._held = audio_ulaw
+            self._hold_until = lead_silence_s + after_greeting_s
         self._dtmf = deque(sorted(dtmf))
         self._last_dtmf_s = max((at for at, _ in dtmf), default=0.0)
         self._linger_s = linger_s
@@ -465,6 +477,7 @@ class SimulatedCall:
         out: list[str] = []
         if self.ended:
             return out
+        self._release_held(t)
         while True:
             frame_at = (self.frames_sent + 1) * FRAME_S
             dtmf_at = self._dtmf[0][0] if self._dtmf else math.inf
@@ -484,6 +497,20 @@ class SimulatedCall:
                 self._sent += frame
         out += self._advance(t)
         return out
+
+    def _release_held(self, t: float) -> None:
+        """Start talking once the greeting is over (heard, then quiet) or never came."""
+        if self._held is None:
+            return
+        greeted = (
+            self._spurt is not None and self._playback.idle and t - self._spurt[1] >= GREETING_GAP_S
+        )
+        if not greeted and not (self._spurt is None and t >= self._hold_until):
+            return
+        at = max(len(self._sent), len(self._track))
+        self._track = self._track[:at] + ULAW_SILENCE * (at - len(self._track)) + self._held
+        self._held = None
+        self._note(at / SAMPLE_RATE, "caller starts talking")
 
     def _advance(self, t: float) -> list[str]:
         played, echoes = self._playback.advance(t)
@@ -583,7 +610,12 @@ class SimulatedCall:
             return None
         if t >= self._max_duration_s - _EPS:
             return "max_duration"
-        if len(self._sent) < len(self._track) or self._dtmf or not self._playback.idle:
+        if (
+            self._held is not None
+            or len(self._sent) < len(self._track)
+            or self._dtmf
+            or not self._playback.idle
+        ):
             return None
         spurt_end = self._spurt[1] if self._spurt is not None else -math.inf
         quiet_since = max(self.caller_done_s(), spurt_end, self._last_media_s)
@@ -687,12 +719,15 @@ async def place_call(
     linger_s: float = 3.0,
     max_duration_s: float = 120.0,
     barge_in: BargeIn | None = None,
+    after_greeting_s: float | None = None,
     connect_timeout_s: float = 10.0,
     close_timeout_s: float = 5.0,
 ) -> CallResult:
     """Call the Media Streams endpoint at ``url`` as Twilio would and report what was heard.
 
-    ``audio_ulaw`` (8 kHz μ-law) is what the caller says, after ``lead_silence_s`` of silence;
+    ``audio_ulaw`` (8 kHz μ-law) is what the caller says, after ``lead_silence_s`` of silence
+    (and, with ``after_greeting_s``, once the agent's greeting has played, or that many
+    seconds have passed without one);
     ``dtmf`` holds ``(seconds since stream start, digit)``; ``barge_in`` makes the caller talk
     over the agent. Once the caller is done, the line stays open (silence frames) until the
     agent has been quiet for ``linger_s``; the server may hang up first; ``max_duration_s``
@@ -713,6 +748,7 @@ async def place_call(
         linger_s=linger_s,
         max_duration_s=max_duration_s,
         barge_in=barge_in,
+        after_greeting_s=after_greeting_s,
     )
     headers: dict[str, str] = {}
     if auth_token is not None:
@@ -842,7 +878,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signature-url", default=None, help="URL to sign (default: wss:// form)")
     p.add_argument("--param", type=_parse_param, action="append", default=[], metavar="K=V")
     p.add_argument("--dtmf", type=_parse_dtmf, action="append", default=[], metavar="S:DIGIT")
-    p.add_argument("--lead-silence", type=float, default=0.0, metavar="S")
+    p.add_argument(
+        "--lead-silence",
+        type=float,
+        default=None,
+        metavar="S",
+        help="talk after S seconds (default: after the agent's greeting, or 5 s without one)",
+    )
+    p.add_argument("--verbose", action="store_true", help="also list every mark sent and echoed")
     p.add_argument("--linger", type=float, default=3.0, metavar="S")
     p.add_argument("--max-duration", type=float, default=120.0, metavar="S")
     p.add_argument("--barge-in", default=None, metavar="AUDIO", help="talk over the agent")
@@ -876,7 +919,9 @@ def main(argv: list[str] | None = None) -> int:
                 signature_url=args.signature_url,
                 custom_parameters=dict(args.param),
                 dtmf=args.dtmf,
-                lead_silence_s=args.lead_silence,
+                lead_silence_s=args.lead_silence or 0.0,
+                # By default the caller listens to the greeting first, as people do.
+                after_greeting_s=None if args.lead_silence is not None else 5.0,
                 linger_s=args.linger,
                 max_duration_s=args.max_duration,
                 barge_in=barge_in,
@@ -886,7 +931,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for line in result.timeline():
-        print(line)
+        if args.verbose or " mark '" not in line:
+            print(line)
     print()
     for line in result.summary():
         print(line)
