@@ -243,6 +243,7 @@ class Call:
         self._to_model = CallerToModel()
         self._to_caller = ModelToCaller()
         self._pre_session: deque[bytes] = deque()
+        self._pre_session_digits: list[str] = []
         self._heard = Heard()
         self._discarding = False  # dropping the rest of an interrupted turn
         self._turn_closed = True  # the last agent turn is complete; the next audio starts one
@@ -325,6 +326,10 @@ class Call:
         )
         if self._on_started is not None:
             self._on_started(self)
+
+    def fail(self, reason: str) -> None:
+        """Mark the call failed from outside (the server's last-resort error boundary)."""
+        self._decide(Outcome.FAILED, reason)
 
     def _decide(self, outcome: Outcome, reason: str = "") -> None:
         """Record how the call ends (first decision wins) and wake ``run()``."""
@@ -420,7 +425,9 @@ class Call:
     async def _on_dtmf(self, digit: str) -> None:
         self.summary.dtmf.append(digit)
         log.info("call.dtmf", extra=fields(digit=digit))
-        if self._session is not None:
+        if self._session is None:
+            self._pre_session_digits.append(digit)  # told to the model once it is connected
+        else:
             await self._session.send_text(dtmf_prompt(digit))
 
     # -- model side -----------------------------------------------------------------------
@@ -482,9 +489,12 @@ class Call:
         log.info("model.connected", extra=fields(connect_ms=self.summary.model_connect_ms))
         if self._greeting:
             await session.send_text(greeting_prompt(self._greeting))
-        # Whatever the caller said while we were connecting goes in now, in order.
+        # Whatever the caller said or pressed while we were connecting goes in now, in order.
         while self._pre_session:
             await session.send_audio(self._pre_session.popleft())
+        for digit in self._pre_session_digits:
+            await session.send_text(dtmf_prompt(digit))
+        self._pre_session_digits.clear()
         return session
 
     async def _model_failed(self, exc: AgentError) -> None:

@@ -29,7 +29,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from agent.config import Settings
 from agent.session import AgentError, AgentSession, LiveAgent
 from telephony import twiml
-from telephony.call import Call, CallSummary, Outcome
+from telephony.call import Call, CallSummary
 from telephony.logs import call_sid_var, fields
 from telephony.signature import SIGNATURE_HEADER, is_valid
 from telephony.twilio_rest import TwilioRest
@@ -389,17 +389,17 @@ def create_app(settings: Settings) -> FastAPI:
             on_started=lambda c: service.calls.__setitem__(c.summary.call_sid, c),
         )
         try:
-            summary = await call.run()
+            await call.run()
         except Exception:
-            # The per-call boundary: a bug in one call must not take the server down.
+            # The per-call boundary: a bug in one call must not take the server down. The
+            # caller hears the apology (via <Connect action>) rather than silence.
             log.exception("call.crashed")
-            call.summary.outcome = Outcome.FAILED
-            call.summary.reason = "internal error"
-            summary = call.summary
+            call.fail("internal error")
         finally:
+            # No await between these two: a <Connect action> request always finds the outcome.
             service.calls.pop(call.summary.call_sid, None)
+            service.remember(call.summary)
             service.stream_closed()
             await call.socket.close(1000, "call ended")
-        service.remember(summary)
 
     return app

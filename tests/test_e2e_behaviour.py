@@ -156,3 +156,21 @@ async def test_model_lost_mid_call_apologises_and_transfers(
     doc = ET.fromstring(after.text)
     assert [el.tag for el in doc] == ["Say", "Dial"]
     assert doc.findtext("./Dial/Number") == "+14155550100"
+
+
+async def test_digits_and_speech_during_model_setup_are_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    words = speech("hello, is anybody there")
+    behaviour = SimBehaviour(setup_delay_s=1.0)
+    async with run_stack(monkeypatch, {"AGENT_GREETING": ""}, behaviour) as stack:
+        # The caller presses 7 and starts talking before the model session is ready.
+        await stack.call(words + silence(1.5), dtmf=[(0.1, "7")], lead_silence_s=0.2)
+        sim_session = stack.sim.sessions[0]
+        summary = await stack.summary()
+    assert summary.model_connect_ms is not None and summary.model_connect_ms >= 1000
+    assert any("pressed 7" in text for text in sim_session.texts)
+    # Everything the caller said while we waited reached the model, in one utterance.
+    assert len(sim_session.utterances) == 1
+    assert abs(sim_session.utterances[0].duration_ms / 1000 - len(words) / 8000) < 0.3
+    assert summary.dropped_pre_session_frames == 0
