@@ -174,3 +174,24 @@ async def test_digits_and_speech_during_model_setup_are_not_lost(
     assert len(sim_session.utterances) == 1
     assert abs(sim_session.utterances[0].duration_ms / 1000 - len(words) / 8000) < 0.3
     assert summary.dropped_pre_session_frames == 0
+
+
+async def test_transfer_call_dials_the_transfer_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"AGENT_GREETING": "", "AGENT_TRANSFER_NUMBER": "+14155550100"}
+    async with run_stack(monkeypatch, env) as stack:
+        call = asyncio.create_task(stack.call(silence(0.5), linger_s=30.0))
+        sim_session = await stack.sim.next_session()
+        await sim_session.wait_setup()
+        await sim_session.say("Let me put you through to a colleague.")
+        fc_id = await sim_session.send_tool_call("transfer_call", {"reason": "billing question"})
+        response = await sim_session.wait_tool_response(fc_id)
+        result = await call
+        summary = await stack.summary()
+        async with stack.client() as http:
+            after = await http.post("/twilio/after", data={"CallSid": summary.call_sid})
+    assert response["response"]["result"] == "ok"
+    assert result.ended_by == "server"
+    assert summary.outcome == "transfer"
+    doc = ET.fromstring(after.text)
+    assert [el.tag for el in doc] == ["Dial"]
+    assert doc.findtext("./Dial/Number") == "+14155550100"
