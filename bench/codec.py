@@ -47,14 +47,7 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from agent.pcm import StreamResampler
-from telephony.audio import (
-    ATTENUATION_DB,
-    PHONE_PASSBAND_HZ,
-    PHONE_STOPBAND_HZ,
-    CallerToModel,
-    ModelToCaller,
-)
+from telephony.audio import CallerToModel, ModelToCaller, phone_resampler
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -94,13 +87,7 @@ class Route:
 
 
 def _phone_rs(in_rate: int, out_rate: int) -> Frame:
-    return StreamResampler(
-        in_rate,
-        out_rate,
-        passband_hz=PHONE_PASSBAND_HZ,
-        stopband_hz=PHONE_STOPBAND_HZ,
-        attenuation_db=ATTENUATION_DB,
-    ).process
+    return phone_resampler(in_rate, out_rate).process
 
 
 def _ratecv(in_rate: int, out_rate: int, ulaw_in: bool, ulaw_out: bool) -> Frame:

@@ -85,7 +85,8 @@ def ulaw_encode(pcm: bytes | bytearray | memoryview) -> bytes:
     return audioop.lin2ulaw(pcm, 2)
 
 
-def _phone_resampler(in_rate: int, out_rate: int) -> StreamResampler:
+def phone_resampler(in_rate: int, out_rate: int) -> StreamResampler:
+    """A streaming resampler with the phone band's filter (3.4 kHz pass, 4.6 kHz stop)."""
     return StreamResampler(
         in_rate,
         out_rate,
@@ -104,7 +105,7 @@ class CallerToModel:
     """
 
     def __init__(self) -> None:
-        self._rs = _phone_resampler(PHONE_RATE, MODEL_IN_RATE)
+        self._rs = phone_resampler(PHONE_RATE, MODEL_IN_RATE)
 
     @property
     def delay_ms(self) -> float:
@@ -130,7 +131,7 @@ class ModelToCaller:
     """
 
     def __init__(self) -> None:
-        self._rs = _phone_resampler(MODEL_OUT_RATE, PHONE_RATE)
+        self._rs = phone_resampler(MODEL_OUT_RATE, PHONE_RATE)
 
     @property
     def delay_ms(self) -> float:

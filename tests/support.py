@@ -25,8 +25,7 @@ from telephony.audio import pcm16_to_ulaw_8k
 from telephony.call import CallSummary
 from telephony.caller import CallResult, place_call
 from telephony.media_stream import FRAME_BYTES, ULAW_SILENCE
-from telephony.runner import DrainingServer, local_server
-from telephony.server import Service
+from telephony.runner import LocalServer, local_server
 
 #: Variables of the developer's shell or CI that must not leak into a test's configuration.
 HERMETIC_VARIABLES = (
@@ -54,19 +53,10 @@ def silence(seconds: float) -> bytes:
 
 
 @dataclass
-class Stack:
+class Stack(LocalServer):
+    """The running server plus the scriptable Live API simulator it talks to."""
+
     sim: LiveSimulator
-    server: DrainingServer
-    service: Service
-    port: int
-
-    @property
-    def media_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/twilio/media"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     async def call(self, audio: bytes, **kwargs: Any) -> CallResult:
         kwargs.setdefault("linger_s", 1.5)
@@ -104,4 +94,4 @@ async def run_stack(
         for key, value in values.items():
             monkeypatch.setenv(key, value)
         async with local_server(Settings.from_env(os.environ)) as local:
-            yield Stack(sim, local.server, local.service, local.port)
+            yield Stack(local.server, local.service, local.port, sim)
