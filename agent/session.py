@@ -10,6 +10,7 @@ Nothing here knows about Twilio, so another transport could reuse it as is.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 import re
 import ssl
@@ -17,9 +18,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
+from websockets.exceptions import ConnectionClosed
 
 from agent.config import ModelAccess, Persona
 from agent.tools import declarations
@@ -30,6 +33,10 @@ log = logging.getLogger(__name__)
 INPUT_RATE = 16_000
 OUTPUT_RATE = 24_000
 _INPUT_MIME = f"audio/pcm;rate={INPUT_RATE}"
+# The realtime-audio message, pre-built around the base64 payload (what the SDK sends, without
+# its per-message pydantic round trip: see AgentSession).
+_AUDIO_PREFIX = '{"realtime_input":{"audio":{"mime_type":"' + _INPUT_MIME + '","data":"'
+_AUDIO_SUFFIX = '"}}}'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,15 +161,22 @@ _NOT_RETRYABLE = re.compile(
 )
 
 
+def _retryable(code: int | None, message: str) -> bool:
+    # Quota, permission and bad-request failures will fail again at once: retrying them is
+    # how a storm starts. 1008 (policy) is what the Live API uses for most of them.
+    return not (_NOT_RETRYABLE.search(message) or code in {400, 401, 403, 404})
+
+
 def _classify(exc: BaseException) -> tuple[int | None, str, bool]:
     """(close code, message, retryable) for an SDK or transport error."""
     if isinstance(exc, genai_errors.APIError):
         code = exc.code if isinstance(exc.code, int) else None
         message = f"{exc.status or ''} {exc.message or ''}".strip() or str(exc)
-        # Quota, permission and bad-request failures will fail again at once: retrying them is
-        # how a storm starts. 1008 (policy) is what the Live API uses for most of them.
-        retryable = not (_NOT_RETRYABLE.search(message) or code in {400, 401, 403, 404})
-        return code, message, retryable
+        return code, message, _retryable(code, message)
+    if isinstance(exc, ConnectionClosed):
+        code = exc.rcvd.code if exc.rcvd is not None else 1006
+        message = (exc.rcvd.reason if exc.rcvd is not None else "") or "connection closed"
+        return code, f"{code} {message}", _retryable(code, message)
     return None, f"{type(exc).__name__}: {exc}", True
 
 
@@ -191,9 +205,13 @@ class LiveAgent:
         base_url: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         api_key: str | None = None,
+        fast_path: bool = True,
     ) -> None:
         self.access = access
         self.persona = persona
+        # The raw-JSON path for the hot messages; the SDK's own path for Vertex AI, whose
+        # message format the SDK translates.
+        self.fast_path = fast_path and access.backend != "vertex"
         # Only what we must set: base URL, TLS trust and credentials otherwise come from the
         # SDK's own environment variables (GOOGLE_GEMINI_BASE_URL, SSL_CERT_FILE, …).
         ws_args: dict[str, Any] = {
@@ -231,7 +249,10 @@ class LiveAgent:
         except Exception as exc:  # the SDK raises many kinds; all mean "no session"
             code, message, retryable = _classify(exc)
             raise ModelUnavailable(message, code=code, retryable=retryable) from exc
-        return AgentSession(call_id, session, cm)
+        raw = getattr(session, "_ws", None) if self.fast_path else None
+        if raw is not None and not (hasattr(raw, "send") and hasattr(raw, "recv")):
+            raw = None  # an SDK version we don't know: stay on its public API
+        return AgentSession(call_id, session, cm, raw)
 
 
 def build_connect_config(persona: Persona) -> types.LiveConnectConfig:
@@ -282,15 +303,24 @@ class AgentSession:
     call_id: str
     _session: Any  # google.genai.live.AsyncSession
     _cm: Any  # its async context manager, exited by close()
+    #: The session's websocket, for the fast path (None: the SDK's public API for everything).
+    #: The SDK's per-message work (pydantic validation, dict conversion, json) costs more CPU
+    #: than the audio conversion and the socket together; for the two messages sent or
+    #: received every few tens of milliseconds we write and read the same JSON ourselves.
+    _raw: Any = None
     resumption_handle: str | None = field(default=None, init=False)
     _closed: bool = field(default=False, init=False)
 
     async def send_audio(self, pcm16k: bytes) -> None:
         """Send caller audio (16 kHz PCM16 LE mono)."""
         try:
-            await self._session.send_realtime_input(
-                audio=types.Blob(data=pcm16k, mime_type=_INPUT_MIME)
-            )
+            if self._raw is not None:
+                b64 = binascii.b2a_base64(pcm16k, newline=False).decode()
+                await self._raw.send(_AUDIO_PREFIX + b64 + _AUDIO_SUFFIX)
+            else:
+                await self._session.send_realtime_input(
+                    audio=types.Blob(data=pcm16k, mime_type=_INPUT_MIME)
+                )
         except Exception as exc:
             raise self._lost(exc) from exc
 
@@ -319,16 +349,25 @@ class AgentSession:
         """
         while True:
             try:
+                if self._raw is not None:
+                    events = events_from_wire(await self._raw.recv(decode=False))
+                    for event in events:
+                        self._note(event)
+                        yield event
+                    continue
                 # receive() stops after each turn_complete: keep asking for the next turn.
                 async for message in self._session.receive():
                     for event in _convert(message):
-                        if isinstance(event, ResumptionUpdate) and event.resumable and event.handle:
-                            self.resumption_handle = event.handle
+                        self._note(event)
                         yield event
             except Exception as exc:
                 if self._closed:
                     return
                 raise self._lost(exc) from exc
+
+    def _note(self, event: AgentEvent) -> None:
+        if isinstance(event, ResumptionUpdate) and event.resumable and event.handle:
+            self.resumption_handle = event.handle
 
     def _lost(self, exc: BaseException) -> SessionClosed:
         code, message, retryable = _classify(exc)
@@ -399,6 +438,79 @@ def _convert(message: types.LiveServerMessage) -> list[AgentEvent]:
                 um.prompt_token_count or 0,
                 um.response_token_count or 0,
                 um.total_token_count or 0,
+            )
+        )
+    return out
+
+
+class WireError(ValueError):
+    """A server message we cannot read, or an error the server reported in-band."""
+
+
+def _b64(data: str) -> bytes:
+    # The Live API sends standard base64; accept the URL-safe alphabet too, as the SDK does.
+    if "-" in data or "_" in data:
+        data = data.replace("-", "+").replace("_", "/")
+    return binascii.a2b_base64(data)
+
+
+def events_from_wire(frame: bytes | str) -> list[AgentEvent]:
+    """One raw Live API server message (JSON, camelCase) → our events, like ``_convert``.
+
+    Raises ``WireError`` for a message that is not JSON or that reports an error.
+    """
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise WireError(f"unreadable message from the Live API: {exc}") from None
+    if not isinstance(msg, dict):
+        raise WireError("Live API message is not an object")
+    if "error" in msg:
+        raise WireError(f"Live API error: {msg['error']}")
+    out: list[AgentEvent] = []
+    content = msg.get("serverContent")
+    if content:
+        text = (content.get("inputTranscription") or {}).get("text")
+        if text:
+            out.append(InputTranscript(text))
+        if content.get("interrupted"):
+            out.append(Interrupted())
+        for part in (content.get("modelTurn") or {}).get("parts") or ():
+            data = (part.get("inlineData") or {}).get("data")
+            if data:
+                out.append(AudioOut(_b64(data)))
+        text = (content.get("outputTranscription") or {}).get("text")
+        if text:
+            out.append(OutputTranscript(text))
+        if content.get("generationComplete"):
+            out.append(GenerationComplete())
+        if content.get("turnComplete"):
+            out.append(TurnComplete())
+    calls = (msg.get("toolCall") or {}).get("functionCalls")
+    if calls:
+        out.append(
+            ToolCall(
+                tuple(
+                    FunctionCall(c.get("id") or "", c.get("name") or "", dict(c.get("args") or {}))
+                    for c in calls
+                )
+            )
+        )
+    ids = (msg.get("toolCallCancellation") or {}).get("ids")
+    if ids:
+        out.append(ToolCallCancellation(tuple(ids)))
+    if "goAway" in msg:
+        out.append(GoAway(_parse_duration((msg["goAway"] or {}).get("timeLeft"))))
+    if "sessionResumptionUpdate" in msg:
+        upd = msg["sessionResumptionUpdate"] or {}
+        out.append(ResumptionUpdate(upd.get("newHandle"), bool(upd.get("resumable"))))
+    usage = msg.get("usageMetadata")
+    if usage is not None:
+        out.append(
+            Usage(
+                usage.get("promptTokenCount") or 0,
+                usage.get("responseTokenCount") or 0,
+                usage.get("totalTokenCount") or 0,
             )
         )
     return out

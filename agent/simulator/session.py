@@ -162,6 +162,10 @@ class SimSession:
         self.audio_in_ms = 0.0
         #: Model audio sent, ms.
         self.audio_out_ms = 0.0
+        #: (loop time the chunk was handed to the socket, 24 kHz samples sent before it) for
+        #: every audio chunk: lets a benchmark time each chunk's trip to the caller.
+        self.chunk_log: list[tuple[float, int]] = []
+        self._samples_out = 0
         #: Caller utterances detected, in order.
         self.utterances: list[Utterance] = []
         #: Model turns cut short by caller speech (barge-in).
@@ -710,9 +714,12 @@ class SimSession:
         pos = 0
         next_word = 0
         for n in self._chunk_sizes(len(pcm) // 2):
+            emitted_at = loop.time()
             if not await self._send(wire.audio_chunk(pcm[pos * 2 : (pos + n) * 2])):
                 self._drop(turn)
                 return
+            self.chunk_log.append((emitted_at, self._samples_out))
+            self._samples_out += n
             if turn.first_chunk_at is None:
                 turn.first_chunk_at = loop.time()
                 self._audible = turn

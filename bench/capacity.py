@@ -1,0 +1,322 @@
+"""Capacity benchmark: what one server process costs per call, and what callers experience.
+
+Starts the real server (``voice-agent serve``) as a separate process, pointed at a Live API
+simulator running in this process through the SDK's own variables (GOOGLE_GEMINI_BASE_URL,
+SSL_CERT_FILE). Then, for each load level, places that many concurrent simulated Twilio calls
+(webhook first, as Twilio does, then the Media Stream) and measures, for the *server process
+alone* (from /proc, so the load generator and the simulator don't count):
+
+- CPU per active call: ms of server CPU per second of call, and the implied calls per core;
+- RSS per active call (MiB), over the idle baseline;
+- added latency of the bridge: simulator hands an audio chunk to its socket → that audio
+  reaches the caller, p50/p99 (same monotonic clock: both ends live in this process);
+- clear latency (``interrupted`` received → ``clear`` sent), from the server's own log;
+- audio gaps: agent audio that stopped for > 100 ms inside an answer, as played.
+
+Each call: the caller listens to the greeting, then says a sentence every ~6.5 s. One call in
+five talks over the greeting (barge-in). Calls are started 40 ms apart.
+
+    python bench/capacity.py [--levels 25 50 100] [--window 10] [--json]
+
+The load generator and the simulator share the other core(s) of this machine with the server;
+their event-loop lag (printed) adds to the latency figures, so those are upper bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agent.simulator import LiveSimulator, SimBehaviour, SimSession
+from agent.simulator.voice import synthesize
+from telephony.audio import pcm16_to_ulaw_8k
+from telephony.caller import BargeIn, CallResult, place_call
+from telephony.media_stream import ULAW_SILENCE
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+STAGGER_S = 0.04
+SENTENCE = "I would like to check the opening hours for the weekend please"
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_mib(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LoopLag:
+    """How late this process's event loop wakes up (load generator + simulator)."""
+
+    samples: list[float] = field(default_factory=list)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            self.samples.append((loop.time() - before - 0.01) * 1000)
+
+
+@dataclass
+class Level:
+    calls: int
+    window_s: float
+    cpu_ms_per_call_s: float = 0.0
+    rss_mib_per_call: float = 0.0
+    rss_mib: float = 0.0
+    added_latency_ms: list[float] = field(default_factory=list)
+    gaps: int = 0
+    failed: int = 0
+    greeting_s: list[float] = field(default_factory=list)
+    response_s: list[float] = field(default_factory=list)
+    loop_lag_ms: list[float] = field(default_factory=list)
+
+
+def chunk_latencies(session: SimSession, result: CallResult, started: float) -> list[float]:
+    """Per model chunk: simulator emit → first byte of it received by the caller (ms).
+
+    The bridge converts 24 kHz to 8 kHz with exact sample counts, so a chunk that started at
+    24 kHz sample S arrives at 8 kHz byte S // 3 of the caller's received stream.
+    """
+    received_log = getattr(result, "media_received", [])
+    offsets = [cum for _, cum in received_log]
+    out: list[float] = []
+    for emitted, samples_before in session.chunk_log:
+        byte = samples_before // 3
+        j = bisect.bisect_right(offsets, byte) - 1
+        if j < 0:
+            continue
+        received = started + received_log[j][0]
+        out.append((received - emitted) * 1000)
+    return out
+
+
+async def run_level(
+    n: int,
+    window_s: float,
+    sim: LiveSimulator,
+    base: str,
+    pid: int,
+    idle_rss: float,
+    lag: LoopLag,
+) -> Level:
+    level = Level(n, window_s)
+    sentence = pcm16_to_ulaw_8k(synthesize(SENTENCE, "Charon").pcm, 24_000)
+    pause = ULAW_SILENCE * int(4.5 * 8000)
+    call_s = n * STAGGER_S + window_s + 12
+    script = b""
+    while len(script) / 8000 < call_s:
+        script += sentence + pause
+    interjection = pcm16_to_ulaw_8k(synthesize("sorry, one moment", "Charon").pcm, 24_000)
+    mapping: dict[str, SimSession] = {}
+    results: dict[str, tuple[CallResult, float]] = {}
+    pairing = asyncio.Lock()
+
+    async def one(i: int, http: httpx.AsyncClient) -> None:
+        call_sid = f"CA{i:032x}"
+        async with pairing:
+            # Twilio's order: webhook (the server pre-connects the model), then the stream.
+            await http.post("/twilio/voice", data={"CallSid": call_sid, "From": "+15550001"})
+            mapping[call_sid] = await sim.next_session(timeout=20)
+        started = asyncio.get_running_loop().time()
+        try:
+            result = await place_call(
+                base.replace("http", "ws") + "/twilio/media",
+                script,
+                call_sid=call_sid,
+                after_greeting_s=5.0,
+                barge_in=BargeIn(interjection, after_s=1.0) if i % 5 == 4 else None,
+                linger_s=1.0,
+                max_duration_s=call_s + 20,
+            )
+        except Exception as exc:  # a failed call is a figure, not a crash of the benchmark
+            print(f"call {i} failed: {exc}", file=sys.stderr)
+            level.failed += 1
+            return
+        results[call_sid] = (result, result.started_at if hasattr(result, "started_at") else started)
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http, asyncio.TaskGroup() as tg:
+        for i in range(n):
+            tg.create_task(one(i, http))
+            await asyncio.sleep(STAGGER_S)
+        # All calls are up (they run for call_s): measure a steady window.
+        await asyncio.sleep(2.0)
+        lag.samples.clear()
+        cpu0, t0 = proc_cpu_s(pid), time.monotonic()
+        await asyncio.sleep(window_s)
+        cpu1, t1 = proc_cpu_s(pid), time.monotonic()
+        level.rss_mib = proc_rss_mib(pid)
+        level.loop_lag_ms = list(lag.samples)
+    level.cpu_ms_per_call_s = (cpu1 - cpu0) * 1000 / (n * (t1 - t0))
+    level.rss_mib_per_call = (level.rss_mib - idle_rss) / n
+    for call_sid, (result, started) in results.items():
+        if result.ended_by not in ("caller", "server") or result.close_code not in (None, 1000):
+            level.failed += 1
+        if result.time_to_first_audio_s is not None:
+            level.greeting_s.append(result.time_to_first_audio_s)
+        level.response_s += [t.latency_s for t in result.turns if t.latency_s is not None]
+        level.gaps += len(getattr(result, "audio_gaps", []))
+        if not result.interruptions and not result.clears:
+            level.added_latency_ms += chunk_latencies(mapping[call_sid], result, started)
+    return level
+
+
+async def main_async(levels: list[int], window_s: float) -> dict[str, Any]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    lag = LoopLag()
+    behaviour = SimBehaviour(seed=7)
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "server.log"
+        async with LiveSimulator(behaviour=behaviour) as sim:
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE"))},
+                "GEMINI_API_KEY": "bench",
+                "GOOGLE_GEMINI_BASE_URL": sim.base_url,
+                "SSL_CERT_FILE": sim.ca_pem_path,
+                "MAX_CONCURRENT_CALLS": str(max(levels) * 2),
+                "LOG_FORMAT": "json",
+            }
+            with log_path.open("wb") as log_file:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "telephony.cli",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    env=env,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=log_file,
+                )
+            lag_task = asyncio.create_task(lag.run())
+            try:
+                async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+                    async with asyncio.timeout(30):
+                        while True:
+                            try:
+                                if (await http.get("/readyz")).status_code == 200:
+                                    break
+                            except httpx.TransportError:
+                                pass
+                            await asyncio.sleep(0.1)
+                await asyncio.sleep(1.0)
+                idle_rss = proc_rss_mib(proc.pid)
+                idle_cpu = proc_cpu_s(proc.pid)
+                results = []
+                for n in levels:
+                    print(f"  running {n} concurrent calls ...", file=sys.stderr)
+                    results.append(await run_level(n, window_s, sim, base, proc.pid, idle_rss, lag))
+            finally:
+                lag_task.cancel()
+                proc.terminate()
+                await proc.wait()
+        clear_ms = [
+            entry["clear_latency_ms"]
+            for line in log_path.read_text().splitlines()
+            if line.startswith("{") and '"call.interrupted"' in line
+            for entry in [json.loads(line)]
+        ]
+    return {
+        "idle_rss_mib": round(idle_rss, 1),
+        "startup_cpu_s": round(idle_cpu, 2),
+        "levels": [
+            {
+                "concurrent_calls": lv.calls,
+                "window_s": lv.window_s,
+                "server_cpu_ms_per_call_s": round(lv.cpu_ms_per_call_s, 2),
+                "calls_per_core": round(1000 / lv.cpu_ms_per_call_s) if lv.cpu_ms_per_call_s else None,
+                "server_rss_mib": round(lv.rss_mib, 1),
+                "rss_mib_per_call": round(lv.rss_mib_per_call, 3),
+                "added_latency_ms_p50": round(percentile(lv.added_latency_ms, 50), 2),
+                "added_latency_ms_p99": round(percentile(lv.added_latency_ms, 99), 2),
+                "latency_samples": len(lv.added_latency_ms),
+                "greeting_s_p50": round(percentile(lv.greeting_s, 50), 3),
+                "response_s_p50": round(percentile(lv.response_s, 50), 3),
+                "response_s_p95": round(percentile(lv.response_s, 95), 3),
+                "audio_gaps": lv.gaps,
+                "failed_calls": lv.failed,
+                "loadgen_loop_lag_ms_p50": round(percentile(lv.loop_lag_ms, 50), 2),
+                "loadgen_loop_lag_ms_p99": round(percentile(lv.loop_lag_ms, 99), 2),
+            }
+            for lv in results
+        ],
+        "clear_latency_ms": {
+            "count": len(clear_ms),
+            "p50": round(percentile(clear_ms, 50), 3),
+            "p99": round(percentile(clear_ms, 99), 3),
+            "max": round(max(clear_ms, default=float("nan")), 3),
+            "mean": round(statistics.fmean(clear_ms), 3) if clear_ms else None,
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levels", type=int, nargs="+", default=[25, 50, 100])
+    parser.add_argument("--window", type=float, default=10.0, help="measurement window (s)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    figures = asyncio.run(main_async(args.levels, args.window))
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    print(f"server idle RSS {figures['idle_rss_mib']} MiB")
+    header = (
+        f"{'calls':>5} {'CPU ms/call-s':>13} {'calls/core':>10} {'RSS MiB':>8} {'MiB/call':>8} "
+        f"{'added p50':>9} {'added p99':>9} {'gaps':>4} {'failed':>6} {'resp p50':>8} "
+        f"{'loadgen lag p99':>15}"
+    )
+    print(header)
+    print("-" * len(header))
+    for lv in figures["levels"]:
+        print(
+            f"{lv['concurrent_calls']:>5} {lv['server_cpu_ms_per_call_s']:>13.2f} "
+            f"{lv['calls_per_core']!s:>10} {lv['server_rss_mib']:>8.1f} "
+            f"{lv['rss_mib_per_call']:>8.3f} {lv['added_latency_ms_p50']:>7.2f}ms "
+            f"{lv['added_latency_ms_p99']:>7.2f}ms {lv['audio_gaps']:>4} {lv['failed_calls']:>6} "
+            f"{lv['response_s_p50']:>7.3f}s {lv['loadgen_loop_lag_ms_p99']:>13.2f}ms"
+        )
+    c = figures["clear_latency_ms"]
+    print(
+        f"clear latency (interrupted received -> clear sent, server log, {c['count']} barge-ins): "
+        f"p50 {c['p50']} ms, p99 {c['p99']} ms, max {c['max']} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
