@@ -9,6 +9,7 @@ whether real model credentials exist.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -154,6 +155,9 @@ class Settings:
     busy_message: str = DEFAULT_BUSY_MESSAGE
     log_level: str = "INFO"
     log_format: Literal["json", "text", "auto"] = "auto"
+    #: Record every call under this directory (``RECORD_CALLS``; None: no recording).
+    record_calls: Path | None = None
+    record_calls_max_s: float = 7200.0
     warnings: tuple[str, ...] = ()
 
     @property
@@ -336,6 +340,18 @@ class _Reader:
             vad=vad,
         )
 
+    def record_calls(self) -> Path | None:
+        raw = self.raw("RECORD_CALLS")
+        if raw is None:
+            return None
+        path = Path(raw).expanduser()
+        # Checked now so that a typo fails at startup, not as a logged error after every call.
+        if path.exists() and not path.is_dir():
+            raise ConfigError("RECORD_CALLS", f"{path} exists and is not a directory")
+        if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError("RECORD_CALLS", f"{path} is not writable")
+        return path
+
     def settings(self) -> Settings:
         public_url = self.raw("PUBLIC_URL")
         if public_url:
@@ -392,5 +408,7 @@ class _Reader:
             busy_message=self.raw("AGENT_BUSY_MESSAGE") or DEFAULT_BUSY_MESSAGE,
             log_level=log_level,
             log_format=log_format,  # type: ignore[arg-type]
+            record_calls=self.record_calls(),
+            record_calls_max_s=self.seconds("RECORD_CALLS_MAX_S", 7200.0),
             warnings=tuple(self.warnings),
         )

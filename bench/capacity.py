@@ -165,7 +165,10 @@ async def run_level(
             print(f"call {i} failed: {exc}", file=sys.stderr)
             level.failed += 1
             return
-        results[call_sid] = (result, result.started_at if hasattr(result, "started_at") else started)
+        results[call_sid] = (
+            result,
+            result.started_at if hasattr(result, "started_at") else started,
+        )
 
     async with httpx.AsyncClient(base_url=base, timeout=30) as http, asyncio.TaskGroup() as tg:
         for i in range(n):
@@ -259,7 +262,9 @@ async def main_async(levels: list[int], window_s: float) -> dict[str, Any]:
                 "concurrent_calls": lv.calls,
                 "window_s": lv.window_s,
                 "server_cpu_ms_per_call_s": round(lv.cpu_ms_per_call_s, 2),
-                "calls_per_core": round(1000 / lv.cpu_ms_per_call_s) if lv.cpu_ms_per_call_s else None,
+                "calls_per_core": round(1000 / lv.cpu_ms_per_call_s)
+                if lv.cpu_ms_per_call_s
+                else None,
                 "server_rss_mib": round(lv.rss_mib, 1),
                 "rss_mib_per_call": round(lv.rss_mib_per_call, 3),
                 "added_latency_ms_p50": round(percentile(lv.added_latency_ms, 50), 2),

@@ -46,6 +46,7 @@ from telephony import media_stream as ms
 from telephony import twiml
 from telephony.audio import CallerToModel, ModelToCaller
 from telephony.logs import call_sid_var, fields
+from telephony.recording import CallRecorder
 from telephony.twilio_rest import TwilioRest, TwilioRestError
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ class Call:
         transfer_number: str | None = None,
         rest: TwilioRest | None = None,
         on_started: Callable[[Call], None] | None = None,
+        recorder: CallRecorder | None = None,
     ) -> None:
         self.socket = socket
         self._open_session = open_session
@@ -233,6 +235,7 @@ class Call:
         self._transfer_number = transfer_number
         self._rest = rest
         self._on_started = on_started
+        self._rec = recorder  # None unless RECORD_CALLS is set: then every hook is one test
         self.state = State.WAITING_FOR_START
         self.summary = CallSummary()
         self.outcome_decided = asyncio.Event()
@@ -308,6 +311,13 @@ class Call:
                     tokens=self.summary.tokens,
                 ),
             )
+            if self._rec is not None:  # written off the event loop; bounded; never raises
+                await self._rec.finish(
+                    time.monotonic(),
+                    outcome=str(self.summary.outcome),
+                    reason=self.summary.reason,
+                    duration_s=self.summary.duration_s,
+                )
         return self.summary
 
     def _began(self, start: ms.Start) -> None:
@@ -317,6 +327,8 @@ class Call:
         self.summary.caller = params.get("from", "")
         self.summary.callee = params.get("to", "")
         self._out = ms.OutboundBuilder(start.stream_sid)
+        if self._rec is not None:
+            self._rec.start(start, time.monotonic())
         self.state = State.CONNECTING_MODEL
         log.info(
             "call.started",
@@ -393,13 +405,19 @@ class Call:
             while True:
                 event = await self._next_event()
                 if isinstance(event, ms.Media):
+                    if self._rec is not None:
+                        self._rec.caller_audio(event.payload, event.timestamp_ms)
                     await self._on_caller_audio(event.payload)
                 elif isinstance(event, ms.Mark):
+                    if self._rec is not None:
+                        self._rec.event("mark", time.monotonic(), name=event.name)
                     if self._heard.echoed(event.name, time.monotonic()):
                         self._progress.set()
                 elif isinstance(event, ms.Dtmf):
                     await self._on_dtmf(event.digit)
                 elif isinstance(event, ms.Stop):
+                    if self._rec is not None:
+                        self._rec.event("stop", time.monotonic())
                     # After a transfer or hang-up the agent asked for, the outcome is already
                     # decided and this does not change it (first decision wins).
                     self._decide(Outcome.COMPLETED, "caller hung up")
@@ -425,6 +443,8 @@ class Call:
     async def _on_dtmf(self, digit: str) -> None:
         self.summary.dtmf.append(digit)
         log.info("call.dtmf", extra=fields(digit=digit))
+        if self._rec is not None:
+            self._rec.event("dtmf", time.monotonic(), digit=digit)
         if self._session is None:
             self._pre_session_digits.append(digit)  # told to the model once it is connected
         else:
@@ -524,6 +544,8 @@ class Call:
             self.summary.first_audio_ms = round((now - self._t0) * 1000, 1)
             log.info("call.first_audio", extra=fields(ms=self.summary.first_audio_ms))
         await self._send(self._out.media(ulaw))
+        if self._rec is not None:
+            self._rec.agent_audio(ulaw, now)
         await self._send(self._out.mark(self._heard.sent(len(ulaw), now)))
         self.summary.frames_out += 1
         self._progress.set()
@@ -540,6 +562,8 @@ class Call:
         received = time.monotonic()
         if self._out is not None:
             await self._send(self._out.clear())
+            if self._rec is not None:
+                self._rec.clear(time.monotonic())
         clear_ms = (time.monotonic() - received) * 1000
         self._to_caller.reset()
         # Drop the rest of the generation that was cut off, until its turnComplete. If the turn
@@ -558,6 +582,16 @@ class Call:
             transcript_heard=cut,
         )
         self.summary.interruptions.append(record)
+        if self._rec is not None:
+            self._rec.event(
+                "interrupted",
+                received,
+                heard_ms=record.heard_ms,
+                sent_ms=record.sent_ms,
+                confirmed_ms=record.confirmed_ms,
+                clear_latency_ms=record.clear_latency_ms,
+                heard_text=record.transcript_heard,
+            )
         if self._turn_closed and self.summary.turns:
             self.summary.turns[-1].update(interrupted=True, agent_heard=cut)
         log.info(
@@ -589,6 +623,8 @@ class Call:
         if interrupted and self.summary.interruptions:
             turn["agent_heard"] = self.summary.interruptions[-1].transcript_heard
         self.summary.turns.append(turn)
+        if self._rec is not None:
+            self._rec.event("turn", time.monotonic(), **{k: turn[k] for k in turn if k != "at_s"})
         log.info("call.turn", extra=fields(**turn))
         # The agent's text and mark positions stay until its next turn starts: a barge-in can
         # still arrive for this turn while its audio plays at Twilio.
@@ -621,6 +657,8 @@ class Call:
             else:
                 result = {"result": "error", "error": f"unknown tool {fc.name!r}"}
             record["result"] = result
+            if self._rec is not None:
+                self._rec.event("tool_call", time.monotonic(), **record)
             log.info(
                 "call.tool_call",
                 extra=fields(tool=fc.name, args=fc.args, result=result.get("result")),

@@ -31,6 +31,7 @@ from agent.session import AgentError, AgentSession, LiveAgent
 from telephony import twiml
 from telephony.call import Call, CallSummary
 from telephony.logs import call_sid_var, fields
+from telephony.recording import CallRecorder
 from telephony.signature import SIGNATURE_HEADER, is_valid
 from telephony.twilio_rest import TwilioRest
 
@@ -275,6 +276,7 @@ def create_app(settings: Settings) -> FastAPI:
                 max_concurrent_calls=settings.max_concurrent_calls,
                 signatures=settings.signatures_enforced,
                 rest=settings.rest_enabled,
+                record_calls=str(settings.record_calls) if settings.record_calls else None,
             ),
         )
         try:
@@ -387,6 +389,11 @@ def create_app(settings: Settings) -> FastAPI:
             transfer_number=settings.transfer_number,
             rest=service.rest,
             on_started=lambda c: service.calls.__setitem__(c.summary.call_sid, c),
+            recorder=(
+                CallRecorder(settings.record_calls, max_audio_s=settings.record_calls_max_s)
+                if settings.record_calls is not None
+                else None
+            ),
         )
         try:
             await call.run()
