@@ -60,6 +60,9 @@ END_DRAIN_TIMEOUT_S = 30.0
 #: After end_call/transfer_call, the agent is done talking once a turn completes after the
 #: tool call, or, failing that, after this long without audio.
 MODEL_QUIET_S = 2.0
+#: A mark follows at most this much agent audio (200 ms): fine enough to know what the caller
+#: heard, coarse enough not to double the messages to Twilio (model chunks are often 40 ms).
+MARK_INTERVAL_BYTES = 1600
 #: Retries when opening the model session fails with a retryable error.
 OPEN_ATTEMPTS = 2
 
@@ -138,10 +141,10 @@ class CallSummary:
 class Heard:
     """What of the agent's speech the caller has actually heard, from Twilio's mark echoes.
 
-    Every chunk of agent audio is followed by a mark named after its end offset in the turn.
-    An echo proves the audio before it played, unless a ``clear`` came first: ``clear``
-    echoes every pending mark at once, so marks pending at a clear are remembered and their
-    echoes ignored.
+    Agent audio is followed by marks (``mark()``: one per ``MARK_INTERVAL_BYTES``, and a final
+    one with ``force``) named after their end offset in the turn. An echo proves the audio
+    before it played, unless a ``clear`` came first: ``clear`` echoes every pending mark at
+    once, so marks pending at a clear are remembered and their echoes ignored.
     """
 
     def __init__(self) -> None:
@@ -151,6 +154,7 @@ class Heard:
         self.confirmed_at = 0.0  # monotonic time of that confirmation
         self.first_sent_at = 0.0
         self._seq = 0
+        self._unmarked = 0  # bytes sent since the last mark
         self._pending: dict[str, tuple[int, int]] = {}  # mark → (turn, end offset)
         self._cleared: set[str] = set()
         self.last_mark: str | None = None
@@ -160,12 +164,19 @@ class Heard:
         self.sent_bytes = 0
         self.confirmed_bytes = 0
 
-    def sent(self, nbytes: int, now: float) -> str:
-        """Record audio sent; returns the name of the mark to send after it."""
+    def sent(self, nbytes: int, now: float) -> None:
+        """Record audio sent to Twilio."""
         if self.sent_bytes == 0:
             self.first_sent_at = now
             self.confirmed_at = now
         self.sent_bytes += nbytes
+        self._unmarked += nbytes
+
+    def mark(self, force: bool = False) -> str | None:
+        """The name of a mark to send now, if one is due (``force``: any unmarked audio)."""
+        if self._unmarked == 0 or (not force and self._unmarked < MARK_INTERVAL_BYTES):
+            return None
+        self._unmarked = 0
         self._seq += 1
         name = f"{self.turn}:{self.sent_bytes}:{self._seq}"
         self._pending[name] = (self.turn, self.sent_bytes)
@@ -190,13 +201,14 @@ class Heard:
 
     @property
     def all_played(self) -> bool:
-        """Every mark sent so far was echoed (so all audio sent has played)."""
-        return not self._pending
+        """All audio sent is marked and every mark was echoed (so all of it has played)."""
+        return not self._pending and self._unmarked == 0
 
     def cleared(self, now: float) -> tuple[float, float, float]:
         """Twilio was told to clear: (sent_ms, heard_ms, confirmed_ms) of this turn."""
         self._cleared.update(self._pending)
         self._pending.clear()
+        self._unmarked = 0
         self.last_mark = None
         # Between the last echo and now, audio kept playing (if there was any left to play).
         since = max(0.0, now - max(self.confirmed_at, self.first_sent_at))
@@ -461,6 +473,7 @@ class Call:
                 elif isinstance(event, Interrupted):
                     await self._on_interrupted()
                 elif isinstance(event, TurnComplete):
+                    await self._send_mark(force=True)
                     self._on_turn_complete()
                 elif isinstance(event, InputTranscript):
                     self._turn_in.append(event.text)
@@ -479,7 +492,9 @@ class Call:
                     tokens["total"] += event.total_tokens
                 elif isinstance(event, GoAway):
                     log.warning("model.go_away", extra=fields(time_left_s=event.time_left_s))
-                elif isinstance(event, GenerationComplete | ResumptionUpdate):
+                elif isinstance(event, GenerationComplete):
+                    await self._send_mark(force=True)  # so the turn's end is known when played
+                elif isinstance(event, ResumptionUpdate):
                     pass
         except AgentError as exc:
             await self._model_failed(exc)
@@ -546,9 +561,15 @@ class Call:
         await self._send(self._out.media(ulaw))
         if self._rec is not None:
             self._rec.agent_audio(ulaw, now)
-        await self._send(self._out.mark(self._heard.sent(len(ulaw), now)))
+        self._heard.sent(len(ulaw), now)
+        await self._send_mark()
         self.summary.frames_out += 1
         self._progress.set()
+
+    async def _send_mark(self, force: bool = False) -> None:
+        name = self._heard.mark(force)
+        if name is not None and self._out is not None:
+            await self._send(self._out.mark(name))
 
     def _open_turn(self) -> None:
         """The first output of an agent turn starts it (lazily, see ``_on_turn_complete``)."""
@@ -689,6 +710,7 @@ class Call:
         """Let the agent's last words finish playing (marks prove it), then act."""
         deadline = time.monotonic() + END_DRAIN_TIMEOUT_S
         while True:
+            await self._send_mark(force=True)
             now = time.monotonic()
             silent_for = now - self._last_audio_at
             spoken = self._turns_done > self._turns_at_tool or silent_for >= MODEL_QUIET_S

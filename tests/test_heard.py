@@ -8,8 +8,10 @@ from telephony.call import Heard
 def test_echoes_confirm_audio_in_order() -> None:
     heard = Heard()
     heard.new_turn()
-    m1 = heard.sent(800, now=0.0)  # 100 ms
-    m2 = heard.sent(800, now=0.01)
+    heard.sent(800, now=0.0)
+    m1 = heard.mark(force=True)  # 100 ms
+    heard.sent(800, now=0.01)
+    m2 = heard.mark(force=True)
     assert not heard.all_played
     assert heard.echoed(m1, now=0.1)
     assert heard.confirmed_bytes == 800
@@ -21,9 +23,12 @@ def test_echoes_confirm_audio_in_order() -> None:
 def test_clear_echoes_are_not_proof() -> None:
     heard = Heard()
     heard.new_turn()
-    m1 = heard.sent(1600, now=0.0)  # 200 ms
-    m2 = heard.sent(1600, now=0.0)
-    m3 = heard.sent(1600, now=0.0)
+    heard.sent(1600, now=0.0)
+    m1 = heard.mark(force=True)  # 200 ms
+    heard.sent(1600, now=0.0)
+    m2 = heard.mark(force=True)
+    heard.sent(1600, now=0.0)
+    m3 = heard.mark(force=True)
     assert heard.echoed(m1, now=0.2)
     sent_ms, heard_ms, confirmed_ms = heard.cleared(now=0.25)
     assert sent_ms == 600
@@ -48,9 +53,11 @@ def test_estimate_never_exceeds_what_was_sent() -> None:
 def test_turns_are_counted_separately() -> None:
     heard = Heard()
     heard.new_turn()
-    old = heard.sent(800, now=0.0)
+    heard.sent(800, now=0.0)
+    old = heard.mark(force=True)
     heard.new_turn()
-    new = heard.sent(400, now=1.0)
+    heard.sent(400, now=1.0)
+    new = heard.mark(force=True)
     # A late echo of the previous turn doesn't count for this one.
     assert heard.echoed(old, now=1.05)
     assert heard.confirmed_bytes == 0
@@ -62,3 +69,25 @@ def test_unknown_marks_are_ignored() -> None:
     heard = Heard()
     assert not heard.echoed("not-ours", now=0.0)
     assert heard.all_played
+
+
+def test_marks_are_coalesced_but_the_tail_is_always_marked() -> None:
+    heard = Heard()
+    heard.new_turn()
+    names = []
+    for _ in range(10):  # 10 chunks of 40 ms (320 bytes)
+        heard.sent(320, now=0.0)
+        names.append(heard.mark())
+    sent = [n for n in names if n is not None]
+    assert len(sent) == 2  # one per 200 ms of audio
+    assert heard.all_played is False
+    for name in sent:
+        assert heard.echoed(name, now=1.0)
+    assert heard.all_played is True  # 3200 bytes: the last mark covered everything
+    heard.sent(320, now=1.0)
+    assert heard.mark() is None  # not due yet...
+    assert heard.all_played is False  # ...and unmarked audio is not "played"
+    tail = heard.mark(force=True)
+    assert tail is not None and heard.mark(force=True) is None
+    assert heard.echoed(tail, now=1.1)
+    assert heard.all_played and heard.confirmed_bytes == 3520
