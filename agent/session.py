@@ -205,13 +205,12 @@ class LiveAgent:
         base_url: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         api_key: str | None = None,
-        fast_path: bool = True,
     ) -> None:
         self.access = access
         self.persona = persona
         # The raw-JSON path for the hot messages; the SDK's own path for Vertex AI, whose
         # message format the SDK translates.
-        self.fast_path = fast_path and access.backend != "vertex"
+        self.fast_path = access.fast_path and access.backend != "vertex"
         # Only what we must set: base URL, TLS trust and credentials otherwise come from the
         # SDK's own environment variables (GOOGLE_GEMINI_BASE_URL, SSL_CERT_FILE, …).
         ws_args: dict[str, Any] = {

@@ -66,6 +66,11 @@ def test_persona_from_env(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert s.persona.vad.silence_duration_ms == 800
 
 
+def test_fast_path_can_be_turned_off() -> None:
+    assert settings().model.fast_path is True
+    assert settings(MODEL_FAST_PATH="false").model.fast_path is False
+
+
 def test_empty_greeting_means_caller_speaks_first() -> None:
     assert settings(AGENT_GREETING="").persona.greeting is None
 

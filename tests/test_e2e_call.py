@@ -58,3 +58,16 @@ async def test_a_caller_turn_is_answered(monkeypatch: pytest.MonkeyPatch) -> Non
     summary = await stack.summary()
     assert summary.frames_in > 200
     assert summary.bad_frames == 0
+
+
+async def test_the_sdk_path_works_without_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    utterance = speech("what time do you close today")
+    async with run_stack(monkeypatch, {"MODEL_FAST_PATH": "false"}) as stack:
+        assert stack.service.agent is not None and not stack.service.agent.fast_path
+        result = await stack.call(utterance, after_greeting_s=5.0, linger_s=2.0)
+        summary = await stack.summary()
+    assert result.time_to_first_audio_s is not None
+    answered = [t for t in result.turns if t.latency_s is not None]
+    assert answered and 0.3 < answered[-1].latency_s < 2.0  # type: ignore[operator]
+    assert summary.tokens["total"] > 0
+    assert DEFAULT_GREETING in summary.turns[0]["agent"]
