@@ -1,15 +1,17 @@
 """Capacity benchmark: what one server process costs per call, and what callers experience.
 
-Starts the real server (``voice-agent serve``) as a separate process, pointed at a Live API
-simulator running in this process through the SDK's own variables (GOOGLE_GEMINI_BASE_URL,
-SSL_CERT_FILE). Then, for each load level, places that many concurrent simulated Twilio calls
-(webhook first, as Twilio does, then the Media Stream) and measures, for the *server process
-alone* (from /proc, so the load generator and the simulator don't count):
+Three processes: the real server (``voice-agent serve``), the Live API simulator
+(``bench/sim_process.py``; the server reaches it through the SDK's own variables
+GOOGLE_GEMINI_BASE_URL and SSL_CERT_FILE), and this one, which plays Twilio. For each load
+level it places that many concurrent simulated Twilio calls (webhook first, as Twilio does,
+then the Media Stream) and measures, for the *server process alone* (from /proc, so the load
+generator and the simulator don't count):
 
 - CPU per active call: ms of server CPU per second of call, and the implied calls per core;
 - RSS per active call (MiB), over the idle baseline;
 - added latency of the bridge: simulator hands an audio chunk to its socket → that audio
-  reaches the caller, p50/p99 (same monotonic clock: both ends live in this process);
+  reaches the caller, p50/p99 (CLOCK_MONOTONIC is system-wide, so the simulator's chunk
+  times and this process's receive times compare directly);
 - clear latency (``interrupted`` received → ``clear`` sent), from the server's own log;
 - audio gaps: agent audio that stopped for > 100 ms inside an answer, as played.
 
@@ -18,8 +20,9 @@ five talks over the greeting (barge-in). Calls are started 40 ms apart.
 
     python bench/capacity.py [--levels 25 50 100] [--window 10] [--json]
 
-The load generator and the simulator share the other core(s) of this machine with the server;
-their event-loop lag (printed) adds to the latency figures, so those are upper bounds.
+With 2+ cores the server is pinned to one core and the simulator and load generator to the
+others. The load generator's own event-loop lag is printed next to the latency figures, which
+include it (they are upper bounds for the server).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import gc
 import json
 import os
 import socket
@@ -40,7 +44,6 @@ from typing import Any
 
 import httpx
 
-from agent.simulator import LiveSimulator, SimBehaviour, SimSession
 from agent.simulator.voice import synthesize
 from telephony.audio import pcm16_to_ulaw_8k
 from telephony.caller import BargeIn, CallResult, place_call
@@ -102,18 +105,21 @@ class Level:
     greeting_s: list[float] = field(default_factory=list)
     response_s: list[float] = field(default_factory=list)
     loop_lag_ms: list[float] = field(default_factory=list)
+    calls_done: list[tuple[str, CallResult]] = field(default_factory=list)
 
 
-def chunk_latencies(session: SimSession, result: CallResult, started: float) -> list[float]:
+def chunk_latencies(
+    chunk_log: list[tuple[float, int]], result: CallResult, started: float
+) -> list[float]:
     """Per model chunk: simulator emit → first byte of it received by the caller (ms).
 
     The bridge converts 24 kHz to 8 kHz with exact sample counts, so a chunk that started at
     24 kHz sample S arrives at 8 kHz byte S // 3 of the caller's received stream.
     """
-    received_log = getattr(result, "media_received", [])
+    received_log = result.media_received
     offsets = [cum for _, cum in received_log]
     out: list[float] = []
-    for emitted, samples_before in session.chunk_log:
+    for emitted, samples_before in chunk_log:
         byte = samples_before // 3
         j = bisect.bisect_right(offsets, byte) - 1
         if j < 0:
@@ -126,7 +132,7 @@ def chunk_latencies(session: SimSession, result: CallResult, started: float) -> 
 async def run_level(
     n: int,
     window_s: float,
-    sim: LiveSimulator,
+    sessions: asyncio.Queue[str],
     base: str,
     pid: int,
     idle_rss: float,
@@ -140,7 +146,7 @@ async def run_level(
     while len(script) / 8000 < call_s:
         script += sentence + pause
     interjection = pcm16_to_ulaw_8k(synthesize("sorry, one moment", "Charon").pcm, 24_000)
-    mapping: dict[str, SimSession] = {}
+    mapping: dict[str, str] = {}  # call SID → simulator session id
     results: dict[str, tuple[CallResult, float]] = {}
     pairing = asyncio.Lock()
 
@@ -149,8 +155,8 @@ async def run_level(
         async with pairing:
             # Twilio's order: webhook (the server pre-connects the model), then the stream.
             await http.post("/twilio/voice", data={"CallSid": call_sid, "From": "+15550001"})
-            mapping[call_sid] = await sim.next_session(timeout=20)
-        started = asyncio.get_running_loop().time()
+            async with asyncio.timeout(20):
+                mapping[call_sid] = await sessions.get()
         try:
             result = await place_call(
                 base.replace("http", "ws") + "/twilio/media",
@@ -165,10 +171,7 @@ async def run_level(
             print(f"call {i} failed: {exc}", file=sys.stderr)
             level.failed += 1
             return
-        results[call_sid] = (
-            result,
-            result.started_at if hasattr(result, "started_at") else started,
-        )
+        results[call_sid] = (result, result.started_at)
 
     async with httpx.AsyncClient(base_url=base, timeout=30) as http, asyncio.TaskGroup() as tg:
         for i in range(n):
@@ -184,77 +187,117 @@ async def run_level(
         level.loop_lag_ms = list(lag.samples)
     level.cpu_ms_per_call_s = (cpu1 - cpu0) * 1000 / (n * (t1 - t0))
     level.rss_mib_per_call = (level.rss_mib - idle_rss) / n
-    for call_sid, (result, started) in results.items():
+    level.calls_done = [(mapping[sid], result) for sid, (result, _) in results.items()]
+    for result, _ in results.values():
         if result.ended_by not in ("caller", "server") or result.close_code not in (None, 1000):
             level.failed += 1
         if result.time_to_first_audio_s is not None:
             level.greeting_s.append(result.time_to_first_audio_s)
         level.response_s += [t.latency_s for t in result.turns if t.latency_s is not None]
-        level.gaps += len(getattr(result, "audio_gaps", []))
-        if not result.interruptions and not result.clears:
-            level.added_latency_ms += chunk_latencies(mapping[call_sid], result, started)
+        level.gaps += len(result.gaps)
     return level
 
 
-async def main_async(levels: list[int], window_s: float) -> dict[str, Any]:
+async def main_async(levels: list[int], window_s: float, sdk_path: bool) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     lag = LoopLag()
-    behaviour = SimBehaviour(seed=7)
+    sessions: asyncio.Queue[str] = asyncio.Queue()
+    chunk_logs: dict[str, list[tuple[float, int]]] = {}
+    # On a machine with 2+ cores, the server gets a core of its own and the simulator and this
+    # load generator share the rest, so the server's figures are not the others' contention.
+    cores = sorted(os.sched_getaffinity(0))
+    isolate = len(cores) >= 2
+    if isolate:
+        os.sched_setaffinity(0, cores[1:])  # inherited by the simulator process
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("sim_process.py")),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert sim.stdout is not None and sim.stdin is not None
+    first = json.loads(await sim.stdout.readline())
+
+    async def read_simulator() -> None:
+        assert sim.stdout is not None
+        async for line in sim.stdout:
+            entry = json.loads(line)
+            if "session" in entry:
+                sessions.put_nowait(entry["session"])
+            elif "chunks" in entry:
+                chunk_logs[entry["chunks"]] = [tuple(x) for x in entry["log"]]
+
+    reader = asyncio.create_task(read_simulator())
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "server.log"
-        async with LiveSimulator(behaviour=behaviour) as sim:
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE"))},
-                "GEMINI_API_KEY": "bench",
-                "GOOGLE_GEMINI_BASE_URL": sim.base_url,
-                "SSL_CERT_FILE": sim.ca_pem_path,
-                "MAX_CONCURRENT_CALLS": str(max(levels) * 2),
-                "LOG_FORMAT": "json",
-            }
-            with log_path.open("wb") as log_file:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "telephony.cli",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    env=env,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=log_file,
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE"))},
+            "GEMINI_API_KEY": "bench",
+            "GOOGLE_GEMINI_BASE_URL": first["base_url"],
+            "SSL_CERT_FILE": first["ca"],
+            "MAX_CONCURRENT_CALLS": str(max(levels) * 2),
+            "LOG_FORMAT": "json",
+            "MODEL_FAST_PATH": "false" if sdk_path else "true",
+        }
+        with log_path.open("wb") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "telephony.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log_file,
+            )
+        if isolate:
+            os.sched_setaffinity(proc.pid, cores[:1])
+        lag_task = asyncio.create_task(lag.run())
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+                async with asyncio.timeout(30):
+                    while True:
+                        try:
+                            if (await http.get("/readyz")).status_code == 200:
+                                break
+                        except httpx.TransportError:
+                            pass
+                        await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)
+            idle_rss = proc_rss_mib(proc.pid)
+            idle_cpu = proc_cpu_s(proc.pid)
+            results = []
+            for n in levels:
+                print(f"  running {n} concurrent calls ...", file=sys.stderr)
+                results.append(
+                    await run_level(n, window_s, sessions, base, proc.pid, idle_rss, lag)
                 )
-            lag_task = asyncio.create_task(lag.run())
-            try:
-                async with httpx.AsyncClient(base_url=base, timeout=5) as http:
-                    async with asyncio.timeout(30):
-                        while True:
-                            try:
-                                if (await http.get("/readyz")).status_code == 200:
-                                    break
-                            except httpx.TransportError:
-                                pass
-                            await asyncio.sleep(0.1)
-                await asyncio.sleep(1.0)
-                idle_rss = proc_rss_mib(proc.pid)
-                idle_cpu = proc_cpu_s(proc.pid)
-                results = []
-                for n in levels:
-                    print(f"  running {n} concurrent calls ...", file=sys.stderr)
-                    results.append(await run_level(n, window_s, sim, base, proc.pid, idle_rss, lag))
-            finally:
-                lag_task.cancel()
-                proc.terminate()
-                await proc.wait()
+        finally:
+            lag_task.cancel()
+            proc.terminate()
+            await proc.wait()
+            sim.stdin.close()
+            async with asyncio.timeout(30):
+                await reader
+                await sim.wait()
         clear_ms = [
             entry["clear_latency_ms"]
             for line in log_path.read_text().splitlines()
             if line.startswith("{") and '"call.interrupted"' in line
             for entry in [json.loads(line)]
         ]
+    for lv in results:
+        for session_id, result in lv.calls_done:
+            if not result.interruptions and not result.clears:
+                log = chunk_logs.get(session_id, [])
+                lv.added_latency_ms += chunk_latencies(log, result, result.started_at)
     return {
+        "model_fast_path": not sdk_path,
+        "server_pinned_to_own_core": isolate,
         "idle_rss_mib": round(idle_rss, 1),
         "startup_cpu_s": round(idle_cpu, 2),
         "levels": [
@@ -294,13 +337,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", type=int, nargs="+", default=[25, 50, 100])
     parser.add_argument("--window", type=float, default=10.0, help="measurement window (s)")
+    parser.add_argument(
+        "--sdk-path", action="store_true", help="run the server with MODEL_FAST_PATH=false"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    figures = asyncio.run(main_async(args.levels, args.window))
+    # The load generator must measure the server, not itself: no multi-10-ms garbage
+    # collector pauses (everything built so far is frozen out of the GC's way).
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
+    figures = asyncio.run(main_async(args.levels, args.window, args.sdk_path))
     if args.json:
         print(json.dumps(figures, indent=2))
         return
-    print(f"server idle RSS {figures['idle_rss_mib']} MiB")
+    print(
+        f"server idle RSS {figures['idle_rss_mib']} MiB; fast path "
+        f"{'on' if figures['model_fast_path'] else 'off (SDK path)'}; server on its own core: "
+        f"{figures['server_pinned_to_own_core']}"
+    )
     header = (
         f"{'calls':>5} {'CPU ms/call-s':>13} {'calls/core':>10} {'RSS MiB':>8} {'MiB/call':>8} "
         f"{'added p50':>9} {'added p99':>9} {'gaps':>4} {'failed':>6} {'resp p50':>8} "

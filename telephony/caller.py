@@ -6,16 +6,26 @@ the caller is not talking), DTMF at the scheduled times and ``stop`` at the end.
 server sends back goes through Twilio's playback buffer (:mod:`telephony.playback`); marks are
 echoed when the audio before them has played. The result says what the caller heard and when.
 
-Layers, so that the load tester can reuse the middle one:
+Layers, so that the load tester (:mod:`telephony.loadtest`) reuses the middle ones:
 
 - :class:`SimulatedCall` is sans-I/O: frames in, frames out, every method takes ``now``;
-- :func:`talk_spurts`, :func:`response_turns`, :func:`match_interruptions` and
-  :func:`assemble_heard` are the pure bookkeeping behind :class:`CallResult`;
-- :func:`place_call` only moves frames between a WebSocket and a :class:`SimulatedCall`.
+- :func:`talk_spurts`, :func:`response_turns`, :func:`match_interruptions`,
+  :func:`find_gaps` and :func:`assemble_heard` are the pure bookkeeping behind
+  :class:`CallResult`;
+- :func:`open_stream` + :func:`drive_call` (asyncio; :func:`run_call` and :func:`place_call`
+  wrap them) only move frames between a WebSocket and a :class:`SimulatedCall`; the Locust
+  integration drives the same object synchronously (:mod:`telephony.loadtest.sync_call`).
 
 Time zero everywhere in a result is the moment ``start`` was sent (stream start). Caller
 audio at byte ``i`` of the track is spoken at ``i / 8000`` s; the frame carrying it leaves
 when the frame is complete, 20 ms after its first sample, as a phone would send it.
+
+What the caller says comes from audio files or from calls our server recorded
+(``RECORD_CALLS``): :func:`load_recording` reads either as a :class:`RecordedCall`. It is
+replayed exactly as recorded (``realtime``), or turn by turn: :func:`split_turns` cuts it
+into :class:`CallerTurn` objects and :class:`TurnTaking` says when each one starts (after
+the agent's answer has played, or over it, for barge-in). :func:`simulated_call` builds
+the call for a replay mode.
 """
 
 from __future__ import annotations
@@ -27,16 +37,18 @@ import math
 import sys
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+import orjson
 import soundfile as sf
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.protocol import State
 
 from agent.vad import speech_segments
@@ -56,27 +68,45 @@ from telephony.media_stream import (
     parse_outbound,
 )
 from telephony.playback import MarkEcho, Playback, Played
+from telephony.recording import FORMAT_VERSION as RECORDING_FORMAT_VERSION
 from telephony.signature import SIGNATURE_HEADER, sign
 
 __all__ = [
+    "AudioGap",
     "BargeIn",
     "CallFailed",
     "CallResult",
+    "CallerTurn",
     "ClearRecord",
     "EchoRecord",
     "Interruption",
     "Note",
+    "RecordedCall",
+    "RecordingError",
+    "ReplayMode",
     "ResponseTurn",
     "SimulatedCall",
+    "TurnTaking",
     "assemble_heard",
+    "connect_failure",
+    "connect_headers",
+    "drive_call",
+    "find_gaps",
     "load_caller_audio",
+    "load_recorded_call",
+    "load_recording",
     "main",
     "match_interruptions",
     "merge_runs",
+    "open_stream",
     "place_call",
     "response_turns",
+    "run_call",
     "signature_url_for",
+    "simulated_call",
+    "split_turns",
     "talk_spurts",
+    "websocket_url",
     "write_wav",
 ]
 
@@ -86,14 +116,132 @@ FRAME_S: Final = FRAME_MS / 1000
 SPURT_GAP_S: Final = 0.1
 #: With after_greeting_s, the caller starts talking once the agent has been quiet this long.
 GREETING_GAP_S: Final = 0.6
-#: The digits ``parse_inbound`` accepts (checked up front so a typo fails before dialling).
+#: A hole in the agent's audio longer than this, inside one answer, is an audio gap.
+GAP_MIN_S: Final = 0.1
+#: Agent audio that resumes within this long, with no caller input in between, continues the
+#: same answer (so the hole before it is a gap); later, it is a new answer.
+ANSWER_RESUME_S: Final = 2.0
+#: Around each utterance cut out of a recording, keep this much of the quiet before and after
+#: it (soft onsets and tails sit below the VAD threshold), never past half the pause.
+TURN_LEAD_PAD_S: Final = 0.1
+TURN_TAIL_PAD_S: Final = 0.2
+#: Key presses closer than this to the previous part of a turn belong to that turn (a PIN is
+#: one turn, not four).
+DTMF_GROUP_S: Final = 1.5
 _EPS: Final = 1e-9
 
 EndReason = Literal["caller", "server", "max_duration", "error"]
+#: How a recording is replayed: ``realtime`` = exactly as recorded/in the file, from stream
+#: start; ``turns`` = utterance by utterance, each after the agent's answer to the previous
+#: one has played; ``barge-in`` = like ``turns``, but each next utterance starts over the
+#: agent's answer.
+ReplayMode = Literal["realtime", "turns", "barge-in"]
+#: Why a call could not be placed (:attr:`CallFailed.kind`).
+FailureKind = Literal[
+    "connect_refused", "connect_timeout", "connect_error", "handshake_rejected", "handshake_error"
+]
 
 
 class CallFailed(Exception):
-    """The call could not be placed (connection refused, handshake rejected, timeout)."""
+    """The call could not be placed (connection refused, handshake rejected, timeout).
+
+    ``kind`` classifies it; ``status`` is the HTTP status of a rejected handshake.
+    """
+
+    def __init__(
+        self, message: str, kind: FailureKind = "connect_error", status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind: FailureKind = kind
+        self.status = status
+
+
+class RecordingError(ValueError):
+    """A recorded call or audio file that cannot be replayed."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallerTurn:
+    """One turn of the caller: ``audio`` (8 kHz μ-law) and key presses at ``dtmf`` offsets
+    (seconds from the turn's start). ``recorded_at_s`` is where it started in its source.
+
+    ``lead_s``: the quiet lead-in at the start of ``audio``. A turn is placed so that its
+    words start on time (after the think time, at the barge-in point); the lead-in goes
+    before them, as much of it as has not already been sent.
+    """
+
+    audio: bytes
+    dtmf: tuple[tuple[float, str], ...] = ()
+    recorded_at_s: float = 0.0
+    lead_s: float = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        return max(len(self.audio) / SAMPLE_RATE, max((at for at, _ in self.dtmf), default=0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class TurnTaking:
+    """When the caller says its next :class:`CallerTurn` (turn-aware replay).
+
+    The first turn waits for the greeting: once the agent has been heard and then quiet for
+    ``think_s`` (or ``greeting_timeout_s`` passed with no agent audio at all). Every later
+    turn waits for the agent's answer to the previous one the same way (or
+    ``answer_timeout_s`` after the previous turn ended with no answer). The caller cannot know
+    that an answer is over except by the agent going quiet, so ``think_s`` is measured from
+    the end of the agent's audio as played. With ``barge_in_after_s``, a turn instead starts
+    once the answer has been playing that long, over the agent (if the answer is shorter,
+    the turn starts after it as usual). The greeting is never interrupted.
+    After the last turn the call waits for its answer, bounded by ``answer_timeout_s``.
+    """
+
+    think_s: float = GREETING_GAP_S
+    answer_timeout_s: float = 8.0
+    greeting_timeout_s: float = 5.0
+    barge_in_after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if min(self.think_s, self.answer_timeout_s, self.greeting_timeout_s) < 0 or (
+            self.barge_in_after_s is not None and self.barge_in_after_s < 0
+        ):
+            raise ValueError("turn-taking times must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class AudioGap:
+    """A hole in the agent's audio inside one answer, as played (see :func:`find_gaps`)."""
+
+    start_s: float
+    end_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """What a caller said in a recorded call or an audio file, ready to replay.
+
+    ``audio`` is the caller's track as 8 kHz μ-law from stream start (real timing, silences
+    included); ``dtmf`` the key presses as ``(seconds since stream start, digit)``;
+    ``custom_parameters`` those of the recorded ``start`` (empty for audio files).
+    """
+
+    source: str
+    audio: bytes
+    dtmf: tuple[tuple[float, str], ...] = ()
+    custom_parameters: Mapping[str, str] = field(default_factory=dict)
+    call_sid: str | None = None
+    stream_sid: str | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return max(len(self.audio) / SAMPLE_RATE, max((at for at, _ in self.dtmf), default=0.0))
+
+    def turns(self) -> list[CallerTurn]:
+        """The caller's utterances and key presses, one :class:`CallerTurn` each."""
+        return split_turns(self.audio, self.dtmf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +346,21 @@ class CallResult:
     close_code: int | None
     close_reason: str
     notes: list[Note] = field(default_factory=list, repr=False)
+    #: For every server media message: when it arrived, and the agent audio bytes received
+    #: before it (so ``bytes / 8000`` is how far into the agent's audio that message starts).
+    media_received: list[tuple[float, int]] = field(default_factory=list, repr=False)
+    #: Holes in the agent's audio inside one answer, as played (see :func:`find_gaps`).
+    gaps: list[AudioGap] = field(default_factory=list)
+    #: The latest this caller sent a frame or key after it fell due: above ~20 ms the load
+    #: generator itself is overloaded and every latency it measures is inflated.
+    max_send_lag_s: float = 0.0
+    #: Everything the caller meant to say and key had been sent when the call ended.
+    caller_done: bool = True
+    #: Why the call broke off, when ``ended_by`` is ``error``.
+    error: str = ""
+    #: The driver's clock at stream start (``place_call``: the event loop's monotonic clock),
+    #: so stream times can be compared with other events on the same clock.
+    started_at: float = 0.0
 
     def timeline(self) -> list[str]:
         """Printable lines ``t=  1.234 s: event``, in time order."""
@@ -241,6 +404,10 @@ class CallResult:
                     f"interruption at {it.speech_start_s:.2f} s: clear after "
                     f"{it.latency_ms:.0f} ms (dropped {it.dropped_s:.2f} s of audio)"
                 )
+        for gap in self.gaps:
+            lines.append(
+                f"audio gap at {gap.start_s:.2f} s: agent silent for {gap.duration_s * 1000:.0f} ms"
+            )
         cleared = sum(e.cleared for e in self.marks_echoed)
         lines.append(
             f"frames sent {self.frames_sent}, agent audio received "
@@ -351,6 +518,100 @@ def _interruption_time(it: Interruption) -> float:
     return it.clear_s if it.clear_s is not None else 0.0
 
 
+def find_gaps(
+    played: Sequence[Played],
+    caller_segments: Sequence[tuple[float, float]] = (),
+    clears: Iterable[float] = (),
+    dtmf: Iterable[float] = (),
+    *,
+    min_s: float = GAP_MIN_S,
+    resume_within_s: float = ANSWER_RESUME_S,
+) -> list[AudioGap]:
+    """Holes in the agent's audio inside one answer, as the caller heard it.
+
+    Between two consecutive played runs (``played`` in time order, e.g. from
+    :func:`merge_runs`), the hole is a gap when it lasts more than ``min_s`` and at most
+    ``resume_within_s``, and nothing in it explains the silence: no caller speech overlaps
+    it (``caller_segments``), no key was pressed in it (``dtmf`` times) and no ``clear``
+    came in it or at its edges (``clears`` times). Anything else is the agent's answer
+    stalling: the server or the model did not deliver audio in time.
+    """
+    clear_times = sorted(clears)
+    inputs = sorted(dtmf)
+    gaps: list[AudioGap] = []
+    for before, after in pairwise(played):
+        start, end = before.end, after.start
+        hole = end - start
+        if hole <= min_s + _EPS or hole > resume_within_s + _EPS:
+            continue
+        if any(s < end and e > start for s, e in caller_segments):
+            continue
+        if _any_within(clear_times, start - _EPS, end + _EPS) or _any_within(inputs, start, end):
+            continue
+        gaps.append(AudioGap(start, end))
+    return gaps
+
+
+def _any_within(sorted_times: Sequence[float], lo: float, hi: float) -> bool:
+    i = bisect.bisect_left(sorted_times, lo)
+    return i < len(sorted_times) and sorted_times[i] <= hi
+
+
+@dataclass
+class _TurnDraft:
+    start: float
+    end: float
+    audio_end: float | None  # None: a turn of key presses only
+    keys: list[tuple[float, str]] = field(default_factory=list)
+    lead: float = 0.0
+
+
+def split_turns(
+    audio_ulaw: bytes,
+    dtmf: Sequence[tuple[float, str]] = (),
+    *,
+    lead_pad_s: float = TURN_LEAD_PAD_S,
+    tail_pad_s: float = TURN_TAIL_PAD_S,
+    dtmf_group_s: float = DTMF_GROUP_S,
+) -> list[CallerTurn]:
+    """Cut a caller track (8 kHz μ-law, real timing) into turns.
+
+    Utterances are found with the shared VAD (:func:`agent.vad.speech_segments`, the same
+    settings the result's ``caller_segments`` use), so a replayed turn is one utterance to
+    whoever listens with it. Each keeps ``lead_pad_s``/``tail_pad_s`` of the audio around
+    it (never past the middle of the pause to its neighbour). A key press joins the turn
+    before it when it comes within ``dtmf_group_s`` of that turn's end, else it starts a
+    new, audio-less turn; offsets inside a turn keep their recorded spacing.
+    """
+    segments = speech_segments(ulaw_8k_to_pcm16(audio_ulaw), SAMPLE_RATE)
+    total = len(audio_ulaw) / SAMPLE_RATE
+    turns: list[_TurnDraft] = []
+    for i, (start, end) in enumerate(segments):
+        prev_end = segments[i - 1][1] if i else -math.inf
+        next_start = segments[i + 1][0] if i + 1 < len(segments) else math.inf
+        lo = max(0.0, start - lead_pad_s, (prev_end + start) / 2)
+        hi = min(total, end + tail_pad_s, (end + next_start) / 2)
+        turns.append(_TurnDraft(lo, hi, hi, lead=start - lo))
+    # Key presses in recording order join the latest turn begun by then, if close enough.
+    for at, digit in sorted(dtmf):
+        last = max((d for d in turns if d.start <= at + _EPS), key=lambda d: d.start, default=None)
+        if last is not None and at - last.end <= dtmf_group_s + _EPS:
+            last.keys.append((at - last.start, digit))
+            last.end = max(last.end, at)
+        else:
+            turns.append(_TurnDraft(at, at, None, [(0.0, digit)]))
+    turns.sort(key=lambda d: d.start)
+    result: list[CallerTurn] = []
+    for draft in turns:
+        audio = b""
+        if draft.audio_end is not None:
+            audio = audio_ulaw[
+                round(draft.start * SAMPLE_RATE) : round(draft.audio_end * SAMPLE_RATE)
+            ]
+        result.append(CallerTurn(audio, tuple(draft.keys), draft.start, draft.lead))
+    return result
+
+
 # ---------------------------------------------------------------------------------------------
 # Sans-I/O call
 # ---------------------------------------------------------------------------------------------
@@ -368,6 +629,12 @@ class SimulatedCall:
     frames to send. ``should_end(now)`` says when the caller hangs up; ``finish`` returns the
     ``stop``; ``server_closed`` records the server closing first. ``now`` is any monotonic
     clock in seconds.
+
+    What the caller says: ``audio_ulaw`` after ``lead_silence_s``, at fixed times (realtime
+    replay), with ``dtmf`` at their stream times; then ``turns``, each placed when
+    ``turn_taking`` says (turn-aware replay); ``barge_in`` talks over the agent once.
+    ``after_greeting_s`` is shorthand for ``turns=[CallerTurn(audio_ulaw)]`` with the greeting
+    timeout it gives (and no wait for an answer at the end).
     """
 
     def __init__(
@@ -384,8 +651,12 @@ class SimulatedCall:
         max_duration_s: float = 120.0,
         barge_in: BargeIn | None = None,
         after_greeting_s: float | None = None,
+        turns: Sequence[CallerTurn] = (),
+        turn_taking: TurnTaking | None = None,
     ) -> None:
-        for at, digit in dtmf:
+        if after_greeting_s is not None and turns:
+            raise ValueError("after_greeting_s and turns are exclusive")
+        for at, digit in [*dtmf, *((at, d) for turn in turns for at, d in turn.dtmf)]:
             if digit not in DTMF_DIGITS or at < 0:
                 raise ValueError(f"bad DTMF entry {(at, digit)!r}")
         if lead_silence_s < 0 or linger_s < 0 or max_duration_s <= 0:
@@ -397,16 +668,22 @@ class SimulatedCall:
         )
         self._params = dict(custom_parameters or {})
         self._track = bytearray(ULAW_SILENCE * round(lead_silence_s * SAMPLE_RATE))
-        # With after_greeting_s, the caller holds its words until the agent's greeting has
-        # played (or after_greeting_s passes with no greeting), like a person who listens first.
-        self._held: bytes | None = None
-        self._hold_until = math.inf
+        # Turns wait in _turns until turn-taking places them on the track; the caller holds
+        # its words until the agent has spoken, like a person who listens first.
+        self._turns: deque[CallerTurn] = deque(turns)
+        self._taking = turn_taking or TurnTaking()
         if after_greeting_s is None:
             self._track += audio_ulaw
         else:
-            self._held = audio_ulaw
-            self._hold_until = lead_silence_s + after_greeting_s
-        self._dtmf = deque(sorted(dtmf))
+            self._turns.append(CallerTurn(audio_ulaw))
+            self._taking = TurnTaking(
+                think_s=GREETING_GAP_S, greeting_timeout_s=after_greeting_s, answer_timeout_s=0.0
+            )
+        self._turns_total = len(self._turns)
+        self._answer_start: float | None = None  # of the answer the next turn waits for
+        self._turn_start_s: float | None = None  # of the last turn placed
+        self._turn_keys_done_s = 0.0
+        self._dtmf = sorted(dtmf)
         self._last_dtmf_s = max((at for at, _ in dtmf), default=0.0)
         self._linger_s = linger_s
         self._max_duration_s = max_duration_s
@@ -418,6 +695,8 @@ class SimulatedCall:
         self._spurt: tuple[float, float] | None = None
         self._last_media_s = -math.inf
         self._media_bytes = 0
+        self._media_received: list[tuple[float, int]] = []
+        self._max_lag_s = 0.0
         self._clears: list[ClearRecord] = []
         self._marks_received: list[tuple[float, str]] = []
         self._echoes: list[EchoRecord] = []
@@ -429,6 +708,8 @@ class SimulatedCall:
         self._ended_by: EndReason | None = None
         self._close_code: int | None = None
         self._close_reason = ""
+        self._caller_done = False
+        self._error = ""
 
     # -- state --------------------------------------------------------------------------------
 
@@ -443,6 +724,15 @@ class SimulatedCall:
     @property
     def frames_sent(self) -> int:
         return len(self._sent) // FRAME_BYTES
+
+    @property
+    def max_duration_s(self) -> float:
+        return self._max_duration_s
+
+    @property
+    def opened_at(self) -> float | None:
+        """The ``now`` given to :meth:`open` (stream start on the driver's clock)."""
+        return self._t0
 
     def _t(self, now: float) -> float:
         if self._t0 is None:
@@ -477,14 +767,19 @@ class SimulatedCall:
         out: list[str] = []
         if self.ended:
             return out
-        self._release_held(t)
+        # Playback first: turn-taking decides on what the caller has heard up to now.
+        out += self._advance(t)
+        self._release_turn(t)
         while True:
             frame_at = (self.frames_sent + 1) * FRAME_S
             dtmf_at = self._dtmf[0][0] if self._dtmf else math.inf
             if min(frame_at, dtmf_at) > t + _EPS:
                 break
+            # How late this tick is: the load generator's own health (a late caller skews
+            # every latency it measures).
+            self._max_lag_s = max(self._max_lag_s, t - min(frame_at, dtmf_at))
             if dtmf_at <= frame_at:
-                _, digit = self._dtmf.popleft()
+                _, digit = self._dtmf.pop(0)
                 out.append(self._builder.dtmf(digit))
                 self._dtmf_sent.append((t, digit))
                 self._note(t, f"dtmf {digit} sent")
@@ -498,19 +793,74 @@ class SimulatedCall:
         out += self._advance(t)
         return out
 
-    def _release_held(self, t: float) -> None:
-        """Start talking once the greeting is over (heard, then quiet) or never came."""
-        if self._held is None:
+    def _answer_heard(self) -> bool:
+        """The agent has answered the last turn: a talk spurt began after the turn began
+        (before the first turn: any agent audio, the greeting). Audio of an earlier answer
+        that goes on over the turn (no ``clear``) is not an answer to it."""
+        if self._spurt is None:
+            return False
+        return self._turn_start_s is None or self._spurt[0] >= self._turn_start_s - _EPS
+
+    def _turn_done_s(self) -> float:
+        """When the caller's last placed words (or keys of a turn) are out: turns wait for it.
+        Fixed-time DTMF does not count, so ``--dtmf`` does not hold the caller's words back."""
+        return max(len(self._track) / SAMPLE_RATE, self._turn_keys_done_s)
+
+    def _awaiting_answer(self, t: float) -> bool:
+        """The caller's last turn is out and its answer has neither started nor timed out."""
+        if self._turns_total == 0 or self._turns or self._taking.answer_timeout_s <= 0:
+            return False
+        done = self._turn_done_s()
+        return not self._answer_heard() and t < done + self._taking.answer_timeout_s - _EPS
+
+    def _release_turn(self, t: float) -> None:
+        """Place the next turn on the track once turn-taking allows it (see TurnTaking)."""
+        if not self._turns:
             return
-        greeted = (
-            self._spurt is not None and self._playback.idle and t - self._spurt[1] >= GREETING_GAP_S
-        )
-        if not greeted and not (self._spurt is None and t >= self._hold_until):
+        done = self._turn_done_s()
+        if t < done - _EPS:
+            return  # still saying the previous turn
+        taking = self._taking
+        first = self._turn_start_s is None
+        if not self._answer_heard():
+            timeout = taking.greeting_timeout_s if first else taking.answer_timeout_s
+            if t >= done + timeout - _EPS:
+                what = "greeting" if first else "answer"
+                self._place_turn(t, f"no {what} after {timeout:g} s")
             return
-        at = max(len(self._sent), len(self._track))
-        self._track = self._track[:at] + ULAW_SILENCE * (at - len(self._track)) + self._held
-        self._held = None
-        self._note(at / SAMPLE_RATE, "caller starts talking")
+        assert self._spurt is not None
+        spurt_start, spurt_end = self._spurt
+        if self._answer_start is None:
+            self._answer_start = spurt_start
+        if self._playback.idle and t >= spurt_end + taking.think_s - _EPS:
+            self._place_turn(spurt_end + taking.think_s, "")
+        elif (
+            taking.barge_in_after_s is not None
+            and not first
+            and spurt_end >= t - _EPS  # the agent is audible right now
+            and t >= self._answer_start + taking.barge_in_after_s - _EPS
+        ):
+            self._place_turn(self._answer_start + taking.barge_in_after_s, "over the agent")
+
+    def _place_turn(self, at_s: float, why: str) -> None:
+        turn = self._turns.popleft()
+        self._answer_start = None
+        # Never before what was already said, and never in a frame that already left.
+        floor = max(len(self._sent), len(self._track))
+        words_at = max(floor, round(at_s * SAMPLE_RATE))
+        lead = min(round(turn.lead_s * SAMPLE_RATE), len(turn.audio))
+        at = max(floor, words_at - lead)
+        self._track += ULAW_SILENCE * (at - len(self._track)) + turn.audio[lead - (words_at - at) :]
+        start_s = self._turn_start_s = at / SAMPLE_RATE
+        for offset, digit in turn.dtmf:
+            bisect.insort(self._dtmf, (start_s + offset, digit))
+            self._last_dtmf_s = max(self._last_dtmf_s, start_s + offset)
+            self._turn_keys_done_s = max(self._turn_keys_done_s, start_s + offset)
+        n = self._turns_total - len(self._turns)
+        what = "caller starts talking" if turn.audio else "caller starts keying"
+        turn_of = f"turn {n} of {self._turns_total}" if self._turns_total > 1 else ""
+        detail = ", ".join(x for x in (turn_of, why) if x)
+        self._note(start_s, what + (f" ({detail})" if detail else ""))
 
     def _advance(self, t: float) -> list[str]:
         played, echoes = self._playback.advance(t)
@@ -578,6 +928,7 @@ class SimulatedCall:
             self._note(t, f"frame for another stream {event.stream_sid!r} ignored")
             return out
         if isinstance(event, OutboundMedia):
+            self._media_received.append((t, self._media_bytes))
             self._playback.push_media(t, event.payload)
             self._media_bytes += len(event.payload)
             if event.payload:
@@ -611,10 +962,11 @@ class SimulatedCall:
         if t >= self._max_duration_s - _EPS:
             return "max_duration"
         if (
-            self._held is not None
+            self._turns
             or len(self._sent) < len(self._track)
             or self._dtmf
             or not self._playback.idle
+            or self._awaiting_answer(t)
         ):
             return None
         spurt_end = self._spurt[1] if self._spurt is not None else -math.inf
@@ -648,11 +1000,18 @@ class SimulatedCall:
         if not self.ended:
             t = self._t(now) if self._t0 is not None else 0.0
             self._end(t, "error")
+            self._error = why
             self._note(t, f"call aborted: {why}")
 
     def _end(self, t: float, reason: EndReason) -> None:
         self._end_s = t
         self._ended_by = reason
+        # Done when nothing the caller meant to say is left: unsent silence (the quiet end
+        # of a recording, say) does not count.
+        rest = ulaw_8k_to_pcm16(self._track[len(self._sent) :])
+        self._caller_done = (
+            not self._turns and not self._dtmf and not speech_segments(rest, SAMPLE_RATE)
+        )
 
     def result(self) -> CallResult:
         """The call as the caller experienced it (call after it ended)."""
@@ -662,6 +1021,12 @@ class SimulatedCall:
         segments = speech_segments(ulaw_8k_to_pcm16(caller_audio), SAMPLE_RATE)
         played = merge_runs(self._played)
         spurts = talk_spurts(played)
+        gaps = find_gaps(
+            played,
+            segments,
+            [c.time_s for c in self._clears],
+            [at for at, _ in self._dtmf_sent],
+        )
         return CallResult(
             call_sid=self.call_sid,
             stream_sid=self.stream_sid,
@@ -686,6 +1051,12 @@ class SimulatedCall:
             close_code=self._close_code,
             close_reason=self._close_reason,
             notes=list(self._notes),
+            media_received=list(self._media_received),
+            started_at=self._t0 if self._t0 is not None else 0.0,
+            gaps=gaps,
+            max_send_lag_s=self._max_lag_s,
+            caller_done=self._caller_done,
+            error=self._error,
         )
 
 
@@ -750,26 +1121,107 @@ async def place_call(
         barge_in=barge_in,
         after_greeting_s=after_greeting_s,
     )
-    headers: dict[str, str] = {}
-    if auth_token is not None:
-        headers[SIGNATURE_HEADER] = sign(auth_token, signature_url or signature_url_for(url), {})
+    return await run_call(
+        url,
+        call,
+        headers=connect_headers(url, auth_token, signature_url),
+        connect_timeout_s=connect_timeout_s,
+        close_timeout_s=close_timeout_s,
+    )
+
+
+async def run_call(
+    url: str,
+    call: SimulatedCall,
+    *,
+    headers: Mapping[str, str] | None = None,
+    connect_timeout_s: float = 10.0,
+    close_timeout_s: float = 5.0,
+) -> CallResult:
+    """Connect to ``url`` (:func:`open_stream`), play ``call`` (:func:`drive_call`) and
+    return its result. Raises :class:`CallFailed` when the connection cannot be made."""
+    ws = await open_stream(
+        url, headers=headers, connect_timeout_s=connect_timeout_s, close_timeout_s=close_timeout_s
+    )
+    await drive_call(ws, call, close_timeout_s=close_timeout_s)
+    return call.result()
+
+
+def connect_headers(
+    url: str, auth_token: str | None = None, signature_url: str | None = None
+) -> dict[str, str]:
+    """Headers of Twilio's upgrade request: ``X-Twilio-Signature`` over ``signature_url``
+    (default: the ``wss://`` form of ``url``) when ``auth_token`` is given."""
+    if auth_token is None:
+        return {}
+    return {SIGNATURE_HEADER: sign(auth_token, signature_url or signature_url_for(url), {})}
+
+
+async def open_stream(
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    connect_timeout_s: float = 10.0,
+    close_timeout_s: float = 5.0,
+) -> ClientConnection:
+    """Open the Media Stream WebSocket as Twilio does (no compression).
+
+    Raises :class:`CallFailed`, classified: refused, timed out, handshake rejected (with the
+    HTTP status, e.g. 403 for a bad signature) or another connection/handshake error.
+    """
     try:
-        ws = await connect(
-            _with_scheme(url, {"http": "ws", "https": "wss"}),
-            additional_headers=headers,
+        return await connect(
+            websocket_url(url),
+            additional_headers=dict(headers or {}),
             open_timeout=connect_timeout_s,
             close_timeout=close_timeout_s,
             compression=None,
             # Servers may send long utterances in one media message.
-            max_size=2**24,
+            max_size=MAX_SERVER_MESSAGE,
         )
-    except (OSError, TimeoutError, WebSocketException) as exc:
-        raise CallFailed(f"could not connect to {url}: {exc!r}") from exc
+    except (OSError, WebSocketException) as exc:
+        raise connect_failure(url, exc) from exc
 
+
+#: The largest server message accepted (servers may send a long utterance in one message).
+MAX_SERVER_MESSAGE: Final = 2**24
+
+
+def websocket_url(url: str) -> str:
+    """``url`` with an ``http``/``https`` scheme turned into ``ws``/``wss``."""
+    return _with_scheme(url, {"http": "ws", "https": "wss"})
+
+
+def connect_failure(url: str, exc: OSError | WebSocketException) -> CallFailed:
+    """Why opening the stream at ``url`` failed, as a classified :class:`CallFailed`
+    (shared by the asyncio and the synchronous drivers)."""
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        return CallFailed(
+            f"{url} rejected the upgrade with HTTP {status}", "handshake_rejected", status
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return CallFailed(f"could not connect to {url}: {exc!r}", "connect_refused")
+    if isinstance(exc, TimeoutError):
+        return CallFailed(f"could not connect to {url}: timed out", "connect_timeout")
+    if isinstance(exc, OSError):
+        return CallFailed(f"could not connect to {url}: {exc!r}", "connect_error")
+    return CallFailed(f"could not connect to {url}: {exc!r}", "handshake_error")
+
+
+async def drive_call(
+    ws: ClientConnection, call: SimulatedCall, *, close_timeout_s: float = 5.0
+) -> None:
+    """Play ``call`` over the open socket ``ws`` until it ends (the caller hangs up, the
+    server closes, or the call's ``max_duration_s`` plus the close handshake has passed).
+
+    Cancelling it drops the TCP connection at once; the caller then records how the call
+    ended with :meth:`SimulatedCall.abort` and still gets its :meth:`~SimulatedCall.result`.
+    """
     loop = asyncio.get_running_loop()
     try:
         # The overall bound: the caller ends the call at max_duration_s in any case.
-        async with asyncio.timeout(max_duration_s + close_timeout_s + 5.0):
+        async with asyncio.timeout(call.max_duration_s + close_timeout_s + 5.0):
             try:
                 for frame in call.open(loop.time()):
                     await ws.send(frame)
@@ -784,7 +1236,6 @@ async def place_call(
         if ws.state is not State.CLOSED:
             # Cancelled or timed out mid-call: drop the TCP connection, do not wait for it.
             ws.transport.abort()
-    return call.result()
 
 
 async def _send_loop(ws: ClientConnection, call: SimulatedCall) -> None:
@@ -831,6 +1282,127 @@ def load_caller_audio(path: str | Path, channel: int | None = None) -> bytes:
     return pcm16_to_ulaw_8k(np.ascontiguousarray(mono, dtype="<i2").tobytes(), int(rate))
 
 
+def load_recorded_call(path: str | Path) -> RecordedCall:
+    """Read a call our server recorded (``RECORD_CALLS``; see :mod:`telephony.recording`).
+
+    The directory holds ``caller.wav`` (the caller's audio from stream start, 8 kHz 16-bit:
+    read back as μ-law, bit-exact) and ``events.jsonl`` (a ``meta`` line with the call's SIDs
+    and ``custom_parameters``, then timed events, of which ``dtmf`` is replayed). A last line
+    cut short (a crash while writing) is ignored; any other bad line is an error.
+    """
+    root = Path(path)
+    events_path, caller_path = root / "events.jsonl", root / "caller.wav"
+    if not events_path.is_file() or not caller_path.is_file():
+        raise RecordingError(
+            f"{root}: not a recorded call (needs caller.wav and events.jsonl; "
+            "events.jsonl is written last, so a directory without it is incomplete)"
+        )
+    lines = events_path.read_bytes().split(b"\n")
+    events: list[dict[str, object]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            if number == len(lines):  # no newline after it: cut short
+                break
+            raise RecordingError(f"{events_path}:{number}: not JSON") from None
+        if not isinstance(event, dict):
+            raise RecordingError(f"{events_path}:{number}: not a JSON object")
+        events.append(event)
+    meta = events[0] if events and events[0].get("type") == "meta" else None
+    if meta is None:
+        raise RecordingError(f"{events_path}: the first line must be the meta line")
+    version = meta.get("version")
+    if not isinstance(version, int) or version > RECORDING_FORMAT_VERSION:
+        raise RecordingError(
+            f"{events_path}: format version {version!r}, this reader knows up to "
+            f"{RECORDING_FORMAT_VERSION}"
+        )
+    dtmf: list[tuple[float, str]] = []
+    for event in events[1:]:
+        t, digit = event.get("t"), event.get("digit")
+        if event.get("type") != "dtmf":
+            continue
+        if not isinstance(t, int | float) or t < 0 or not isinstance(digit, str):
+            raise RecordingError(f"{events_path}: bad dtmf event {event!r}")
+        if digit not in DTMF_DIGITS:
+            raise RecordingError(f"{events_path}: not a DTMF digit {digit!r}")
+        dtmf.append((float(t), digit))
+    params = meta.get("custom_parameters") or {}
+    if not isinstance(params, dict):
+        raise RecordingError(f"{events_path}: custom_parameters is not an object")
+    try:
+        audio = load_caller_audio(caller_path)
+    except (OSError, sf.LibsndfileError, ValueError) as exc:
+        raise RecordingError(f"{caller_path}: {exc}") from exc
+    call_sid, stream_sid = meta.get("call_sid"), meta.get("stream_sid")
+    return RecordedCall(
+        source=str(root),
+        audio=audio,
+        dtmf=tuple(sorted(dtmf)),
+        custom_parameters={str(k): str(v) for k, v in params.items()},
+        call_sid=call_sid if isinstance(call_sid, str) else None,
+        stream_sid=stream_sid if isinstance(stream_sid, str) else None,
+    )
+
+
+def load_recording(path: str | Path, channel: int | None = None) -> RecordedCall:
+    """A recorded call directory (:func:`load_recorded_call`) or an audio file of what the
+    caller says (:func:`load_caller_audio`: any rate; ``channel`` picks the caller's channel
+    of a multichannel file, else channels are mixed)."""
+    p = Path(path)
+    if p.is_dir():
+        return load_recorded_call(p)
+    try:
+        return RecordedCall(source=str(p), audio=load_caller_audio(p, channel))
+    except (OSError, sf.LibsndfileError, ValueError) as exc:
+        raise RecordingError(f"{p}: cannot read audio: {exc}") from exc
+
+
+def simulated_call(
+    recording: RecordedCall,
+    mode: ReplayMode,
+    *,
+    turn_taking: TurnTaking | None = None,
+    turns: Sequence[CallerTurn] | None = None,
+    custom_parameters: Mapping[str, str] | None = None,
+    call_sid: str | None = None,
+    stream_sid: str | None = None,
+    account_sid: str | None = None,
+    linger_s: float = 3.0,
+    max_duration_s: float = 120.0,
+) -> SimulatedCall:
+    """A :class:`SimulatedCall` that replays ``recording`` in ``mode``.
+
+    ``realtime``: the caller's track and key presses exactly as recorded, from stream start.
+    ``turns``/``barge-in``: the recording's turns (``turns``, default
+    :meth:`RecordedCall.turns`) placed by ``turn_taking``; ``barge-in`` talks over each
+    answer after ``turn_taking.barge_in_after_s`` (0.5 s when unset), ``turns`` never does.
+    The recording's ``custom_parameters`` go into ``start`` unless others are given.
+    """
+    common: dict[str, Any] = {
+        "custom_parameters": (
+            recording.custom_parameters if custom_parameters is None else custom_parameters
+        ),
+        "call_sid": call_sid,
+        "stream_sid": stream_sid,
+        "account_sid": account_sid,
+        "linger_s": linger_s,
+        "max_duration_s": max_duration_s,
+    }
+    if mode == "realtime":
+        return SimulatedCall(recording.audio, dtmf=recording.dtmf, **common)
+    taking = turn_taking or TurnTaking()
+    if mode == "barge-in" and taking.barge_in_after_s is None:
+        taking = replace(taking, barge_in_after_s=0.5)
+    elif mode == "turns" and taking.barge_in_after_s is not None:
+        taking = replace(taking, barge_in_after_s=None)
+    script = recording.turns() if turns is None else turns
+    return SimulatedCall(b"", turns=script, turn_taking=taking, **common)
+
+
 def write_wav(path: str | Path, result: CallResult, *, stereo: bool = False) -> None:
     """Write what the caller heard as 16-bit PCM at 8 kHz: mono = the agent as heard;
     ``stereo`` = agent on channel 0 (left), the caller on channel 1 (right)."""
@@ -869,7 +1441,11 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="voice-agent call",
         description="Place a simulated Twilio call against a running server and report it.",
     )
-    p.add_argument("audio", help="what the caller says: WAV/FLAC/OGG, any rate")
+    p.add_argument(
+        "audio",
+        help="what the caller says: an audio file (WAV/FLAC/OGG, any rate) or a call the "
+        "server recorded (a RECORD_CALLS directory)",
+    )
     p.add_argument("--url", default="ws://127.0.0.1:8080/twilio/media")
     p.add_argument("--out", default="heard.wav", help="WAV of what the caller heard")
     p.add_argument("--stereo", action="store_true", help="caller on the right channel")
@@ -877,6 +1453,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-token", default=None, help="sign the upgrade like Twilio")
     p.add_argument("--signature-url", default=None, help="URL to sign (default: wss:// form)")
     p.add_argument("--param", type=_parse_param, action="append", default=[], metavar="K=V")
+    p.add_argument(
+        "--replay",
+        choices=["whole", "realtime", "turns", "barge-in"],
+        default=None,
+        help="whole: say all of it after the greeting (default for audio files); realtime: "
+        "exactly as recorded (default for recorded calls); turns: utterance by utterance, "
+        "each after the agent's answer; barge-in: each over the agent's answer",
+    )
+    p.add_argument("--think-time", type=float, default=GREETING_GAP_S, metavar="S")
+    p.add_argument("--answer-timeout", type=float, default=8.0, metavar="S")
     p.add_argument("--dtmf", type=_parse_dtmf, action="append", default=[], metavar="S:DIGIT")
     p.add_argument(
         "--lead-silence",
@@ -889,9 +1475,62 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--linger", type=float, default=3.0, metavar="S")
     p.add_argument("--max-duration", type=float, default=120.0, metavar="S")
     p.add_argument("--barge-in", default=None, metavar="AUDIO", help="talk over the agent")
-    p.add_argument("--barge-in-after", type=float, default=0.5, metavar="S")
+    p.add_argument(
+        "--barge-in-after",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="with --barge-in or --replay barge-in: once the agent has spoken for S seconds",
+    )
     p.add_argument("--barge-in-not-before", type=float, default=0.0, metavar="S")
     return p
+
+
+_REPLAY_MODES: Final[dict[str, ReplayMode]] = {
+    "realtime": "realtime",
+    "turns": "turns",
+    "barge-in": "barge-in",
+}
+
+
+def _call_from_args(args: argparse.Namespace) -> SimulatedCall:
+    recording = load_recording(args.audio, args.channel)
+    name = args.replay or ("realtime" if Path(args.audio).is_dir() else "whole")
+    mode = _REPLAY_MODES.get(name)
+    if mode is not None:
+        if args.dtmf or args.lead_silence is not None or args.barge_in is not None:
+            raise ValueError("--dtmf, --lead-silence and --barge-in go with --replay whole")
+        taking = TurnTaking(
+            think_s=args.think_time,
+            answer_timeout_s=args.answer_timeout,
+            barge_in_after_s=args.barge_in_after,
+        )
+        return simulated_call(
+            recording,
+            mode,
+            turn_taking=taking,
+            custom_parameters={**recording.custom_parameters, **dict(args.param)},
+            linger_s=args.linger,
+            max_duration_s=args.max_duration,
+        )
+    barge_in = None
+    if args.barge_in is not None:
+        barge_in = BargeIn(
+            load_caller_audio(args.barge_in, args.channel),
+            after_s=args.barge_in_after,
+            not_before_s=args.barge_in_not_before,
+        )
+    return SimulatedCall(
+        recording.audio,
+        custom_parameters={**recording.custom_parameters, **dict(args.param)},
+        dtmf=[*recording.dtmf, *args.dtmf],
+        lead_silence_s=args.lead_silence or 0.0,
+        # By default the caller listens to the greeting first, as people do.
+        after_greeting_s=None if args.lead_silence is not None else 5.0,
+        linger_s=args.linger,
+        max_duration_s=args.max_duration,
+        barge_in=barge_in,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -899,34 +1538,13 @@ def main(argv: list[str] | None = None) -> int:
     could not be placed (or the input could not be read)."""
     args = _build_parser().parse_args(argv)
     try:
-        audio = load_caller_audio(args.audio, args.channel)
-        barge_in = None
-        if args.barge_in is not None:
-            barge_in = BargeIn(
-                load_caller_audio(args.barge_in, args.channel),
-                after_s=args.barge_in_after,
-                not_before_s=args.barge_in_not_before,
-            )
+        call = _call_from_args(args)
     except (OSError, ValueError, sf.LibsndfileError) as exc:
         print(f"error: cannot read audio: {exc}", file=sys.stderr)
         return 2
+    headers = connect_headers(args.url, args.auth_token, args.signature_url)
     try:
-        result = asyncio.run(
-            place_call(
-                args.url,
-                audio,
-                auth_token=args.auth_token,
-                signature_url=args.signature_url,
-                custom_parameters=dict(args.param),
-                dtmf=args.dtmf,
-                lead_silence_s=args.lead_silence or 0.0,
-                # By default the caller listens to the greeting first, as people do.
-                after_greeting_s=None if args.lead_silence is not None else 5.0,
-                linger_s=args.linger,
-                max_duration_s=args.max_duration,
-                barge_in=barge_in,
-            )
-        )
+        result = asyncio.run(run_call(args.url, call, headers=headers))
     except CallFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

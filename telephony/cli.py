@@ -42,12 +42,21 @@ def main(argv: list[str] | None = None) -> int:
         "call", help="place a simulated phone call (see: voice-agent call -h)", add_help=False
     )
     sub.add_parser("simulate-live", help="run the local Live API simulator", add_help=False)
+    sub.add_parser(
+        "loadtest",
+        help="replay recorded calls, many at once (see: voice-agent loadtest -h)",
+        add_help=False,
+    )
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "call":
         from telephony.caller import main as call_main
 
         return call_main(argv[1:])
+    if argv and argv[0] == "loadtest":
+        from telephony.loadtest.cli import main as loadtest_main
+
+        return loadtest_main(argv[1:])
     if argv and argv[0] == "simulate-live":
         from agent.simulator import main as simulator_main
 

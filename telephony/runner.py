@@ -76,11 +76,13 @@ def _find_service(app: object) -> object | None:
     return None
 
 
-def build_server(settings: Settings, host: str, port: int) -> DrainingServer:
+def build_server(
+    settings: Settings, host: str, port: int, *, in_process: bool = False
+) -> DrainingServer:
     """uvicorn configured for Media Streams: small frames, no compression, our logging."""
 
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, freeze_gc=not in_process),
         host=host,
         port=port,
         lifespan="on",
@@ -116,7 +118,7 @@ class LocalServer:
 @asynccontextmanager
 async def local_server(settings: Settings, port: int = 0) -> AsyncIterator[LocalServer]:
     """Run the real uvicorn server in this event loop on 127.0.0.1 (tests, benchmarks)."""
-    server = build_server(settings, "127.0.0.1", port)
+    server = build_server(settings, "127.0.0.1", port, in_process=True)
     task = asyncio.create_task(server.serve(), name="uvicorn")
     async with asyncio.timeout(30):
         while not server.started:

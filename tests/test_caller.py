@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -16,33 +17,50 @@ import numpy as np
 import pytest
 import soundfile as sf
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import InvalidURI
+from websockets.http11 import Request, Response
 
 from telephony.audio import ulaw_decode, ulaw_encode
 from telephony.caller import (
     BargeIn,
+    CallerTurn,
     CallFailed,
+    CallResult,
     ClearRecord,
     Interruption,
+    RecordedCall,
+    RecordingError,
     ResponseTurn,
     SimulatedCall,
+    TurnTaking,
     assemble_heard,
+    connect_failure,
+    find_gaps,
     load_caller_audio,
+    load_recorded_call,
+    load_recording,
     main,
     match_interruptions,
     merge_runs,
     place_call,
     response_turns,
     signature_url_for,
+    simulated_call,
+    split_turns,
     talk_spurts,
+    websocket_url,
     write_wav,
 )
 from telephony.media_stream import (
     FRAME_BYTES,
     InboundBuilder,
+    MediaFormat,
     OutboundBuilder,
+    Start,
     parse_inbound,
 )
 from telephony.playback import Played
+from telephony.recording import CallRecorder
 from telephony.signature import is_valid, sign
 
 SILENCE = b"\xff" * FRAME_BYTES
@@ -440,7 +458,7 @@ async def test_barge_in_clear_and_flushed_mark() -> None:
     # The caller starts 0.3 s after the agent became audible: never earlier, and on one of
     # the next 20 ms ticks (a loaded 2-core CI machine may run a few ticks late).
     assert result.time_to_first_audio_s is not None and it.speech_start_s is not None
-    assert 0.3 - 1e-3 <= it.speech_start_s - result.time_to_first_audio_s < 0.42
+    assert 0.3 - 1e-3 <= it.speech_start_s - result.time_to_first_audio_s < 0.6
     assert it.clear_s == clear.time_s
     # Three loud frames leave 60 ms after the caller starts, plus loopback and a tick.
     assert it.latency_ms is not None and 55 <= it.latency_ms < 250
@@ -590,3 +608,430 @@ def test_inbound_builder_is_what_is_sent() -> None:
     twin = InboundBuilder("MZ9", "CA9", "AC9")
     assert call.open(0.0) == [twin.connected(), twin.start({})]
     assert call.due(0.02) == [twin.media(SILENCE, 0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Turn-aware replay on a fake clock (a scripted agent plays the server)
+# ---------------------------------------------------------------------------------------------
+
+
+class FakeAgent:
+    """Greets at ``greet_at_s``; answers every caller utterance ``answer_after_s`` after its
+    last loud frame (sending the whole answer at once, faster than real time, as the real
+    server does); with ``clear_after_frames`` it clears when the caller talks over it."""
+
+    def __init__(
+        self,
+        *,
+        greeting_s: float = 1.0,
+        greet_at_s: float = 0.3,
+        answer_s: float = 1.0,
+        answer_after_s: float = 0.5,
+        answers: bool = True,
+        clear_after_frames: int | None = None,
+    ) -> None:
+        self.out = OutboundBuilder("MZ1")
+        self.greeting_s, self.greet_at_s = greeting_s, greet_at_s
+        self.answer_s, self.answer_after_s, self.answers = answer_s, answer_after_s, answers
+        self.clear_after_frames = clear_after_frames
+        self.loud_run = 0
+        self.quiet_since: float | None = None
+        self.spoke = False
+        self.busy_until = 0.0  # end of the audio it has queued, as played
+
+    def step(self, t: float, frames: list[str]) -> list[str]:
+        out: list[str] = []
+        if self.greeting_s and t >= self.greet_at_s:
+            out.append(self.out.media(tone(self.greeting_s, hz=300)))
+            self.busy_until = t + self.greeting_s
+            self.greeting_s = 0.0
+        for raw in frames:
+            msg = json.loads(raw)
+            if msg["event"] != "media":
+                continue
+            loud = base64.b64decode(msg["media"]["payload"]) != SILENCE
+            if loud:
+                self.loud_run += 1
+                self.spoke, self.quiet_since = True, None
+                if self.loud_run == self.clear_after_frames and t < self.busy_until:
+                    out.append(self.out.clear())
+                    self.busy_until = t
+            else:
+                self.loud_run = 0
+                if self.spoke and self.quiet_since is None:
+                    self.quiet_since = t
+        if self.quiet_since is not None and t - self.quiet_since >= self.answer_after_s - 1e-9:
+            self.spoke, self.quiet_since = False, None
+            if self.answers:
+                out.append(self.out.media(tone(self.answer_s, hz=500)))
+                self.busy_until = max(t, self.busy_until) + self.answer_s
+        return out
+
+
+def run_fake(call: SimulatedCall, agent: FakeAgent, until_s: float = 60.0) -> CallResult:
+    """Drive ``call`` against ``agent`` on exact 20 ms ticks of a made-up clock."""
+    call.open(0.0)
+    for k in range(1, round(until_s * 50)):
+        t = k / 50
+        for frame in agent.step(t, call.due(t)):
+            call.receive(t, frame)
+        reason = call.should_end(t)
+        if reason is not None:
+            call.finish(t, reason)
+            break
+    return call.result()
+
+
+def _starts(result: CallResult) -> list[float]:
+    return [round(s, 3) for s, _ in result.caller_segments]
+
+
+THREE_TURNS = [CallerTurn(tone(1.0)), CallerTurn(tone(0.5)), CallerTurn(tone(0.7))]
+
+
+def test_turns_wait_for_the_greeting_and_each_answer_plus_think_time() -> None:
+    call = SimulatedCall(
+        b"", stream_sid="MZ1", turns=THREE_TURNS, turn_taking=TurnTaking(think_s=0.6), linger_s=0.5
+    )
+    r = run_fake(call, FakeAgent())
+    # Greeting 0.3-1.3 s; turn 1 at 1.3 + 0.6. The agent sees the first quiet frame 20 ms
+    # after the turn ends and answers 0.5 s later; the next turn starts 0.6 s after the
+    # answer has played.
+    assert _flat(r.caller_segments) == pytest.approx([1.9, 2.9, 5.02, 5.52, 7.64, 8.34])
+    assert _flat(r.agent_spurts) == pytest.approx([0.3, 1.3, 3.42, 4.42, 6.04, 7.04, 8.86, 9.86])
+    assert [t.latency_s for t in r.turns] == pytest.approx([0.52, 0.52, 0.52])
+    # After the last turn the caller waits for its answer, then lingers.
+    assert r.ended_by == "caller" and r.caller_done
+    assert r.duration_s == pytest.approx(9.86 + 0.5)
+    assert r.time_to_first_audio_s == pytest.approx(0.3)
+    assert r.interruptions == [] and r.gaps == []
+    notes = [n.text for n in r.notes if "caller starts talking" in n.text]
+    assert notes == [f"caller starts talking (turn {i} of 3)" for i in (1, 2, 3)]
+
+
+def test_turns_think_time_is_measured_from_the_end_of_the_answer_as_played() -> None:
+    fast = SimulatedCall(
+        b"", stream_sid="MZ1", turns=THREE_TURNS[:2], turn_taking=TurnTaking(think_s=0.2)
+    )
+    r = run_fake(fast, FakeAgent(answer_s=2.0))
+    # The 2 s answer arrives in one message at 3.02 s: the caller hears it until 5.02 s.
+    assert _starts(r) == [1.5, 5.22]
+
+
+def test_no_greeting_and_unanswered_turns_time_out() -> None:
+    taking = TurnTaking(greeting_timeout_s=2.0, answer_timeout_s=1.5)
+    call = SimulatedCall(b"", stream_sid="MZ1", turns=THREE_TURNS, turn_taking=taking, linger_s=0.3)
+    r = run_fake(call, FakeAgent(greeting_s=0.0, answers=False))
+    assert _starts(r) == [2.0, 4.5, 6.5]  # each 1.5 s after the previous turn ended
+    assert r.time_to_first_audio_s is None
+    assert [t.response_s for t in r.turns] == [None, None, None]
+    # The last turn's answer is awaited for answer_timeout_s too (linger_s has passed by
+    # then: the line has been quiet since the caller stopped).
+    assert r.duration_s == pytest.approx(7.2 + 1.5)
+    texts = [n.text for n in r.notes]
+    assert "caller starts talking (turn 1 of 3, no greeting after 2 s)" in texts
+    assert "caller starts talking (turn 2 of 3, no answer after 1.5 s)" in texts
+
+
+def test_barge_in_mode_talks_over_each_answer_but_not_the_greeting() -> None:
+    taking = TurnTaking(think_s=0.6, barge_in_after_s=0.4)
+    call = SimulatedCall(b"", stream_sid="MZ1", turns=THREE_TURNS, turn_taking=taking)
+    r = run_fake(call, FakeAgent(answer_s=2.0, clear_after_frames=3))
+    # Turn 1 after the greeting (1.3 + 0.6); answer 1 plays from 3.42 s: turn 2 at 3.82 s;
+    # it ends at 4.32 s, answer 2 plays from 4.84 s: turn 3 at 5.24 s.
+    assert _starts(r) == [1.9, 3.82, 5.24]
+    cleared = [it for it in r.interruptions if it.clear_s is not None]
+    assert [it.speech_start_s for it in cleared] == pytest.approx([3.82, 5.24])
+    # Three loud frames: the third leaves 60 ms after the caller starts talking.
+    assert [it.latency_ms for it in cleared] == pytest.approx([60.0, 60.0])
+    assert [t.latency_s for t in r.turns] == pytest.approx([0.52, 0.52, 0.52])
+    assert "over the agent" in "\n".join(n.text for n in r.notes)
+
+
+def test_barge_in_mode_waits_out_a_short_answer() -> None:
+    taking = TurnTaking(think_s=0.6, barge_in_after_s=0.8)
+    call = SimulatedCall(b"", stream_sid="MZ1", turns=THREE_TURNS[:2], turn_taking=taking)
+    r = run_fake(call, FakeAgent(answer_s=0.3))
+    # The answer (3.42-3.72 s) is over before 0.8 s into it: talk after it as in turns mode.
+    assert _starts(r) == [1.9, 4.32]
+    assert r.interruptions == []
+
+
+def test_stale_answer_going_on_over_a_turn_is_not_its_answer() -> None:
+    # The agent never clears: its first answer goes on after the caller's barge-in turn ends.
+    # That audio started before the turn, so the turn still waits for its own answer.
+    taking = TurnTaking(think_s=0.6, barge_in_after_s=0.4)
+    call = SimulatedCall(b"", stream_sid="MZ1", turns=THREE_TURNS, turn_taking=taking)
+    r = run_fake(call, FakeAgent(answer_s=1.0))
+    assert _starts(r) == [1.9, 3.82, 5.24]
+
+
+def test_turn_keys_keep_their_spacing_and_hold_the_next_turn() -> None:
+    turns = [CallerTurn(b"", dtmf=((0.0, "1"), (0.3, "2"))), CallerTurn(tone(0.4))]
+    taking = TurnTaking(think_s=0.6, answer_timeout_s=1.0)
+    call = SimulatedCall(b"", stream_sid="MZ1", turns=turns, turn_taking=taking)
+    r = run_fake(call, FakeAgent(answer_s=0.5))
+    assert [(round(t, 3), d) for t, d in r.dtmf_sent] == [(1.9, "1"), (2.2, "2")]
+    # Keys are a turn: their answer is awaited like any other (this agent never answers).
+    assert _starts(r) == [3.2]
+    with pytest.raises(ValueError):
+        SimulatedCall(b"", turns=[CallerTurn(b"", dtmf=((0.0, "x"),))])
+    with pytest.raises(ValueError):
+        SimulatedCall(b"", turns=THREE_TURNS, after_greeting_s=1.0)
+    with pytest.raises(ValueError):
+        TurnTaking(think_s=-1)
+
+
+def test_realtime_replay_keeps_recorded_timing() -> None:
+    audio = SILENCE * 25 + tone(0.4) + SILENCE * 100 + tone(0.3)
+    recording = RecordedCall("rec", audio, dtmf=((1.0, "5"),), custom_parameters={"k": "v"})
+    call = simulated_call(recording, "realtime", stream_sid="MZ1", linger_s=0.2)
+    r = run_fake(call, FakeAgent(greeting_s=0.0, answers=False))
+    assert _flat(r.caller_segments) == pytest.approx([0.5, 0.9, 2.9, 3.2])
+    assert r.dtmf_sent == [(1.0, "5")]
+    assert r.caller_audio[: len(audio)] == audio
+    assert r.caller_done
+
+
+def test_media_received_counts_bytes_before_each_message() -> None:
+    call = SimulatedCall(b"", stream_sid="MZ1", linger_s=0.1)
+    out = OutboundBuilder("MZ1")
+    call.open(0.0)
+    call.receive(0.1, out.media(b"\x00" * 400))
+    call.receive(0.1, out.mark("m"))
+    call.receive(0.2, out.media(b"\x00" * 160))
+    call.receive(0.3, out.media(b""))
+    call.server_closed(0.4, 1000, "")
+    r = call.result()
+    assert r.media_received == [(0.1, 0), (0.2, 400), (0.3, 560)]
+    assert r.media_bytes_received == 560
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio gaps
+# ---------------------------------------------------------------------------------------------
+
+
+def _runs(*spans: tuple[float, float]) -> list[Played]:
+    return [Played(a, b"\x00" * round((b - a) * 8000)) for a, b in spans]
+
+
+def test_find_gaps_inside_one_answer() -> None:
+    played = _runs((0.0, 1.0), (1.05, 2.0), (2.3, 3.0), (5.5, 6.0), (6.5, 7.0))
+    gaps = find_gaps(played)
+    # 50 ms: not a gap; 300 ms: a gap; 2.5 s: a new answer; 500 ms: a gap.
+    assert [x for g in gaps for x in (g.start_s, g.end_s)] == pytest.approx([2.0, 2.3, 6.0, 6.5])
+    assert gaps[0].duration_s == pytest.approx(0.3)
+    # Exactly at the limits: > min_s and <= resume_within_s.
+    assert find_gaps(_runs((0, 1), (1.1, 2))) == []
+    assert len(find_gaps(_runs((0, 1), (3.0, 4)))) == 1
+    assert find_gaps(_runs((0, 1), (3.01, 4))) == []
+
+
+def test_find_gaps_ignores_holes_the_caller_or_a_clear_explains() -> None:
+    played = _runs((0.0, 1.0), (1.5, 2.0), (2.5, 3.0), (3.5, 4.0), (4.5, 5.0))
+    assert len(find_gaps(played)) == 4
+    gaps = find_gaps(
+        played,
+        caller_segments=[(0.9, 1.2)],  # the caller spoke into the first hole
+        clears=[2.0],  # a clear at the start of the second
+        dtmf=[3.2],  # a key press in the third
+    )
+    assert [x for g in gaps for x in (g.start_s, g.end_s)] == pytest.approx([4.0, 4.5])
+
+
+def test_gaps_reach_the_result_and_summary() -> None:
+    call = SimulatedCall(b"", stream_sid="MZ1", linger_s=0.1)
+    out = OutboundBuilder("MZ1")
+    call.open(0.0)
+    call.receive(0.0, out.media(tone(0.4)))
+    t = 0.0
+    for k in range(1, 40):
+        t = k / 50
+        if k == 35:  # 0.7 s: the rest of the answer comes 300 ms late
+            call.receive(t, out.media(tone(0.2)))
+        call.due(t)
+    call.server_closed(t, 1000, "")
+    r = call.result()
+    assert [x for g in r.gaps for x in (g.start_s, g.end_s)] == pytest.approx([0.4, 0.7])
+    assert "audio gap at 0.40 s: agent silent for 300 ms" in r.summary()
+
+
+# ---------------------------------------------------------------------------------------------
+# Recordings: audio files and calls our server recorded
+# ---------------------------------------------------------------------------------------------
+
+
+def test_split_turns_cuts_utterances_with_padding_and_groups_keys() -> None:
+    audio = SILENCE * 50 + tone(0.6) + SILENCE * 100 + tone(0.4) + SILENCE * 150
+    turns = split_turns(audio, dtmf=[(3.5, "1"), (3.8, "2"), (4.2, "#"), (8.0, "9")])
+    assert [t.recorded_at_s for t in turns] == pytest.approx([0.9, 3.5, 8.0])
+    first, second, keys = turns
+    # 0.1 s of lead-in, the words, 0.2 s of tail (VAD frames are 20 ms).
+    assert first.audio == SILENCE * 5 + tone(0.6) + SILENCE * 10
+    assert second.audio == SILENCE * 5 + tone(0.4) + SILENCE * 10
+    assert first.lead_s == pytest.approx(0.1)
+    # Keys within 1.5 s of a turn join it, with their spacing; a lone key is its own turn.
+    assert [d for d, _ in second.dtmf] == pytest.approx([0.0, 0.3, 0.7])
+    assert [k for _, k in second.dtmf] == ["1", "2", "#"]
+    assert keys.audio == b"" and keys.dtmf == ((0.0, "9"),)
+    assert second.duration_s == pytest.approx(0.7)
+    assert split_turns(SILENCE * 100) == []
+
+
+def test_split_turns_never_pads_into_the_neighbour() -> None:
+    audio = tone(0.3) + SILENCE * 4 * 16 + tone(0.3)  # 0.64 s apart, > the VAD's 0.5 s
+    turns = split_turns(audio)
+    assert len(turns) == 2
+    assert len(turns[0].audio) + len(turns[1].audio) <= len(audio)
+    assert turns[0].audio.startswith(tone(0.3)) and turns[1].audio.endswith(tone(0.3))
+
+
+def write_recorded_call(
+    root: Path, audio_ulaw: bytes, events: list[dict[str, Any]], meta: dict[str, Any] | None = None
+) -> Path:
+    """A call directory in the format of telephony.recording (via its own writer's layout)."""
+    root.mkdir(parents=True, exist_ok=True)
+    sf.write(
+        root / "caller.wav", np.frombuffer(ulaw_decode(audio_ulaw), "<i2"), 8000, subtype="PCM_16"
+    )
+    head = {
+        "type": "meta",
+        "version": 1,
+        "call_sid": "CA1",
+        "stream_sid": "MZ1",
+        "custom_parameters": {"from": "+15550100", "to": "+15550199"},
+        "started_at": 1.0,
+        **(meta or {}),
+    }
+    lines = [json.dumps(e) for e in [head, *events]]
+    (root / "events.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_load_recorded_call(tmp_path: Path) -> None:
+    audio = SILENCE * 50 + tone(0.5) + SILENCE * 60
+    path = write_recorded_call(
+        tmp_path / "CA1",
+        audio,
+        [
+            {"t": 0.0, "type": "media_gap", "at_ms": 0, "missing_ms": 0},
+            {"t": 1.25, "type": "dtmf", "digit": "4"},
+            {"t": 1.3, "type": "mark", "name": "x"},
+            {"t": 2.0, "type": "stop"},
+            {"t": 2.1, "type": "end", "outcome": "completed"},
+        ],
+    )
+    rec = load_recorded_call(path)
+    assert rec.audio == audio  # μ-law -> PCM16 WAV -> μ-law is exact
+    assert rec.dtmf == ((1.25, "4"),)
+    assert rec.custom_parameters == {"from": "+15550100", "to": "+15550199"}
+    assert (rec.call_sid, rec.stream_sid) == ("CA1", "MZ1")
+    assert rec.duration_s == pytest.approx(len(audio) / 8000)
+    assert load_recording(path) == rec
+    assert [t.recorded_at_s for t in rec.turns()] == pytest.approx([0.9])
+    assert rec.turns()[0].dtmf == ((pytest.approx(0.35), "4"),)
+
+
+def test_load_recorded_call_errors(tmp_path: Path) -> None:
+    good = write_recorded_call(tmp_path / "a", tone(0.2), [])
+    with pytest.raises(RecordingError, match="incomplete"):
+        load_recorded_call(tmp_path)
+    # A last line cut short (crash while writing) is ignored; a bad line elsewhere is not.
+    events = good / "events.jsonl"
+    events.write_text(events.read_text() + '{"t": 0.5, "type": "dtm')
+    assert load_recorded_call(good).dtmf == ()
+    events.write_text(events.read_text().replace('{"t": 0.5, "type": "dtm', "") + "oops\n{}\n")
+    with pytest.raises(RecordingError, match="not JSON"):
+        load_recorded_call(good)
+    write_recorded_call(good, tone(0.2), [], meta={"version": 99})
+    with pytest.raises(RecordingError, match="version"):
+        load_recorded_call(good)
+    write_recorded_call(good, tone(0.2), [{"t": 1.0, "type": "dtmf", "digit": "x"}])
+    with pytest.raises(RecordingError, match="DTMF"):
+        load_recorded_call(good)
+    (good / "events.jsonl").write_text('{"type": "start"}\n')
+    with pytest.raises(RecordingError, match="meta"):
+        load_recorded_call(good)
+    with pytest.raises(RecordingError):
+        load_recording(tmp_path / "missing.wav")
+
+
+def test_recorder_output_replays(tmp_path: Path) -> None:
+    # The server's own recorder writes what this reader reads.
+    rec = CallRecorder(tmp_path)
+    start = Start(1, "MZ7", "CA7", "AC7", ("inbound",), {"from": "+1555"}, MediaFormat())
+    rec.start(start, now=10.0)
+    words = tone(0.3)
+    track = SILENCE * 10 + words + SILENCE * 20
+    for k in range(len(track) // FRAME_BYTES):
+        rec.caller_audio(track[k * FRAME_BYTES : (k + 1) * FRAME_BYTES], k * 20)
+    rec.event("dtmf", 10.5, digit="7")
+    rec.end(11.0)
+    loaded = load_recorded_call(rec.write())
+    assert loaded.audio == track
+    assert loaded.dtmf == ((0.5, "7"),)
+    assert loaded.custom_parameters == {"from": "+1555"}
+
+
+def test_simulated_call_modes() -> None:
+    words = tone(0.5) + SILENCE * 50 + tone(0.5)
+    recording = RecordedCall("r", SILENCE * 50 + words, custom_parameters={"a": "b"})
+    taking = TurnTaking(barge_in_after_s=0.3)
+    # Turns mode ignores barge_in_after_s; barge-in mode uses it (0.5 s when unset).
+    turns = run_fake(
+        simulated_call(recording, "turns", turn_taking=taking, stream_sid="MZ1"), FakeAgent()
+    )
+    barge = run_fake(
+        simulated_call(recording, "barge-in", turn_taking=taking, stream_sid="MZ1"), FakeAgent()
+    )
+    default = run_fake(simulated_call(recording, "barge-in", stream_sid="MZ1"), FakeAgent())
+    # The words (not their lead-in) start on time: 0.6 s after the greeting; the answer
+    # comes 0.52 s after the words end and lasts 1 s.
+    answer_1 = 1.9 + 0.5 + 0.52
+    assert _starts(turns) == pytest.approx([1.9, answer_1 + 1.0 + 0.6])
+    assert _starts(barge) == pytest.approx([1.9, answer_1 + 0.3])
+    assert _starts(default) == pytest.approx([1.9, answer_1 + 0.5])
+    call = simulated_call(recording, "realtime", call_sid="CA5", custom_parameters={"x": "y"})
+    start = json.loads(call.open(0.0)[1])["start"]
+    assert (start["callSid"], start["customParameters"]) == ("CA5", {"x": "y"})
+    default_params = json.loads(simulated_call(recording, "turns").open(0.0)[1])["start"]
+    assert default_params["customParameters"] == {"a": "b"}
+
+
+def test_connect_failure_kinds() -> None:
+    assert connect_failure("u", ConnectionRefusedError()).kind == "connect_refused"
+    assert connect_failure("u", TimeoutError()).kind == "connect_timeout"
+    assert connect_failure("u", OSError("x")).kind == "connect_error"
+    assert connect_failure("u", InvalidURI("u", "bad")).kind == "handshake_error"
+    assert websocket_url("https://h/x") == "wss://h/x"
+
+
+async def test_handshake_rejection_is_classified() -> None:
+    async def reject(connection: ServerConnection, request: Request) -> Response:
+        return connection.respond(HTTPStatus.FORBIDDEN, "no")
+
+    async with serve(Bot(), "127.0.0.1", 0, process_request=reject) as server:
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(CallFailed) as info:
+            await place_call(f"ws://127.0.0.1:{port}/twilio/media", b"")
+    assert (info.value.kind, info.value.status) == ("handshake_rejected", 403)
+
+
+async def test_cli_replays_a_recorded_call_turn_by_turn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_recorded_call(tmp_path / "CA9", SILENCE * 50 + tone(0.3) + SILENCE * 10, [])
+    bot = Bot(greeting=tone(0.2), reply=tone(0.1), reply_after_quiet_frames=3)
+    async with running(bot) as url:
+        argv = [str(path), "--url", url, "--out", str(tmp_path / "h.wav"), "--linger", "0.2"]
+        code = await asyncio.to_thread(main, [*argv, "--replay", "turns", "--think-time", "0.2"])
+        assert code == 0
+        assert await asyncio.to_thread(main, [*argv, "--replay", "turns", "--dtmf", "1:1"]) == 2
+    text = capsys.readouterr().out
+    assert "caller starts talking" in text and "turn 1" in text
+    # The recording's parameters reach start.
+    assert bot.received[1][1]["start"]["customParameters"] == {
+        "from": "+15550100",
+        "to": "+15550199",
+    }
