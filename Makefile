@@ -29,6 +29,8 @@ test: install
 bench: install
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/barge_in.py
+	$(BIN)/python bench/sdk_overhead.py
+	$(BIN)/python bench/capacity.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
