@@ -1171,16 +1171,24 @@ async def open_stream(
     """
     try:
         return await connect(
-            websocket_url(url),
-            additional_headers=dict(headers or {}),
-            open_timeout=connect_timeout_s,
-            close_timeout=close_timeout_s,
-            compression=None,
-            # Servers may send long utterances in one media message.
-            max_size=MAX_SERVER_MESSAGE,
+            websocket_url(url), **connect_options(headers, connect_timeout_s, close_timeout_s)
         )
     except (OSError, WebSocketException) as exc:
         raise connect_failure(url, exc) from exc
+
+
+def connect_options(
+    headers: Mapping[str, str] | None, connect_timeout_s: float, close_timeout_s: float
+) -> dict[str, Any]:
+    """websockets client options for a Media Stream (shared by the asyncio and sync drivers)."""
+    return {
+        "additional_headers": dict(headers or {}),
+        "open_timeout": connect_timeout_s,
+        "close_timeout": close_timeout_s,
+        "compression": None,  # Twilio doesn't compress
+        # Servers may send long utterances in one media message.
+        "max_size": MAX_SERVER_MESSAGE,
+    }
 
 
 #: The largest server message accepted (servers may send a long utterance in one message).

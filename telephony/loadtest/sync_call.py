@@ -21,10 +21,10 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
 from telephony.caller import (
-    MAX_SERVER_MESSAGE,
     CallResult,
     SimulatedCall,
     connect_failure,
+    connect_options,
     websocket_url,
 )
 
@@ -41,14 +41,10 @@ def open_stream_sync(
     """Open the Media Stream as Twilio does; raises :class:`~telephony.caller.CallFailed`
     classified like :func:`telephony.caller.open_stream`."""
     try:
-        return connect(
-            websocket_url(url),
-            additional_headers=dict(headers or {}),
-            open_timeout=connect_timeout_s,
-            close_timeout=close_timeout_s,
-            compression=None,
-            max_size=MAX_SERVER_MESSAGE,
+        ws: ClientConnection = connect(
+            websocket_url(url), **connect_options(headers, connect_timeout_s, close_timeout_s)
         )
+        return ws
     except (OSError, WebSocketException) as exc:
         raise connect_failure(url, exc) from exc
 
