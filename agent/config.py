@@ -154,6 +154,10 @@ class Settings:
     max_concurrent_calls: int = 100
     drain_timeout_s: float = 600.0
     stream_start_timeout_s: float = 10.0
+    max_call_s: float = 3600.0
+    caller_silence_s: float = 30.0  # 0: off
+    stall_timeout_s: float = 6.0  # 0: off
+    reconnect_attempts: int = 4
     unavailable_message: str = DEFAULT_UNAVAILABLE_MESSAGE
     busy_message: str = DEFAULT_BUSY_MESSAGE
     log_level: str = "INFO"
@@ -221,6 +225,13 @@ class _Reader:
         value = self.parse(name, default, float, "a number of seconds")
         if not 0 < value <= upper:
             raise ConfigError(name, f"must be > 0 and <= {upper:g} seconds, got {value:g}")
+        return value
+
+    def seconds_or_off(self, name: str, default: float) -> float:
+        """Seconds, where 0 turns the feature off."""
+        value = self.parse(name, default, float, "a number of seconds (0: off)")
+        if not 0 <= value <= 86_400:
+            raise ConfigError(name, f"must be between 0 and 86400 seconds, got {value:g}")
         return value
 
     def flag(self, name: str, default: bool) -> bool:
@@ -407,6 +418,10 @@ class _Reader:
             max_concurrent_calls=self.positive_int("MAX_CONCURRENT_CALLS", 100, 100_000),
             drain_timeout_s=self.seconds("DRAIN_TIMEOUT_S", 600.0),
             stream_start_timeout_s=self.seconds("STREAM_START_TIMEOUT_S", 10.0, 300.0),
+            max_call_s=self.seconds("MAX_CALL_SECONDS", 3600.0),
+            caller_silence_s=self.seconds_or_off("CALLER_SILENCE_TIMEOUT_S", 30.0),
+            stall_timeout_s=self.seconds_or_off("MODEL_STALL_TIMEOUT_S", 6.0),
+            reconnect_attempts=self.positive_int("MODEL_RECONNECT_ATTEMPTS", 4, 20),
             unavailable_message=self.raw("AGENT_UNAVAILABLE_MESSAGE")
             or DEFAULT_UNAVAILABLE_MESSAGE,
             busy_message=self.raw("AGENT_BUSY_MESSAGE") or DEFAULT_BUSY_MESSAGE,

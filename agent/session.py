@@ -190,6 +190,17 @@ def greeting_prompt(greeting: str) -> str:
     return f'The call has just been answered. Greet the caller now. Say exactly: "{greeting}"'
 
 
+def primed_instructions(instructions: str, history: str) -> str:
+    """The system instruction of a fresh session that continues an interrupted call."""
+    return (
+        f"{instructions}\n\n"
+        "This phone call is already in progress: the connection to you was interrupted and "
+        "has just been restored. Do not greet the caller again; continue the conversation "
+        "naturally from where it stopped. The conversation so far:\n"
+        f"{history}"
+    )
+
+
 def dtmf_prompt(digit: str) -> str:
     return f"The caller pressed {digit} on their keypad."
 
@@ -234,12 +245,26 @@ class LiveAgent:
             self.client = genai.Client(api_key=key, http_options=http_options)
         self.connect_config = build_connect_config(persona)
 
-    async def open(self, call_id: str) -> AgentSession:
+    async def open(
+        self, call_id: str, *, handle: str | None = None, history: str | None = None
+    ) -> AgentSession:
         """Open a Live session for one call, within the setup timeout.
 
-        Raises ``ModelUnavailable`` (with ``retryable`` set) when it cannot be opened.
+        ``handle`` resumes an earlier session of the call; ``history`` (a transcript) primes a
+        fresh one when resumption is not possible. Raises ``ModelUnavailable`` (with
+        ``retryable`` set) when it cannot be opened.
         """
-        cm = self.client.aio.live.connect(model=self.access.model, config=self.connect_config)
+        config = self.connect_config
+        if handle is not None or history is not None:
+            update: dict[str, Any] = {}
+            if handle is not None:
+                update["session_resumption"] = types.SessionResumptionConfig(handle=handle)
+            if history is not None:
+                update["system_instruction"] = types.Content(
+                    parts=[types.Part(text=primed_instructions(self.persona.instructions, history))]
+                )
+            config = config.model_copy(update=update)
+        cm = self.client.aio.live.connect(model=self.access.model, config=config)
         try:
             # The SDK waits forever for setupComplete: bound it.
             async with asyncio.timeout(self.access.setup_timeout_s):
@@ -370,6 +395,13 @@ class AgentSession:
     def _note(self, event: AgentEvent) -> None:
         if isinstance(event, ResumptionUpdate) and event.resumable and event.handle:
             self.resumption_handle = event.handle
+
+    @property
+    def local_port(self) -> int | None:
+        """Our TCP port of this connection (to match it with the server's logs)."""
+        ws = getattr(self._session, "_ws", None)
+        address = getattr(ws, "local_address", None)
+        return int(address[1]) if address else None
 
     def _lost(self, exc: BaseException) -> SessionClosed:
         code, message, retryable = _classify(exc)

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agent.resilient import Reconnected, ResiliencePolicy, ResilientSession
 from agent.session import (
     AgentError,
     AgentSession,
@@ -31,6 +33,7 @@ from agent.session import (
     GoAway,
     InputTranscript,
     Interrupted,
+    LiveAgent,
     ModelUnavailable,
     OutputTranscript,
     ResumptionUpdate,
@@ -63,8 +66,24 @@ MODEL_QUIET_S = 2.0
 #: A mark follows at most this much agent audio (200 ms): fine enough to know what the caller
 #: heard, coarse enough not to double the messages to Twilio (model chunks are often 40 ms).
 MARK_INTERVAL_BYTES = 1600
-#: Retries when opening the model session fails with a retryable error.
-OPEN_ATTEMPTS = 2
+#: The agent is told to wrap up this long before MAX_CALL_SECONDS.
+WRAP_UP_S = 30.0
+LIMITS_TICK_S = 0.5
+STILL_THERE_PROMPT = (
+    "The caller has not said anything for a while. Ask briefly whether they are still there."
+)
+SILENT_GOODBYE_PROMPT = "The caller is not answering. Say a short, friendly goodbye."
+
+
+def wrap_up_prompt(seconds_left: int) -> str:
+    return (
+        f"This call must end in about {seconds_left} seconds. Wrap up politely now: tell the "
+        "caller the call is ending, then say goodbye."
+    )
+
+
+#: Attempts to open the first model session (retryable errors only; backoff with jitter).
+OPEN_ATTEMPTS = 3
 
 
 class Outcome(enum.StrEnum):
@@ -136,6 +155,13 @@ class CallSummary:
     bad_frames: int = 0
     dropped_pre_session_frames: int = 0
     tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "response": 0, "total": 0})
+    reconnects: int = 0
+    stalls: int = 0
+    stalls_recovered: int = 0
+    model_connections: list[dict[str, Any]] = field(default_factory=list)
+    caller_audio_ms: float = 0.0
+    caller_audio_dropped_ms: float = 0.0  # beyond the reconnect buffer (should be 0)
+    max_buffered_ms: float = 0.0
 
 
 class Heard:
@@ -233,7 +259,11 @@ class Call:
         socket: TwilioSocket,
         open_session: SessionOpener,
         *,
+        agent: LiveAgent | None = None,
+        policy: ResiliencePolicy | None = None,
         greeting: str | None,
+        max_call_s: float = 3600.0,
+        caller_silence_s: float = 0.0,
         stream_start_timeout_s: float = 10.0,
         transfer_number: str | None = None,
         rest: TwilioRest | None = None,
@@ -242,6 +272,10 @@ class Call:
     ) -> None:
         self.socket = socket
         self._open_session = open_session
+        self._agent = agent
+        self._policy = policy or ResiliencePolicy()
+        self._max_call_s = max_call_s
+        self._caller_silence_s = caller_silence_s
         self._greeting = greeting
         self._start_timeout = stream_start_timeout_s
         self._transfer_number = transfer_number
@@ -254,7 +288,7 @@ class Call:
 
         self._t0 = time.monotonic()
         self._out: ms.OutboundBuilder | None = None
-        self._session: AgentSession | None = None
+        self._session: ResilientSession | None = None
         self._to_model = CallerToModel()
         self._to_caller = ModelToCaller()
         self._pre_session: deque[bytes] = deque()
@@ -268,6 +302,7 @@ class Call:
         self._progress = asyncio.Event()  # something changed that an end-drain waits for
         self._ending = False
         self._pending_tool_id: str | None = None
+        self._end_reason = ""
         self._turns_done = 0
         self._turns_at_tool = 0
         self._end_task: asyncio.Task[None] | None = None
@@ -295,6 +330,7 @@ class Call:
                 tasks = [
                     tg.create_task(self._caller_side(), name=f"caller:{start.call_sid}"),
                     tg.create_task(self._model_side(), name=f"model:{start.call_sid}"),
+                    tg.create_task(self._limits(), name=f"limits:{start.call_sid}"),
                 ]
                 await self._done.wait()
                 for task in tasks:
@@ -308,6 +344,7 @@ class Call:
             self.state = State.ENDED
             if self._session is not None:
                 await self._session.close()
+                self._collect_stats(self._session)
             self.summary.duration_s = round(time.monotonic() - self._t0, 3)
             log.info(
                 "call.ended",
@@ -321,6 +358,9 @@ class Call:
                     frames_out=self.summary.frames_out,
                     bad_frames=self.summary.bad_frames,
                     tokens=self.summary.tokens,
+                    reconnects=self.summary.reconnects,
+                    stalls=self.summary.stalls,
+                    caller_audio_dropped_ms=self.summary.caller_audio_dropped_ms,
                 ),
             )
             if self._rec is not None:  # written off the event loop; bounded; never raises
@@ -331,6 +371,16 @@ class Call:
                     duration_s=self.summary.duration_s,
                 )
         return self.summary
+
+    def _collect_stats(self, session: ResilientSession) -> None:
+        stats = session.stats
+        self.summary.reconnects = stats.reconnects
+        self.summary.stalls = stats.stalls
+        self.summary.stalls_recovered = stats.stalls_recovered
+        self.summary.model_connections = list(stats.connections)
+        self.summary.caller_audio_ms = round(stats.caller_audio_ms, 1)
+        self.summary.caller_audio_dropped_ms = round(stats.caller_audio_dropped_ms, 1)
+        self.summary.max_buffered_ms = round(stats.max_buffered_ms, 1)
 
     def _began(self, start: ms.Start) -> None:
         params = start.custom_parameters
@@ -492,6 +542,8 @@ class Call:
                     tokens["total"] += event.total_tokens
                 elif isinstance(event, GoAway):
                     log.warning("model.go_away", extra=fields(time_left_s=event.time_left_s))
+                elif isinstance(event, Reconnected):
+                    await self._on_reconnected(event)
                 elif isinstance(event, GenerationComplete):
                     await self._send_mark(force=True)  # so the turn's end is known when played
                 elif isinstance(event, ResumptionUpdate):
@@ -499,12 +551,12 @@ class Call:
         except AgentError as exc:
             await self._model_failed(exc)
 
-    async def _connect_model(self) -> AgentSession:
+    async def _connect_model(self) -> ResilientSession:
         began = time.monotonic()
-        session: AgentSession | None = None
+        first: AgentSession | None = None
         for attempt in range(1, OPEN_ATTEMPTS + 1):
             try:
-                session = await self._open_session(self.summary.call_sid)
+                first = await self._open_session(self.summary.call_sid)
                 break
             except AgentError as exc:
                 log.warning(
@@ -515,9 +567,15 @@ class Call:
                 )
                 if not exc.retryable or attempt == OPEN_ATTEMPTS:
                     raise
-                await asyncio.sleep(0.25 * attempt)
-        if session is None:  # pragma: no cover - the loop either returns a session or raises
+                # Backoff with full jitter: calls failing together must not retry together.
+                await asyncio.sleep(random.uniform(0, 0.5 * 2 ** (attempt - 1)))
+        if first is None:  # pragma: no cover - the loop either returns a session or raises
             raise ModelUnavailable("no session")
+        if self._agent is None:
+            raise ModelUnavailable("no model client to reconnect with", retryable=False)
+        session = ResilientSession(
+            self._agent, self.summary.call_sid, first, self._policy, clock_origin=self._t0
+        )
         self._session = session
         self.summary.model_connect_ms = round((time.monotonic() - began) * 1000, 1)
         self.state = State.ACTIVE
@@ -570,6 +628,22 @@ class Call:
         name = self._heard.mark(force)
         if name is not None and self._out is not None:
             await self._send(self._out.mark(name))
+
+    async def _on_reconnected(self, event: Reconnected) -> None:
+        """The model side moved to a new connection: whatever turn was in flight is over."""
+        log.info(
+            "call.model_reconnected",
+            extra=fields(
+                reason=event.reason,
+                resumed=event.resumed,
+                primed=event.primed,
+                pause_ms=event.pause_ms,
+            ),
+        )
+        self._discarding = False
+        if not self._turn_closed:
+            await self._send_mark(force=True)
+            self._on_turn_complete()
 
     def _open_turn(self) -> None:
         """The first output of an agent turn starts it (lazily, see ``_on_turn_complete``)."""
@@ -695,9 +769,49 @@ class Call:
             self._ending = False
             self.state = State.ACTIVE
 
-    def _begin_ending(self, outcome: Outcome, tool_id: str) -> None:
+    async def _limits(self) -> None:
+        """The call's length limit and the caller-silence timeout."""
+        wrap_up_at = self._max_call_s - min(WRAP_UP_S, self._max_call_s / 4)
+        warned = False
+        asked_at: float | None = None  # when we asked "are you still there?"
+        while True:
+            await asyncio.sleep(LIMITS_TICK_S)
+            session = self._session
+            if session is None or self._ending:
+                continue
+            elapsed = self._elapsed()
+            if elapsed >= self._max_call_s:
+                log.info("call.limit", extra=fields(limit="max_call_seconds", at_s=round(elapsed)))
+                self._begin_ending(Outcome.ENDED_BY_AGENT, None, "maximum call duration reached")
+                return
+            if not warned and elapsed >= wrap_up_at:
+                warned = True
+                left = round(self._max_call_s - elapsed)
+                await session.send_text(wrap_up_prompt(left))
+            if self._caller_silence_s <= 0:
+                continue
+            now = time.monotonic()
+            if session.caller_speaking or session.model_busy or not self._heard.all_played:
+                continue
+            quiet_since = max(session.last_caller_speech_at, self._last_audio_at)
+            if asked_at is not None and session.last_caller_speech_at > asked_at:
+                asked_at = None  # the caller answered
+            if now - quiet_since < self._caller_silence_s:
+                continue
+            if asked_at is None:
+                asked_at = now
+                log.info("call.caller_silent", extra=fields(action="ask"))
+                await session.send_text(STILL_THERE_PROMPT)
+            else:
+                log.info("call.caller_silent", extra=fields(action="end"))
+                await session.send_text(SILENT_GOODBYE_PROMPT)
+                self._begin_ending(Outcome.ENDED_BY_AGENT, None, "caller silent")
+                return
+
+    def _begin_ending(self, outcome: Outcome, tool_id: str | None, reason: str = "") -> None:
         assert self._tg is not None
         self._ending = True
+        self._end_reason = reason
         self._pending_tool_id = tool_id
         self._turns_at_tool = self._turns_done
         self.state = State.ENDING
@@ -732,7 +846,7 @@ class Call:
 
     async def _finish(self, outcome: Outcome) -> None:
         """End the call the way the agent asked: REST when we can, else via <Connect action>."""
-        reason = (
+        reason = self._end_reason or (
             "agent ended the call" if outcome is Outcome.ENDED_BY_AGENT else "agent transferred"
         )
         self._decide(outcome, reason)

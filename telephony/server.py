@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from agent.config import Settings
+from agent.resilient import ResiliencePolicy
 from agent.session import AgentError, AgentSession, LiveAgent
 from telephony import twiml
 from telephony.call import Call, CallSummary
@@ -394,7 +395,15 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
         call = Call(
             _StarletteSocket(ws),
             service.open_session,
+            agent=service.agent,
+            policy=ResiliencePolicy(
+                connect_attempts=settings.reconnect_attempts,
+                stall_timeout_s=settings.stall_timeout_s,
+                caller_silence_end_ms=settings.persona.vad.silence_duration_ms,
+            ),
             greeting=settings.persona.greeting,
+            max_call_s=settings.max_call_s,
+            caller_silence_s=settings.caller_silence_s,
             stream_start_timeout_s=settings.stream_start_timeout_s,
             transfer_number=settings.transfer_number,
             rest=service.rest,

@@ -137,22 +137,26 @@ async def test_model_refusing_setup_fails_the_call_with_an_apology(
     assert "unavailable" in (doc[0].text or "")
 
 
-async def test_model_lost_mid_call_apologises_and_transfers(
+async def test_model_lost_and_unreachable_apologises_and_transfers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = {"AGENT_TRANSFER_NUMBER": "+14155550100"}
     async with run_stack(monkeypatch, env) as stack:
-        call = asyncio.create_task(stack.call(silence(8.0), linger_s=1.0))
+        call = asyncio.create_task(stack.call(silence(12.0), linger_s=1.0))
         sim_session = await stack.sim.next_session()
         await sim_session.wait_turns_completed(1)  # the greeting
+        # From now on the model can't be reached at all: every reconnect is refused.
+        stack.sim.behaviour = SimBehaviour(reject_setup=(1011, "Internal error encountered."))
         await sim_session.close(1011, "Internal error encountered.")
         result = await call
         summary = await stack.summary()
         async with stack.client() as http:
             after = await http.post("/twilio/after", data={"CallSid": summary.call_sid})
     assert result.ended_by == "server"
-    assert result.duration_s < 7.0
+    assert result.duration_s < 11.0
     assert summary.outcome == "failed"
+    assert summary.reconnects == 0  # tried (bounded, with backoff), never connected again
+    assert len(summary.model_connections) == 1
     doc = ET.fromstring(after.text)
     assert [el.tag for el in doc] == ["Say", "Dial"]
     assert doc.findtext("./Dial/Number") == "+14155550100"

@@ -1,0 +1,501 @@
+"""One call's conversation with the model, across as many Live connections as it takes.
+
+A Live API connection lasts ~10 minutes (``goAway`` ~1 minute before the end), and in practice
+connections also fail (1011/1007/1008), stall silently, or never finish setup. A phone call
+must survive all of that. ``ResilientSession`` has the same small interface as one
+``AgentSession`` (audio and text in, ``AgentEvent``s out) and, behind it:
+
+- keeps the latest resumption handle (resumption is always on);
+- on ``goAway``, moves to a new connection resumed with that handle before the deadline — a
+  timer drives it, not only incoming messages, because the server may go quiet after goAway —
+  at a pause in the conversation when there is one;
+- on an unexpected close, reconnects with the handle after a short backoff; if resumption is
+  refused, opens a fresh session primed with the transcript so far; if the model can't be
+  reached at all, ``events()`` raises a non-retryable ``SessionClosed`` (the call then takes its
+  failure path);
+- while there is no connection to send to, keeps what the caller says (and texts and tool
+  responses) in a bounded buffer and delivers it, in order, to the next connection;
+- answers a tool call repeated after a resumption from its first answer, never twice;
+- watches for stalls: when the caller has finished speaking and the model says nothing for
+  ``stall_timeout_s``, it nudges the model once; if it stays silent, it moves to a new
+  connection. Every stall is counted.
+
+It emits one event of its own, ``Reconnected``, after each switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agent.session import (
+    INPUT_RATE,
+    AgentEvent,
+    AgentSession,
+    AudioOut,
+    GoAway,
+    InputTranscript,
+    Interrupted,
+    LiveAgent,
+    ModelUnavailable,
+    OutputTranscript,
+    ResumptionUpdate,
+    SessionClosed,
+    ToolCall,
+    TurnComplete,
+)
+from agent.vad import EnergyVad
+
+log = logging.getLogger(__name__)
+
+Reason = Literal["initial", "go_away", "error", "stall"]
+
+#: Caller audio kept while no connection can take it (20 ms frames: 15 s).
+BUFFER_FRAMES = 750
+#: Transcript kept for priming a fresh session.
+HISTORY_CHARS = 6000
+NUDGE = "(The caller has finished speaking and is waiting for your answer. Please respond.)"
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnected:
+    """The conversation moved to a new Live connection."""
+
+    reason: Reason
+    resumed: bool  # continued with a resumption handle
+    primed: bool  # a fresh session primed with the transcript
+    pause_ms: float  # time without a connection (caller audio was buffered meanwhile)
+
+
+@dataclass(frozen=True)
+class ResiliencePolicy:
+    """Timing of reconnects and watchdogs (from the settings)."""
+
+    connect_attempts: int = 4
+    backoff_s: float = 0.25  # doubled per attempt, with full jitter
+    max_backoff_s: float = 4.0
+    #: A goAway rotation happens at a pause, or at the latest this long before the deadline.
+    go_away_margin_s: float = 5.0
+    stall_timeout_s: float = 6.0  # 0 disables the watchdog
+    caller_silence_end_ms: int = 500
+
+
+@dataclass
+class ResilienceStats:
+    reconnects: int = 0
+    stalls: int = 0
+    stalls_recovered: int = 0
+    connections: list[dict[str, Any]] = field(default_factory=list)
+    caller_audio_ms: float = 0.0
+    caller_audio_dropped_ms: float = 0.0
+    max_buffered_ms: float = 0.0
+
+
+class ResilientSession:
+    """The model side of one call, surviving connection loss. See the module docstring."""
+
+    def __init__(
+        self,
+        agent: LiveAgent,
+        call_id: str,
+        first: AgentSession,
+        policy: ResiliencePolicy | None = None,
+        *,
+        clock_origin: float | None = None,
+    ) -> None:
+        self._agent = agent
+        self.call_id = call_id
+        self.policy = policy or ResiliencePolicy()
+        self.stats = ResilienceStats()
+        self._t0 = clock_origin if clock_origin is not None else time.monotonic()
+        self._conn: AgentSession | None = first
+        self._handle: str | None = None
+        self._closing = False
+        # Everything sent while no connection can take it, in order: ("audio", bytes),
+        # ("text", str) or ("tool", (id, name, response)).
+        self._pending: deque[tuple[str, Any]] = deque()
+        self._pending_audio = 0
+        self._answered: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._history: deque[str] = deque()
+        self._history_chars = 0
+        self._caller_text: list[str] = []
+        self._agent_text: list[str] = []
+        self._vad = EnergyVad(INPUT_RATE, end_ms=self.policy.caller_silence_end_ms)
+        self.caller_speaking = False
+        self.last_caller_speech_at = time.monotonic()
+        self._waiting_since: float | None = None  # caller done, no model output yet
+        self._nudged = False
+        self._stalled = False
+        self._model_busy_until = 0.0
+        self._switch_lock = asyncio.Lock()
+        self._wake = asyncio.Event()  # a switch happened: the events loop reads the new one
+        self._last_switch: Reconnected | None = None  # to be yielded by events()
+        self._fatal: SessionClosed | None = None  # a background switch found no connection
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closers: set[asyncio.Task[None]] = set()
+        self._record(first, "initial", resumed=False, primed=False)
+        if self.policy.stall_timeout_s > 0:
+            self._spawn(self._watchdog(), "watchdog")
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def send_audio(self, pcm16k: bytes) -> None:
+        """Caller audio (16 kHz PCM16). Never raises for a lost connection: it is buffered."""
+        self.stats.caller_audio_ms += len(pcm16k) / (INPUT_RATE * 2) * 1000
+        self._track_caller(pcm16k)
+        await self._deliver(("audio", pcm16k))
+
+    async def send_text(self, text: str) -> None:
+        await self._deliver(("text", text))
+
+    async def send_tool_response(self, call_id: str, name: str, response: dict[str, Any]) -> None:
+        self._answered[call_id] = (name, response)
+        await self._deliver(("tool", (call_id, name, response)))
+
+    async def _deliver(self, item: tuple[str, Any]) -> None:
+        conn = self._conn
+        if conn is None or self._pending or self._switch_lock.locked():
+            self._buffer(item)
+            return
+        try:
+            await self._send(conn, item)
+        except SessionClosed:
+            # The receive side sees the same loss and reconnects; keep this for the next one.
+            self._buffer(item)
+
+    @staticmethod
+    async def _send(conn: AgentSession, item: tuple[str, Any]) -> None:
+        kind, value = item
+        if kind == "audio":
+            await conn.send_audio(value)
+        elif kind == "text":
+            await conn.send_text(value)
+        else:
+            await conn.send_tool_response(*value)
+
+    def _buffer(self, item: tuple[str, Any]) -> None:
+        self._pending.append(item)
+        if item[0] != "audio":
+            return
+        self._pending_audio += 1
+        buffered_ms = self._pending_audio * 20.0
+        self.stats.max_buffered_ms = max(self.stats.max_buffered_ms, buffered_ms)
+        while self._pending_audio > BUFFER_FRAMES:
+            # Over the bound: the oldest audio goes (counted), never texts or tool answers.
+            for i, (kind, value) in enumerate(self._pending):
+                if kind == "audio":
+                    del self._pending[i]
+                    self._pending_audio -= 1
+                    self.stats.caller_audio_dropped_ms += len(value) / (INPUT_RATE * 2) * 1000
+                    break
+
+    async def _flush(self, conn: AgentSession) -> None:
+        while self._pending:
+            item = self._pending[0]
+            await self._send(conn, item)  # SessionClosed propagates: the switch failed
+            self._pending.popleft()
+            if item[0] == "audio":
+                self._pending_audio -= 1
+
+    # -- receiving ------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[AgentEvent | Reconnected]:
+        """Every event of the conversation, across connections, until ``close()``.
+
+        Raises a non-retryable ``SessionClosed`` once no connection can be had.
+        """
+        while not self._closing:
+            if self._last_switch is not None:
+                switched, self._last_switch = self._last_switch, None
+                yield switched
+            if self._fatal is not None:
+                raise self._fatal
+            conn = self._conn
+            if conn is None:  # a switch is in progress in another task
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                async for event in conn.events():
+                    if conn is not self._conn:
+                        break  # switched away: the rest of this connection is not ours
+                    if isinstance(event, ToolCall):
+                        fresh = await self._dedupe_tool_call(event)
+                        if fresh is None:
+                            continue
+                        event = fresh
+                    self._observe(event)
+                    yield event
+            except SessionClosed as exc:
+                if self._closing or conn is not self._conn:
+                    continue
+                log.warning(
+                    "model.connection_lost",
+                    extra={"event_fields": {"error": str(exc), "code": exc.code}},
+                )
+                await self._switch("error", broken=conn)
+                continue
+            if conn is self._conn and not self._closing:
+                # events() ended without an error: the connection was closed under us.
+                await self._switch("error", broken=conn)
+
+    async def _dedupe_tool_call(self, event: ToolCall) -> ToolCall | None:
+        """After a resumption the model may ask again for a call it already got an answer to."""
+        fresh = []
+        for call in event.calls:
+            answered = self._answered.get(call.id)
+            if answered is None:
+                fresh.append(call)
+            else:
+                log.info("model.tool_call_repeated", extra={"event_fields": {"id": call.id}})
+                await self._deliver(("tool", (call.id, *answered)))
+        return ToolCall(tuple(fresh)) if fresh else None
+
+    def _observe(self, event: AgentEvent) -> None:
+        now = time.monotonic()
+        if isinstance(event, ResumptionUpdate):
+            if event.resumable and event.handle:
+                self._handle = event.handle
+            return
+        if isinstance(event, GoAway):
+            self._spawn(self._rotate_before(now + event.time_left_s), "go_away")
+            return
+        if isinstance(event, AudioOut | OutputTranscript | ToolCall):
+            self._model_busy_until = now + 0.5
+            self._model_answered()
+        if isinstance(event, InputTranscript):
+            self._caller_text.append(event.text)
+        elif isinstance(event, OutputTranscript):
+            self._agent_text.append(event.text)
+        elif isinstance(event, TurnComplete | Interrupted):
+            self._model_answered()
+            self._remember_turn()
+
+    def _model_answered(self) -> None:
+        self._waiting_since = None
+        self._nudged = False
+        if self._stalled:
+            self._stalled = False
+            self.stats.stalls_recovered += 1
+
+    def _remember_turn(self) -> None:
+        for who, parts in (("Caller", self._caller_text), ("You", self._agent_text)):
+            text = "".join(parts).strip()
+            parts.clear()
+            if text:
+                line = f"{who}: {text}"
+                self._history.append(line)
+                self._history_chars += len(line) + 1
+        while self._history_chars > HISTORY_CHARS and self._history:
+            self._history_chars -= len(self._history.popleft()) + 1
+
+    def transcript(self) -> str:
+        """The conversation so far, as remembered for priming (bounded)."""
+        pending = []
+        for who, parts in (("Caller", self._caller_text), ("You", self._agent_text)):
+            text = "".join(parts).strip()
+            if text:
+                pending.append(f"{who}: {text}")
+        return "\n".join([*self._history, *pending])
+
+    # -- caller activity (for the stall watchdog and the call's silence limit) ------------
+
+    def _track_caller(self, pcm16k: bytes) -> None:
+        for event in self._vad.push(pcm16k):
+            if event.is_start:
+                self.caller_speaking = True
+            else:
+                self.caller_speaking = False
+                self._waiting_since = time.monotonic()
+                self._nudged = False
+        if self.caller_speaking:
+            self.last_caller_speech_at = time.monotonic()
+
+    @property
+    def model_busy(self) -> bool:
+        return time.monotonic() < self._model_busy_until
+
+    # -- switching connections ------------------------------------------------------------
+
+    async def _rotate_before(self, deadline: float) -> None:
+        """goAway: switch at a pause, or at the latest ``go_away_margin_s`` before the end."""
+        latest = deadline - self.policy.go_away_margin_s
+        conn = self._conn
+        while time.monotonic() < latest:
+            if self._conn is not conn:
+                return  # already replaced (e.g. it broke first)
+            if not self.caller_speaking and not self.model_busy and self._waiting_since is None:
+                break
+            await asyncio.sleep(0.1)
+        if self._conn is conn and not self._closing:
+            try:
+                await self._switch("go_away", broken=conn)
+            except SessionClosed as exc:
+                self._fatal = exc
+                self._wake.set()
+
+    async def _switch(self, reason: Reason, broken: AgentSession | None) -> None:
+        """Move to a new connection (``events()`` then yields ``Reconnected``).
+
+        Raises a non-retryable ``SessionClosed`` when no connection can be had.
+        """
+        async with self._switch_lock:
+            old = self._conn
+            if broken is not None and old is not broken:
+                return  # someone else already switched away from it
+            began = time.monotonic()
+            self._conn = None
+            if old is not None:
+                self._close_later(old)
+            for round_ in range(2):
+                new, resumed, primed = await self._open_next(reason)
+                try:
+                    await self._flush(new)
+                    break
+                except SessionClosed:
+                    # The new connection broke while we caught it up: once more, from scratch.
+                    self._close_later(new)
+                    if round_ == 1:
+                        raise
+            self._conn = new
+            self.stats.reconnects += 1
+            self._record(new, reason, resumed=resumed, primed=primed)
+            pause_ms = round((time.monotonic() - began) * 1000, 1)
+            self._last_switch = Reconnected(reason, resumed, primed, pause_ms)
+            self._wake.set()
+            log.warning(
+                "model.reconnected",
+                extra={
+                    "event_fields": {
+                        "reason": reason,
+                        "resumed": resumed,
+                        "primed": primed,
+                        "pause_ms": pause_ms,
+                        "max_buffered_ms": round(self.stats.max_buffered_ms),
+                    }
+                },
+            )
+
+    async def _open_next(self, reason: Reason) -> tuple[AgentSession, bool, bool]:
+        """Resume with the handle; if that is refused, a fresh primed session; bounded retries."""
+        policy = self.policy
+        handle = self._handle
+        last: ModelUnavailable | None = None
+        for attempt in range(policy.connect_attempts):
+            if attempt:
+                # Exponential backoff with full jitter: many calls losing the model at once
+                # must not reconnect in lockstep.
+                cap = min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(random.uniform(0, cap))
+            try:
+                if handle is not None:
+                    return await self._agent.open(self.call_id, handle=handle), True, False
+                history = self.transcript()
+                return await self._agent.open(self.call_id, history=history or None), False, True
+            except ModelUnavailable as exc:
+                last = exc
+                log.warning(
+                    "model.reconnect_failed",
+                    extra={
+                        "event_fields": {
+                            "reason": reason,
+                            "attempt": attempt + 1,
+                            "with_handle": handle is not None,
+                            "error": str(exc),
+                            "code": exc.code,
+                        }
+                    },
+                )
+                if handle is not None:
+                    # A refused or expired handle fails the same way every time: go on without.
+                    handle = None
+                    self._handle = None
+                    continue
+                if not exc.retryable:
+                    break
+        raise SessionClosed(
+            f"the model could not be reached again: {last}",
+            code=last.code if last else None,
+            retryable=False,
+        )
+
+    def _record(self, conn: AgentSession, reason: Reason, *, resumed: bool, primed: bool) -> None:
+        self.stats.connections.append(
+            {
+                "local_port": conn.local_port,
+                "reason": reason,
+                "resumed": resumed,
+                "primed": primed,
+                "at_s": round(time.monotonic() - self._t0, 3),
+            }
+        )
+
+    # -- the stall watchdog ---------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        timeout = self.policy.stall_timeout_s
+        while not self._closing:
+            await asyncio.sleep(0.25)
+            since = self._waiting_since
+            if since is None or self.caller_speaking or self._conn is None:
+                continue
+            if time.monotonic() - since < timeout:
+                continue
+            if not self._nudged:
+                self._nudged = True
+                self._stalled = True
+                self.stats.stalls += 1
+                log.warning("model.stall", extra={"event_fields": {"action": "nudge"}})
+                self._waiting_since = time.monotonic()
+                await self._deliver(("text", NUDGE))
+                continue
+            log.warning("model.stall", extra={"event_fields": {"action": "reconnect"}})
+            # One reconnect per stall: if the model still doesn't answer this utterance, it
+            # may have chosen not to; the next utterance starts the watch again.
+            self._waiting_since = None
+            conn = self._conn
+            try:
+                await self._switch("stall", broken=conn)
+            except SessionClosed as exc:
+                log.error("model.stall_unrecoverable", extra={"event_fields": {"error": str(exc)}})
+                self._fatal = exc
+                self._wake.set()
+                return
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _close_later(self, conn: AgentSession) -> None:
+        """Close a replaced connection without holding up the switch (bounded; awaited by
+        ``close()``)."""
+        task = asyncio.get_running_loop().create_task(conn.close(), name=f"close:{self.call_id}")
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{name}:{self.call_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("model.task_failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Stop the watchdogs and close the connection (idempotent, bounded)."""
+        self._closing = True
+        self._wake.set()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        if self._conn is not None:
+            await self._conn.close()
+        if self._closers:
+            await asyncio.wait(self._closers, timeout=6)
