@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -60,6 +61,9 @@ Reason = Literal["initial", "go_away", "error", "stall"]
 BUFFER_FRAMES = 750
 #: Transcript kept for priming a fresh session.
 HISTORY_CHARS = 6000
+QUOTA_OR_AUTH = re.compile(
+    r"quota|resource[_ ]exhausted|permission|api key|unauthori[sz]ed|billing", re.I
+)
 NUDGE = "(The caller has finished speaking and is waiting for your answer. Please respond.)"
 
 
@@ -194,6 +198,10 @@ class ResilientSession:
                     self._pending_audio -= 1
                     self.stats.caller_audio_dropped_ms += len(value) / (INPUT_RATE * 2) * 1000
                     break
+
+    async def _flush_item(self, conn: AgentSession, item: tuple[str, Any]) -> None:
+        self._pending.append(item)
+        await self._flush(conn)
 
     async def _flush(self, conn: AgentSession) -> None:
         while self._pending:
@@ -363,6 +371,10 @@ class ResilientSession:
                     self._close_later(new)
                     if round_ == 1:
                         raise
+            if self._waiting_since is not None:
+                # The caller finished a turn the old connection never answered; the new one
+                # may not know it is expected to speak.
+                await self._flush_item(new, ("text", NUDGE))
             self._conn = new
             self.stats.reconnects += 1
             self._record(new, reason, resumed=resumed, primed=primed)
@@ -417,7 +429,9 @@ class ResilientSession:
                     handle = None
                     self._handle = None
                     continue
-                if not exc.retryable:
+                # The session was set up fine before, so only quota and permission errors are
+                # final here (1007 "invalid argument" is reported around rotations).
+                if not exc.retryable and QUOTA_OR_AUTH.search(str(exc)):
                     break
         raise SessionClosed(
             f"the model could not be reached again: {last}",
@@ -495,6 +509,12 @@ class ResilientSession:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
+        # Whatever still waits for a connection will never reach the model now.
+        for kind, value in self._pending:
+            if kind == "audio":
+                self.stats.caller_audio_dropped_ms += len(value) / (INPUT_RATE * 2) * 1000
+        self._pending.clear()
+        self._pending_audio = 0
         if self._conn is not None:
             await self._conn.close()
         if self._closers:

@@ -19,8 +19,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from agent.simulator import LiveSimulator, SimBehaviour, SimSession, run_standalone
+from agent.simulator import FaultPlan, LiveSimulator, SimBehaviour, SimSession, run_standalone
 from agent.simulator.dialogue import reply_for_text
+from agent.simulator.faults import CLOSE_REASONS, FaultSchedule
 from agent.simulator.utterances import SpeechEnded, SpeechStarted, UtteranceDetector
 from agent.simulator.voice import OUTPUT_RATE, synthesize
 from agent.simulator.wire import decode_b64, format_duration, is_live_path
@@ -625,6 +626,237 @@ async def test_refuse_resumption_fault() -> None:
             async with client.aio.live.connect(model=MODEL, config=resume):
                 pass
         assert info.value.code == 1008
+
+
+# --- Random faults (soak runs) -------------------------------------------------------------
+
+NO_FAULTS = FaultPlan(
+    go_away_weight=0,
+    close_weight=0,
+    protocol_close_weight=0,
+    stall_weight=0,
+    refuse_resumption_weight=0,
+)
+
+
+def only(weight: str, **knobs: object) -> FaultPlan:
+    """A plan with one kind of connection fault (weight is e.g. ``"stall_weight"``)."""
+    return replace(NO_FAULTS, **{weight: 1.0}, **knobs)  # type: ignore[arg-type]
+
+
+async def talk_until_closed(live: genai.live.AsyncSession, s: SimSession, seconds: float) -> None:
+    """Speak in real time (20 ms frames) until done or the simulator closed the connection."""
+    pcm = voiced(seconds)
+    step = IN_RATE // 50 * 2
+    for i in range(0, len(pcm), step):
+        if s.closed:
+            return
+        blob = types.Blob(data=pcm[i : i + step], mime_type="audio/pcm;rate=16000")
+        try:
+            await live.send_realtime_input(audio=blob)
+        except (errors.APIError, ConnectionClosed):
+            return
+        await asyncio.sleep(0.02)
+
+
+def test_fault_schedule_draws_as_planned() -> None:
+    plan = FaultPlan(mean_interval_s=2.0, go_away_time_left_s=(2, 10), stall_s=(3, 15))
+    schedule = FaultSchedule(plan, np.random.default_rng(1))
+    delays = [schedule.next_delay_s() for _ in range(4000)]
+    assert np.mean(delays) == pytest.approx(2.0, rel=0.1)  # exponential waits, mean as planned
+    assert min(delays) >= 0
+    faults = [schedule.next_fault() for _ in range(4000)]
+    kinds = [f.kind for f in faults]
+    share = {k: kinds.count(k) / len(kinds) for k in set(kinds)}
+    # Five equal weights; a protocol close is 1007 or 1008 at even odds.
+    for kind in ("go_away", "close_1011", "stall", "refuse_resumption"):
+        assert share[kind] == pytest.approx(0.2, abs=0.03)
+    for kind in ("close_1007", "close_1008"):
+        assert share[kind] == pytest.approx(0.1, abs=0.03)
+    for f in faults:
+        if f.kind == "go_away":
+            assert 2 <= f.time_left_s <= 10 and f.close is None and f.ends_connection
+        elif f.kind == "stall":
+            assert 3 <= f.duration_s <= 15 and not f.ends_connection
+        else:
+            assert f.close == CLOSE_REASONS[f.kind] and f.ends_connection
+    assert {f.close for f in faults if f.close} == {
+        (1011, "Internal error encountered."),
+        (1007, "Request contains an invalid argument."),
+        (1008, "The operation was aborted."),
+    }
+    assert [f.revokes_handles for f in faults] == [k == "refuse_resumption" for k in kinds]
+
+    # Seeded: the same draws again.
+    again = FaultSchedule(plan, np.random.default_rng(1))
+    assert [again.next_delay_s() for _ in range(4000)] == delays
+    assert [again.next_fault() for _ in range(4000)] == faults
+
+    # Weights of 0 are never drawn; a cap ends the schedule.
+    capped = FaultSchedule(only("stall_weight", max_per_session=2), np.random.default_rng(2))
+    assert [capped.next_fault().kind for _ in range(2)] == ["stall", "stall"]
+    assert capped.exhausted
+    with pytest.raises(RuntimeError):
+        capped.next_fault()
+    assert FaultSchedule(NO_FAULTS, np.random.default_rng(3)).exhausted
+
+
+def test_setup_faults_hit_the_planned_fraction_of_connections() -> None:
+    rng = np.random.default_rng(4)
+    assert all(FaultSchedule(FaultPlan(), rng).setup_fault() is None for _ in range(500))
+    plan = FaultPlan(setup_hang_probability=0.3, quota_probability=0.1)
+    drawn = [FaultSchedule(plan, rng).setup_fault() for _ in range(4000)]
+    kinds = [f.kind if f else None for f in drawn]
+    assert kinds.count("quota") / len(kinds) == pytest.approx(0.1, abs=0.02)
+    # A hang is drawn for connections that got through the quota check.
+    assert kinds.count("setup_hang") / len(kinds) == pytest.approx(0.9 * 0.3, abs=0.03)
+    assert {f.close for f in drawn if f and f.kind == "quota"} == {(1008, "Quota exceeded")}
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"mean_interval_s": 0},
+        {"mean_interval_s": float("inf")},
+        {"stall_weight": -1},
+        {"go_away_time_left_s": (5, 2)},
+        {"stall_s": (-1, 2)},
+        {"align_s": -1},
+        {"max_per_session": -1},
+        {"setup_hang_probability": 1.5},
+        {"quota_probability": -0.1},
+    ],
+)
+def test_fault_plan_rejects_nonsense(knobs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        FaultPlan(**knobs)  # type: ignore[arg-type]
+
+
+async def test_peer_port_is_the_clients_local_port(sim: LiveSimulator) -> None:
+    async with make_client(sim).aio.live.connect(model=MODEL, config=live_config()) as live:
+        s = await sim.next_session()
+        assert s.peer_port is not None
+        assert s.peer_port == live._ws.local_address[1]
+        assert s.faults_injected == [] and sim.fault_counts == {}
+
+
+async def test_random_go_away_then_deadline_close() -> None:
+    plan = only("go_away_weight", mean_interval_s=0.05, go_away_time_left_s=(0.2, 0.3))
+    async with LiveSimulator(behaviour=replace(FAST, faults=plan)) as sim:
+        async with make_client(sim).aio.live.connect(model=MODEL, config=live_config()) as live:
+            async with asyncio.timeout(5):
+                message = await anext(live.receive())
+            assert message.go_away is not None and message.go_away.time_left
+            assert 0.2 <= float(message.go_away.time_left.rstrip("s")) <= 0.3
+            with pytest.raises(errors.APIError) as info:
+                await one_turn(live)
+        assert info.value.code == 1011 and "Deadline expired" in str(info.value)
+        s = sim.sessions[0]
+        assert [kind for _, kind in s.faults_injected] == ["go_away"]
+        assert s.faults_injected[0][0] < 1.0
+        assert sim.fault_counts == {"go_away": 1}
+
+
+async def test_random_close_comes_mid_answer() -> None:
+    plan = only("close_weight", mean_interval_s=0.01, align_s=10)
+    # Paced at real time, so that the answer is still playing when the close comes.
+    async with LiveSimulator(behaviour=replace(FAST, pace=1.0, faults=plan)) as sim:
+        async with make_client(sim).aio.live.connect(model=MODEL, config=live_config()) as live:
+            s = await sim.next_session()
+            await asyncio.sleep(0.3)  # the fault is due, but nobody is speaking: it waits
+            assert not s.closed and s.faults_injected == []
+            await live.send_realtime_input(text='Say "this answer is cut off in the middle"')
+            with pytest.raises(errors.APIError) as info:
+                async with asyncio.timeout(5):
+                    while True:
+                        await one_turn(live)
+        assert info.value.code == 1011 and "Internal error" in str(info.value)
+        assert [kind for _, kind in s.faults_injected] == ["close_1011"]
+        assert s.faults_injected[0][0] >= 0.3
+        assert 0 < s.audio_out_ms < 1000 and s.turns_completed == 0
+
+
+async def test_random_protocol_close_comes_mid_caller_speech() -> None:
+    plan = only("protocol_close_weight", mean_interval_s=0.01, align_s=10)
+    async with LiveSimulator(behaviour=replace(FAST, faults=plan)) as sim:
+        async with make_client(sim).aio.live.connect(model=MODEL, config=live_config()) as live:
+            s = await sim.next_session()
+            await send_pcm(live, silence(0.3))
+            await asyncio.sleep(0.2)  # due, but the caller is quiet: it waits
+            assert not s.closed
+            await talk_until_closed(live, s, 3.0)
+            code = await s.wait_closed()
+    assert code in (1007, 1008)
+    assert [kind for _, kind in s.faults_injected] == [f"close_{code}"]
+    assert s.close_reason == CLOSE_REASONS[f"close_{code}"][1]
+    assert s.utterances == []  # cut off while the caller was still talking
+    assert 300 < s.audio_in_ms < 1500
+
+
+async def test_random_stall_goes_silent_then_recovers() -> None:
+    plan = only("stall_weight", mean_interval_s=0.01, stall_s=(1.0, 1.0), max_per_session=1)
+    async with LiveSimulator(behaviour=replace(FAST, faults=plan)) as sim:
+        async with make_client(sim).aio.live.connect(model=MODEL, config=live_config()) as live:
+            s = await sim.next_session()
+            assert [kind for _, kind in await s.wait_faults(1)] == ["stall"]
+            assert s.stalled
+            await live.send_realtime_input(text='Say "lost in the stall"')
+            await s.wait_text("lost in the stall")
+            with pytest.raises(TimeoutError):
+                await one_turn(live, within_s=0.3)
+            async with asyncio.timeout(3):
+                while s.stalled:  # noqa: ASYNC110 - polling a test-only view
+                    await asyncio.sleep(0.02)
+            await live.send_realtime_input(text='Say "back again"')
+            assert output_text(await one_turn(live)) == "back again"
+            assert not s.closed
+    assert sim.fault_counts == {"stall": 1}
+
+
+async def test_random_refused_resumption_forces_a_fresh_session() -> None:
+    plan = only("refuse_resumption_weight", mean_interval_s=0.01, align_s=0)
+    async with LiveSimulator(behaviour=replace(FAST, faults=plan)) as sim:
+        client = make_client(sim)
+        config = live_config(session_resumption=types.SessionResumptionConfig())
+        with pytest.raises(errors.APIError) as info:
+            async with client.aio.live.connect(model=MODEL, config=config) as live:
+                await one_turn(live)
+        assert info.value.code == 1011
+        first = sim.sessions[0]
+        assert [kind for _, kind in first.faults_injected] == ["refuse_resumption"]
+        assert first.handles_issued
+
+        sim.behaviour = FAST  # no faults on the next connections
+        handle = first.handles_issued[-1]
+        resume = live_config(session_resumption=types.SessionResumptionConfig(handle=handle))
+        with pytest.raises(errors.APIError) as info:
+            async with client.aio.live.connect(model=MODEL, config=resume):
+                pass
+        assert info.value.code == 1008
+        assert sim.sessions[1].resumption_refused
+        async with client.aio.live.connect(model=MODEL, config=config) as live:
+            await live.send_realtime_input(text='Say "fresh start"')
+            assert output_text(await one_turn(live)) == "fresh start"
+        assert sim.fault_counts == {"refuse_resumption": 1}
+
+
+async def test_setup_faults_hang_or_refuse_with_quota() -> None:
+    hang = replace(NO_FAULTS, setup_hang_probability=1.0)
+    async with LiveSimulator(behaviour=replace(FAST, faults=hang)) as sim:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                async with make_client(sim).aio.live.connect(model=MODEL, config=live_config()):
+                    pytest.fail("connect() returned without setupComplete")
+        s = await sim.next_session()
+        assert not s.setup_completed
+        assert [kind for _, kind in s.faults_injected] == ["setup_hang"]
+
+        sim.behaviour = replace(FAST, faults=replace(NO_FAULTS, quota_probability=1.0))
+        with pytest.raises(errors.APIError) as info:
+            async with make_client(sim).aio.live.connect(model=MODEL, config=live_config()):
+                pass
+        assert info.value.code == 1008 and "Quota exceeded" in str(info.value)
+        assert sim.fault_counts == {"quota": 1, "setup_hang": 1}
 
 
 # --- Wire details --------------------------------------------------------------------------

@@ -2,9 +2,92 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-__all__ = ["SimBehaviour"]
+__all__ = ["FaultPlan", "SimBehaviour"]
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    """Random faults for soak runs: what can go wrong with a Live API connection, and how often.
+
+    Every session that completes setup injects faults at random times: the waits are
+    exponential with mean ``mean_interval_s`` (a Poisson process), and each fault is drawn
+    with the relative ``*_weight``s (0 turns a kind off). Faults that end the connection
+    (goAway, closes, a refused resumption) are the session's last; a stall is followed by
+    more faults once it is over. Independently, each new connection may fail its setup
+    (``setup_hang_probability``, ``quota_probability``).
+
+    Every injected fault is recorded on the session (``SimSession.faults_injected``) under one
+    of these names:
+
+    - ``go_away``: ``goAway`` with a ``timeLeft`` drawn from ``go_away_time_left_s``, then a
+      close with 1011 "Deadline expired…" when that has passed (the real per-connection limit);
+    - ``close_1011``: an abrupt close with 1011 "Internal error encountered.";
+    - ``close_1007`` / ``close_1008``: closes with the codes and messages reported around
+      goAway rotation ("Request contains an invalid argument.", "The operation was aborted.");
+    - ``refuse_resumption``: the connection is lost (1011) and its resumption handles are
+      revoked, so the reconnect must start a fresh session;
+    - ``stall``: the session goes silent (nothing is sent, input is still read) for a time
+      drawn from ``stall_s``, while the socket stays open and answers pings;
+    - ``setup_hang``: ``setupComplete`` never comes (the client must time out);
+    - ``quota``: setup is refused with 1008 "Quota exceeded".
+
+    The closes (``close_*``, ``refuse_resumption``) wait up to ``align_s`` for a moment when
+    the model's answer is playing or the caller is speaking: losses there are the ones a
+    caller notices. Draws come from the session's random stream (``SimBehaviour.seed``).
+    """
+
+    #: Mean time between faults on one connection (exponential waits).
+    mean_interval_s: float = 20.0
+    go_away_weight: float = 1.0
+    close_weight: float = 1.0
+    #: 1007 or 1008, even odds.
+    protocol_close_weight: float = 1.0
+    stall_weight: float = 1.0
+    refuse_resumption_weight: float = 1.0
+    #: ``timeLeft`` of an injected goAway, drawn uniformly from this range (s).
+    go_away_time_left_s: tuple[float, float] = (2.0, 10.0)
+    #: Length of an injected stall, drawn uniformly from this range (s).
+    stall_s: tuple[float, float] = (3.0, 15.0)
+    #: The longest a close waits for speech (either side) before it happens anyway.
+    align_s: float = 5.0
+    #: At most this many faults per connection (``None``: no limit).
+    max_per_session: int | None = None
+    #: Fraction of new connections whose setup never completes.
+    setup_hang_probability: float = 0.0
+    #: Fraction of new connections refused at setup with 1008 "Quota exceeded".
+    quota_probability: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.mean_interval_s > 0 and math.isfinite(self.mean_interval_s)):
+            raise ValueError("mean_interval_s must be a positive number")
+        weights = self.weights
+        if min(weights.values()) < 0 or not all(math.isfinite(w) for w in weights.values()):
+            raise ValueError("fault weights must be finite and >= 0")
+        for name in ("go_away_time_left_s", "stall_s"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi or not math.isfinite(hi):
+                raise ValueError(f"{name} must be a range (lo, hi) with 0 <= lo <= hi")
+        if self.align_s < 0:
+            raise ValueError("align_s must be >= 0")
+        if self.max_per_session is not None and self.max_per_session < 0:
+            raise ValueError("max_per_session must be >= 0")
+        for name in ("setup_hang_probability", "quota_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1")
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Relative weight of each connection fault, by kind (``protocol_close`` = 1007/1008)."""
+        return {
+            "go_away": self.go_away_weight,
+            "close": self.close_weight,
+            "protocol_close": self.protocol_close_weight,
+            "stall": self.stall_weight,
+            "refuse_resumption": self.refuse_resumption_weight,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +135,9 @@ class SimBehaviour:
     #: Negotiate permessage-deflate. Off by default: it costs CPU on both ends at load.
     #: Read once, when the simulator starts.
     compression: bool = False
-    #: Seed for chunk sizes and tool call ids (``None``: unpredictable). Read once, when the
-    #: simulator is created; each session gets its own stream derived from it.
+    #: Random faults for soak runs (``None``: none). Read when a session completes setup
+    #: (and, for setup faults, when it receives ``setup``).
+    faults: FaultPlan | None = None
+    #: Seed for chunk sizes, tool call ids and faults (``None``: unpredictable). Read once, when
+    #: the simulator is created; each session gets its own streams derived from it.
     seed: int | None = None

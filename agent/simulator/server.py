@@ -14,6 +14,7 @@ import logging
 import os
 import ssl
 import tempfile
+from collections import Counter
 from http import HTTPStatus
 from types import TracebackType
 from typing import Self
@@ -174,6 +175,12 @@ class LiveSimulator:
         session = self._sessions[self._taken]
         self._taken += 1
         return session
+
+    @property
+    def fault_counts(self) -> dict[str, int]:
+        """Faults injected so far (``SimBehaviour.faults``) over every session, by kind."""
+        counts = Counter(kind for s in self._sessions for _, kind in s.faults_injected)
+        return dict(sorted(counts.items()))
 
     def session_for_handle(self, handle: str) -> SimSession | None:
         """The session a resumption handle was issued to."""

@@ -11,6 +11,7 @@ closed or stalled connection just makes it return ``False``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
@@ -29,6 +30,7 @@ from agent.pcm import StreamResampler
 from agent.simulator import wire
 from agent.simulator.behaviour import SimBehaviour
 from agent.simulator.dialogue import describe_caller_speech, describe_echo, reply_for_text
+from agent.simulator.faults import Fault, FaultSchedule
 from agent.simulator.utterances import SpeechEnded, SpeechStarted, UtteranceDetector
 from agent.simulator.voice import OUTPUT_RATE, synthesize
 from agent.simulator.wire import JsonDict, nested
@@ -63,14 +65,21 @@ class HandleRegistry:
 
     def __init__(self) -> None:
         self._owner: dict[str, str] = {}
+        self._revoked: set[str] = set()
 
     def issue(self, session_id: str, handle: str | None = None) -> str:
         handle = handle or secrets.token_urlsafe(32)
         self._owner[handle] = session_id
         return handle
 
+    def revoke(self, session_id: str) -> None:
+        """Invalidate every handle of a session (its state is lost: it cannot be resumed)."""
+        self._revoked.add(session_id)
+
     def __contains__(self, handle: object) -> bool:
-        return handle in self._owner
+        """The handle was issued here and is still valid."""
+        owner = self._owner.get(handle) if isinstance(handle, str) else None
+        return owner is not None and owner not in self._revoked
 
     def session_of(self, handle: str) -> str | None:
         """Id of the session that was given ``handle``."""
@@ -137,9 +146,17 @@ class SimSession:
         self._ws = ws
         self._handles = handles
         self._rng = rng
+        # Faults draw from a stream of their own, so that a seeded run injects the same faults
+        # however many audio chunks were drawn before them.
+        self._fault_rng = rng.spawn(1)[0]
         request = ws.request
         #: Simulator-local id ("s1", "s2", …).
         self.id = session_id
+        #: The client's TCP port (the ``local_port`` of its socket): ties this session to the
+        #: connection a client reports, e.g. a call's ``model_connections``.
+        self.peer_port = _port(ws.remote_address)
+        #: Loop time at which the connection was accepted.
+        self.connected_at = asyncio.get_running_loop().time()
         #: Read live: may be replaced mid-session (``dataclasses.replace``).
         self.behaviour = behaviour
         #: Request path of the WebSocket handshake.
@@ -174,6 +191,11 @@ class SimSession:
         self.turns_completed = 0
         #: The resumption handle this session was resumed from.
         self.resumed_from: str | None = None
+        #: Setup asked to resume and was refused (unknown, revoked or refused handle).
+        self.resumption_refused = False
+        #: Faults injected by ``SimBehaviour.faults``: (seconds since connect, kind), in order.
+        #: Kinds are described in :class:`~agent.simulator.behaviour.FaultPlan`.
+        self.faults_injected: list[tuple[float, str]] = []
         #: Resumption handles sent to this session, in order.
         self.handles_issued: list[str] = []
         #: The connection has ended.
@@ -265,6 +287,29 @@ class SimSession:
     def context_window_compression(self) -> JsonDict | None:
         value = wfield(self.setup, "context_window_compression")
         return value if isinstance(value, dict) else None
+
+    # --- Live state --------------------------------------------------------------------------
+
+    @property
+    def model_speaking(self) -> bool:
+        """A model turn is being heard: audio was sent and has not finished playing in real
+        time (the moment a barge-in would interrupt)."""
+        audible = self._audible
+        return (
+            audible is not None
+            and audible.phase in (_Phase.SPEAKING, _Phase.HOLDING, _Phase.DONE)
+            and asyncio.get_running_loop().time() < audible.playing_until()
+        )
+
+    @property
+    def caller_speaking(self) -> bool:
+        """The VAD is inside a caller utterance."""
+        return self._detector is not None and self._detector.in_speech
+
+    @property
+    def stalled(self) -> bool:
+        """Sending is suspended (:meth:`stall`, or an injected stall)."""
+        return self._stalled
 
     # --- Script API: sending ---------------------------------------------------------------
 
@@ -390,6 +435,15 @@ class SimSession:
         await self._wait_until(lambda: self.turns_completed >= n, timeout, f"{n} turns")
         return self.turns_completed
 
+    async def wait_faults(
+        self,
+        n: int,
+        timeout: float = _DEFAULT_WAIT_S,  # noqa: ASYNC109
+    ) -> list[tuple[float, str]]:
+        """``faults_injected``, once at least ``n`` faults were injected."""
+        await self._wait_until(lambda: len(self.faults_injected) >= n, timeout, f"{n} faults")
+        return list(self.faults_injected)
+
     async def wait_closed(
         self,
         timeout: float = _DEFAULT_WAIT_S,  # noqa: ASYNC109
@@ -472,10 +526,17 @@ class SimSession:
         if b.reject_setup is not None:
             await self._ws.close(*b.reject_setup)
             return False
+        schedule = FaultSchedule(b.faults, self._fault_rng) if b.faults is not None else None
+        setup_fault = schedule.setup_fault() if schedule is not None else None
+        if setup_fault is not None and setup_fault.close is not None:
+            self._record_fault(setup_fault.kind)
+            await self._ws.close(*setup_fault.close)
+            return False
         resumption = wfield(setup, "session_resumption")
         handle = wfield(resumption, "handle")
         if handle:
             if b.refuse_resumption or handle not in self._handles:
+                self.resumption_refused = True
                 await self._ws.close(*b.resumption_refusal)
                 return False
             self.resumed_from = handle
@@ -483,7 +544,9 @@ class SimSession:
         self._ctx_text_tokens += _text_tokens(orjson.dumps(self.tools).decode())
         if b.setup_delay_s > 0:
             await asyncio.sleep(b.setup_delay_s)
-        if not b.complete_setup:
+        if setup_fault is not None:  # setup_hang
+            self._record_fault(setup_fault.kind)
+        if not b.complete_setup or setup_fault is not None:
             return True  # keep reading (and recording) but never say setupComplete
         self.setup_completed = await self._send(wire.setup_complete())
         self._notify()
@@ -491,6 +554,8 @@ class SimSession:
             await self.send_resumption_update()
         if b.go_away_after_s is not None:
             self._spawn(self._go_away_later(b.go_away_after_s, b.go_away_time_left_s))
+        if schedule is not None and not schedule.exhausted:
+            self._spawn(self._inject_faults(schedule))
         return True
 
     async def _dispatch(self, message: JsonDict) -> None:
@@ -607,6 +672,7 @@ class SimSession:
 
     async def _on_speech_started(self) -> None:
         """Caller speech began: supersede unspoken echoes, and barge in on audible speech."""
+        self._notify()  # the caller is speaking (see caller_speaking)
         for turn in self._queue:
             if turn.is_echo:
                 turn.phase = _Phase.DROPPED
@@ -723,6 +789,7 @@ class SimSession:
             if turn.first_chunk_at is None:
                 turn.first_chunk_at = loop.time()
                 self._audible = turn
+                self._notify()  # the model is speaking (see model_speaking)
             pos += n
             turn.audio_sent_s = pos / OUTPUT_RATE
             self.audio_out_ms += n * 1000 / OUTPUT_RATE
@@ -829,6 +896,49 @@ class SimSession:
         await asyncio.sleep(delay_s)
         await self._ws.close(code, reason)
 
+    # --- Random faults (SimBehaviour.faults) -------------------------------------------------
+
+    async def _inject_faults(self, schedule: FaultSchedule) -> None:
+        """Act out the schedule's faults until one ends the connection (or none are left)."""
+        while not schedule.exhausted:
+            await asyncio.sleep(schedule.next_delay_s())
+            fault = schedule.next_fault()
+            if fault.kind == "stall":
+                await self._stall_for(fault.duration_s)
+            elif fault.kind == "go_away":
+                self._record_fault(fault.kind)
+                await self.go_away(fault.time_left_s)
+            else:
+                await self._close_for(fault, schedule.plan.align_s)
+            if fault.ends_connection:
+                return
+
+    async def _stall_for(self, duration_s: float) -> None:
+        self._record_fault("stall")
+        self.stall()
+        try:
+            await asyncio.sleep(duration_s)
+        finally:
+            self.stall(False)
+
+    async def _close_for(self, fault: Fault, align_s: float) -> None:
+        """Close mid-answer or mid-caller-speech when it happens within ``align_s``."""
+        with contextlib.suppress(TimeoutError):
+            await self._wait_until(
+                lambda: self.model_speaking or self.caller_speaking, align_s, "speech"
+            )
+        if fault.revokes_handles:
+            self._handles.revoke(self.id)
+        self._record_fault(fault.kind)
+        assert fault.close is not None
+        await self._ws.close(*fault.close)
+
+    def _record_fault(self, kind: str) -> None:
+        at = asyncio.get_running_loop().time() - self.connected_at
+        self.faults_injected.append((round(at, 3), kind))
+        log.debug("session %s: fault %s at %.3f s", self.id, kind, at)
+        self._notify()
+
     def _future(self) -> asyncio.Future[bool]:
         return asyncio.get_running_loop().create_future()
 
@@ -853,6 +963,13 @@ class SimSession:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<SimSession {self.id} {state} {self.path!r}>"
+
+
+def _port(address: object) -> int | None:
+    """The port of a socket address (``(host, port)`` for IPv4, 4-tuple for IPv6)."""
+    if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[1], int):
+        return address[1]
+    return None
 
 
 def _text_tokens(text: str) -> int:
