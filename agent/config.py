@@ -156,7 +156,7 @@ class Settings:
     stream_start_timeout_s: float = 10.0
     max_call_s: float = 3600.0
     caller_silence_s: float = 30.0  # 0: off
-    stall_timeout_s: float = 6.0  # 0: off
+    stall_timeout_s: float = 4.0  # 0: off
     reconnect_attempts: int = 4
     unavailable_message: str = DEFAULT_UNAVAILABLE_MESSAGE
     busy_message: str = DEFAULT_BUSY_MESSAGE
@@ -420,7 +420,7 @@ class _Reader:
             stream_start_timeout_s=self.seconds("STREAM_START_TIMEOUT_S", 10.0, 300.0),
             max_call_s=self.seconds("MAX_CALL_SECONDS", 3600.0),
             caller_silence_s=self.seconds_or_off("CALLER_SILENCE_TIMEOUT_S", 30.0),
-            stall_timeout_s=self.seconds_or_off("MODEL_STALL_TIMEOUT_S", 6.0),
+            stall_timeout_s=self.seconds_or_off("MODEL_STALL_TIMEOUT_S", 4.0),
             reconnect_attempts=self.positive_int("MODEL_RECONNECT_ATTEMPTS", 4, 20),
             unavailable_message=self.raw("AGENT_UNAVAILABLE_MESSAGE")
             or DEFAULT_UNAVAILABLE_MESSAGE,

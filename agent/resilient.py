@@ -86,7 +86,7 @@ class ResiliencePolicy:
     max_backoff_s: float = 4.0
     #: A goAway rotation happens at a pause, or at the latest this long before the deadline.
     go_away_margin_s: float = 5.0
-    stall_timeout_s: float = 6.0  # 0 disables the watchdog
+    stall_timeout_s: float = 4.0  # 0 disables the watchdog
     caller_silence_end_ms: int = 500
 
 
@@ -470,17 +470,18 @@ class ResilientSession:
                 await self._deliver(("text", NUDGE))
                 continue
             log.warning("model.stall", extra={"event_fields": {"action": "reconnect"}})
-            # One reconnect per stall: if the model still doesn't answer this utterance, it
-            # may have chosen not to; the next utterance starts the watch again.
-            self._waiting_since = None
             conn = self._conn
             try:
+                # The switch nudges the new connection, since the caller is still waiting.
                 await self._switch("stall", broken=conn)
             except SessionClosed as exc:
                 log.error("model.stall_unrecoverable", extra={"event_fields": {"error": str(exc)}})
                 self._fatal = exc
                 self._wake.set()
                 return
+            # One reconnect per stall: if the model still doesn't answer this utterance, it
+            # may have chosen not to; the next utterance starts the watch again.
+            self._waiting_since = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
