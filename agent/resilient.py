@@ -64,6 +64,7 @@ HISTORY_CHARS = 6000
 QUOTA_OR_AUTH = re.compile(
     r"quota|resource[_ ]exhausted|permission|api key|unauthori[sz]ed|billing", re.I
 )
+NUDGE_GRACE_S = 2.0
 NUDGE = "(The caller has finished speaking and is waiting for your answer. Please respond.)"
 
 
@@ -459,7 +460,9 @@ class ResilientSession:
             since = self._waiting_since
             if since is None or self.caller_speaking or self._conn is None:
                 continue
-            if time.monotonic() - since < timeout:
+            # After a nudge, 2 s without an answer is enough to call the connection dead.
+            limit = min(timeout, NUDGE_GRACE_S) if self._nudged else timeout
+            if time.monotonic() - since < limit:
                 continue
             if not self._nudged:
                 self._nudged = True
