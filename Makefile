@@ -31,6 +31,7 @@ bench: install
 	$(BIN)/python bench/barge_in.py
 	$(BIN)/python bench/sdk_overhead.py
 	$(BIN)/python bench/capacity.py
+	$(BIN)/python bench/soak.py --calls 4 --minutes 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
