@@ -75,6 +75,55 @@ KNOWN_VOICES: Final = frozenset(
 
 BUILTIN_TOOLS: Final = ("end_call", "transfer_call")
 
+#: Every environment variable that changes what the service does: its own, and the SDK's that
+#: decide which model endpoint it reaches. Tests and benchmarks clear them all to be hermetic;
+#: a test checks that each one the settings read is listed here and in the README.
+SERVICE_VARIABLES: Final = (
+    # model access (some read by the google-genai SDK itself)
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GOOGLE_GENAI_USE_VERTEXAI",
+    "GOOGLE_CLOUD_PROJECT",
+    "GOOGLE_CLOUD_LOCATION",
+    "GOOGLE_GEMINI_BASE_URL",
+    "SSL_CERT_FILE",
+    "GEMINI_MODEL",
+    "LIVE_SIMULATOR",
+    "MODEL_SETUP_TIMEOUT_S",
+    "MODEL_PING_INTERVAL_S",
+    "MODEL_PING_TIMEOUT_S",
+    "MODEL_FAST_PATH",
+    "MODEL_RECONNECT_ATTEMPTS",
+    "MODEL_STALL_TIMEOUT_S",
+    # persona
+    "AGENT_INSTRUCTIONS",
+    "AGENT_INSTRUCTIONS_FILE",
+    "AGENT_VOICE",
+    "AGENT_LANGUAGE",
+    "AGENT_GREETING",
+    "AGENT_TOOLS",
+    "AGENT_TRANSFER_NUMBER",
+    "AGENT_VAD_START_SENSITIVITY",
+    "AGENT_VAD_END_SENSITIVITY",
+    "AGENT_VAD_SILENCE_MS",
+    "AGENT_VAD_PREFIX_PADDING_MS",
+    "AGENT_UNAVAILABLE_MESSAGE",
+    "AGENT_BUSY_MESSAGE",
+    # Twilio and the server
+    "PUBLIC_URL",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_ACCOUNT_SID",
+    "MAX_CONCURRENT_CALLS",
+    "DRAIN_TIMEOUT_S",
+    "STREAM_START_TIMEOUT_S",
+    "MAX_CALL_SECONDS",
+    "CALLER_SILENCE_TIMEOUT_S",
+    "RECORD_CALLS",
+    "RECORD_CALLS_MAX_S",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+)
+
 _BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _TRUE = frozenset({"1", "true", "yes", "on"})

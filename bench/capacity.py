@@ -48,6 +48,7 @@ from agent.simulator.voice import synthesize
 from telephony.audio import pcm16_to_ulaw_8k
 from telephony.caller import BargeIn, CallResult, place_call
 from telephony.media_stream import ULAW_SILENCE
+from telephony.runner import wait_ready
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -258,15 +259,7 @@ async def main_async(levels: list[int], window_s: float, sdk_path: bool) -> dict
             os.sched_setaffinity(proc.pid, cores[:1])
         lag_task = asyncio.create_task(lag.run())
         try:
-            async with httpx.AsyncClient(base_url=base, timeout=5) as http:
-                async with asyncio.timeout(30):
-                    while True:
-                        try:
-                            if (await http.get("/readyz")).status_code == 200:
-                                break
-                        except httpx.TransportError:
-                            pass
-                        await asyncio.sleep(0.1)
+            await wait_ready(base)
             await asyncio.sleep(1.0)
             idle_rss = proc_rss_mib(proc.pid)
             idle_cpu = proc_cpu_s(proc.pid)

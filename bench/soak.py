@@ -47,7 +47,7 @@ from typing import Any, Final
 import httpx
 import numpy as np
 
-from agent.config import Settings
+from agent.config import SERVICE_VARIABLES, Settings
 from agent.simulator import FaultPlan, LiveSimulator, SimBehaviour, SimSession
 from agent.simulator.voice import OUTPUT_RATE, synthesize
 from telephony.audio import pcm16_to_ulaw_8k
@@ -83,21 +83,7 @@ THINK_S: Final = (0.4, 1.6)
 ANSWER_TIMEOUT_S: Final = 8.0
 #: Variables of the operator's shell that would change what is being tested (another model,
 #: signature checks our unsigned calls would fail, recordings on disk).
-ISOLATED_VARIABLES: Final = (
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "GOOGLE_GENAI_USE_VERTEXAI",
-    "GOOGLE_CLOUD_PROJECT",
-    "GOOGLE_CLOUD_LOCATION",
-    "GOOGLE_GEMINI_BASE_URL",
-    "SSL_CERT_FILE",
-    "TWILIO_AUTH_TOKEN",
-    "TWILIO_ACCOUNT_SID",
-    "PUBLIC_URL",
-    "RECORD_CALLS",
-    "LIVE_SIMULATOR",
-    "MAX_CONCURRENT_CALLS",
-)
+ISOLATED_VARIABLES: Final = SERVICE_VARIABLES
 #: A caller ends its call normally by hanging up: when done, or when its time is up.
 NORMAL_ENDS: Final = ("caller", "max_duration")
 #: Caller audio sent and received are counted in different places (server frames, simulator

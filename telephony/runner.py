@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import FrameType
 
+import httpx
 import uvicorn
 
 from agent.config import Settings
@@ -96,6 +97,20 @@ def build_server(
         timeout_graceful_shutdown=10,
     )
     return DrainingServer(config, settings.drain_timeout_s)
+
+
+async def wait_ready(base_url: str, timeout_s: float = 30.0) -> None:
+    """Poll ``/readyz`` of a server (e.g. a ``voice-agent serve`` subprocess) until it says
+    ready; ``TimeoutError`` after ``timeout_s``."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass  # not listening yet
+                await asyncio.sleep(0.1)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.config import Settings
+from agent.config import SERVICE_VARIABLES, Settings
 from agent.simulator import LiveSimulator, SimBehaviour
 from agent.simulator.voice import synthesize
 from telephony.audio import pcm16_to_ulaw_8k
@@ -28,22 +28,7 @@ from telephony.media_stream import FRAME_BYTES, ULAW_SILENCE
 from telephony.runner import LocalServer, local_server
 
 #: Variables of the developer's shell or CI that must not leak into a test's configuration.
-HERMETIC_VARIABLES = (
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "GOOGLE_GENAI_USE_VERTEXAI",
-    "GOOGLE_CLOUD_PROJECT",
-    "GOOGLE_CLOUD_LOCATION",
-    "GOOGLE_GEMINI_BASE_URL",
-    "SSL_CERT_FILE",
-    "TWILIO_AUTH_TOKEN",
-    "TWILIO_ACCOUNT_SID",
-    "PUBLIC_URL",
-    "RECORD_CALLS",
-    "RECORD_CALLS_MAX_S",
-    "LIVE_SIMULATOR",
-    "MAX_CONCURRENT_CALLS",
-)
+HERMETIC_VARIABLES = SERVICE_VARIABLES
 
 
 def speech(text: str, voice: str = "Charon") -> bytes:

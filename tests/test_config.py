@@ -117,3 +117,24 @@ def test_unknown_voice_is_passed_on_with_a_warning() -> None:
     s = settings(AGENT_VOICE="Newvoice")
     assert s.persona.voice == "Newvoice"
     assert any("Newvoice" in w for w in s.warnings)
+
+
+def test_every_variable_read_is_listed_and_documented() -> None:
+    import re
+    from pathlib import Path
+
+    from agent import config
+    from agent.config import SERVICE_VARIABLES
+
+    source = Path(config.__file__).read_text()
+    read = set(
+        re.findall(
+            r'(?:raw|flag|parse|positive_int|seconds|seconds_or_off|sensitivity)\(\s*"([A-Z0-9_]+)"',
+            source,
+        )
+    ) | set(re.findall(r'self\.env\.get\("([A-Z0-9_]+)"', source))
+    assert len(read) > 30
+    assert read <= set(SERVICE_VARIABLES)
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    undocumented = [name for name in SERVICE_VARIABLES if f"`{name}`" not in readme]
+    assert undocumented == []

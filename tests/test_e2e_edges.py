@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from support import run_stack, silence, speech
 from telephony.caller import CallFailed, place_call
 from telephony.media_stream import InboundBuilder
+from telephony.runner import wait_ready
 from telephony.signature import sign
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -221,15 +222,8 @@ async def test_sigterm_drains_calls_before_exiting(tmp_path) -> None:  # type: i
     )
     try:
         base = f"http://127.0.0.1:{port}"
+        await wait_ready(base)
         async with httpx.AsyncClient(base_url=base, timeout=5) as http:
-            async with asyncio.timeout(20):
-                while True:
-                    try:
-                        if (await http.get("/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.1)
             call = asyncio.create_task(
                 place_call(f"ws://127.0.0.1:{port}/twilio/media", silence(4.0), linger_s=0.5)
             )
