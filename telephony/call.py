@@ -162,6 +162,8 @@ class CallSummary:
     caller_audio_ms: float = 0.0
     caller_audio_dropped_ms: float = 0.0  # beyond the reconnect buffer (should be 0)
     max_buffered_ms: float = 0.0
+    rest_failures: int = 0  # Twilio REST hang-up/redirect requests that failed
+    recording_failed: bool = False  # RECORD_CALLS could not write this call
 
 
 class Heard:
@@ -370,6 +372,7 @@ class Call:
                     reason=self.summary.reason,
                     duration_s=self.summary.duration_s,
                 )
+                self.summary.recording_failed = self._rec.failed
         return self.summary
 
     def _collect_stats(self, session: ResilientSession) -> None:
@@ -860,7 +863,8 @@ class Call:
                     await self._rest.hang_up(self.summary.call_sid)
                 log.info("call.rest_action_done", extra=fields(outcome=str(outcome)))
             except TwilioRestError:
-                pass  # fall through: closing the stream still ends or transfers the call
+                # Fall through: closing the stream still ends or transfers the call.
+                self.summary.rest_failures += 1
         await self._close_socket(1000, reason)
 
     async def _close_socket(self, code: int, reason: str) -> None:

@@ -85,6 +85,7 @@ class CallRecorder:
         self.max_audio_s = max_audio_s
         self.call_sid = ""
         self.path: Path | None = None  # the call's directory, once written
+        self.failed = False  # writing it failed or timed out (logged; counted in metrics)
         self._max_bytes = max(0, round(max_audio_s * RATE))
         self._meta: dict[str, Any] | None = None
         self._t0 = 0.0
@@ -286,6 +287,7 @@ class CallRecorder:
             async with asyncio.timeout(timeout_s):
                 path = await asyncio.to_thread(self.write)
         except TimeoutError:
+            self.failed = True
             # The thread carries on (and the process waits for it at exit); only we stop waiting.
             log.error(
                 "recording.timeout", extra=fields(call_sid=self.call_sid, timeout_s=timeout_s)
@@ -293,6 +295,7 @@ class CallRecorder:
             return
         except Exception as exc:
             # Disk full, permissions, a bug: the recording is lost, the call is not affected.
+            self.failed = True
             log.error(
                 "recording.failed",
                 extra=fields(call_sid=self.call_sid, root=str(self.root), error=repr(exc)),

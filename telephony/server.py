@@ -6,6 +6,7 @@ Routes (keep the paths: users paste them into the Twilio console):
 - ``WS   /twilio/media``  the bidirectional Media Stream (one ``Call`` per connection)
 - ``POST /twilio/after``  ``<Connect action>``: what Twilio does once the stream ends
 - ``GET  /healthz``       alive;  ``GET /readyz``  ready for new calls (not draining, not full)
+- ``GET  /metrics``       Prometheus text exposition (``telephony.metrics``)
 
 With no model credentials, the lifespan starts the local Live API simulator in-process and
 the service talks to it through the real google-genai SDK (loudly logged: not a real model).
@@ -33,6 +34,7 @@ from agent.session import AgentError, AgentSession, LiveAgent
 from telephony import twiml
 from telephony.call import Call, CallSummary
 from telephony.logs import call_sid_var, fields
+from telephony.metrics import CONTENT_TYPE_LATEST, Metrics
 from telephony.recording import CallRecorder
 from telephony.signature import SIGNATURE_HEADER, is_valid
 from telephony.twilio_rest import TwilioRest
@@ -97,6 +99,7 @@ class Service:
         self.outcomes: OrderedDict[str, str] = OrderedDict()
         self.recent: deque[CallSummary] = deque(maxlen=SUMMARIES_KEPT)
         self.started_at = time.time()
+        self.metrics = Metrics()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -318,6 +321,10 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if service.ready else 503)
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
     @app.post("/twilio/voice")
     async def voice(request: Request) -> Response:
         form = {k: str(v) for k, v in (await request.form()).items()}
@@ -336,6 +343,7 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
                         draining=service.draining, load=service.load, caller=form.get("From", "")
                     ),
                 )
+                service.metrics.call_turned_away(draining=service.draining)
                 body = twiml.say_and_hang_up(settings.busy_message, settings.persona.language)
                 return Response(body, media_type=XML)
             if call_sid:
@@ -388,10 +396,12 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             log.warning(
                 "stream.refused", extra=fields(draining=service.draining, active=service.streams)
             )
+            service.metrics.call_turned_away(draining=service.draining)
             await ws.close(code=1013)
             return
         await ws.accept()
         service.stream_opened()
+        service.metrics.call_started()
         call = Call(
             _StarletteSocket(ws),
             service.open_session,
@@ -426,6 +436,7 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             service.calls.pop(call.summary.call_sid, None)
             service.remember(call.summary)
             service.stream_closed()
+            service.metrics.call_finished(call.summary)
             await call.socket.close(1000, "call ended")
 
     return app

@@ -1,0 +1,98 @@
+variable "project_id" {
+  description = "Google Cloud project to deploy into."
+  type        = string
+}
+
+variable "region" {
+  description = "Cloud Run region (pick one close to Twilio's media edge and to the Gemini endpoint)."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "service_name" {
+  description = "Cloud Run service name (also the service account's prefix)."
+  type        = string
+  default     = "voice-agent"
+}
+
+variable "image" {
+  description = "Container image built from infra/Dockerfile, e.g. us-central1-docker.pkg.dev/PROJECT/REPO/voice-agent:TAG."
+  type        = string
+}
+
+variable "public_url" {
+  description = "Public base URL Twilio calls (a custom domain). Empty: the service's deterministic run.app URL."
+  type        = string
+  default     = ""
+}
+
+variable "secret_ids" {
+  description = <<-EOT
+    Environment variable => id of an EXISTING Secret Manager secret (created out of band with
+    gcloud, see README "Deploying"). Only the ids live in Terraform; the values never enter state.
+  EOT
+  type        = map(string)
+  default = {
+    GEMINI_API_KEY     = "gemini-api-key"
+    TWILIO_AUTH_TOKEN  = "twilio-auth-token"
+    TWILIO_ACCOUNT_SID = "twilio-account-sid"
+  }
+}
+
+variable "cpu" {
+  description = "vCPUs per instance."
+  type        = string
+  default     = "1"
+}
+
+variable "memory" {
+  description = "Memory per instance (~95 MiB base + ~0.5 MiB per call, measured)."
+  type        = string
+  default     = "512Mi"
+}
+
+variable "concurrency" {
+  description = "Requests (calls' WebSockets + webhook POSTs) per instance; see the comment in main.tf."
+  type        = number
+  default     = 80
+
+  validation {
+    condition     = var.concurrency >= 1 && var.concurrency <= 1000
+    error_message = "concurrency must be between 1 and 1000."
+  }
+}
+
+variable "max_concurrent_calls" {
+  description = "The server's own limit (MAX_CONCURRENT_CALLS); keep it >= concurrency so Cloud Run's limit binds first."
+  type        = number
+  default     = 100
+}
+
+variable "min_instances" {
+  description = "Instances kept warm (>= 1: no cold start on the first call's webhook)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.min_instances >= 1
+    error_message = "min_instances must be at least 1 (a cold start would delay answering a call)."
+  }
+}
+
+variable "max_instances" {
+  description = "Upper bound on instances (max simultaneous calls ~= max_instances * concurrency)."
+  type        = number
+  default     = 10
+}
+
+variable "env" {
+  description = "Extra non-secret environment variables (AGENT_VOICE, AGENT_GREETING, ...)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "deletion_protection" {
+  description = "Refuse `terraform destroy` of the service."
+  type        = bool
+  default     = true
+}
