@@ -87,8 +87,18 @@ class EnergyVad:
 
     def push(self, pcm16: bytes | bytearray | memoryview) -> list[VadEvent]:
         """Analyse more audio; return the speech starts/ends that became certain."""
-        data = self._pending + bytes(pcm16)
         frame_bytes = self.frame_samples * 2
+        if not self._pending and len(pcm16) == frame_bytes:
+            # The live case (one 20 ms frame at a time, every call): skip the buffering.
+            x = np.frombuffer(pcm16, dtype="<i2").astype(np.float64)
+            events: list[VadEvent] = []
+            self._step(
+                float(np.dot(x, x)) / self.frame_samples >= self._threshold_ms,
+                self.frame_samples,
+                events,
+            )
+            return events
+        data = self._pending + bytes(pcm16)
         whole = len(data) // frame_bytes
         self._pending = data[whole * frame_bytes :]
         if whole == 0:
@@ -96,7 +106,7 @@ class EnergyVad:
         samples = np.frombuffer(data, dtype="<i2", count=whole * self.frame_samples)
         frames = samples.reshape(whole, self.frame_samples).astype(np.float64)
         loud = (np.einsum("ij,ij->i", frames, frames) / self.frame_samples) >= self._threshold_ms
-        events: list[VadEvent] = []
+        events = []
         for is_loud in loud.tolist():
             self._step(bool(is_loud), self.frame_samples, events)
         return events
