@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CHECKOV_STAMP := $(VENV)/checkov/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install browser run test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +16,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# checkov gets its own venv: it pins packaging<24, and its bc-python-hcl2 installs a module
+# named `hcl2` over python-hcl2's. tests/test_infra.py runs $(VENV)/checkov/bin/checkov.
+$(CHECKOV_STAMP): infra/checkov-requirements.txt | $(STAMP)
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet -r infra/checkov-requirements.txt
+	touch $(CHECKOV_STAMP)
 
-run: install
+install: $(STAMP) $(CHECKOV_STAMP)
+
+run: $(STAMP)
 	$(BIN)/voice-agent serve
 
-test: install
+# The operator page is tested in a real headless browser: Debian's Chromium and ChromeDriver.
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+$(CHROMEDRIVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+		chromium chromium-driver
+
+browser: $(CHROMEDRIVER)
+
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

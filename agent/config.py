@@ -122,7 +122,23 @@ SERVICE_VARIABLES: Final = (
     "RECORD_CALLS_MAX_S",
     "LOG_LEVEL",
     "LOG_FORMAT",
+    # call records, the operator API, outbound calls
+    "DATABASE_URL",
+    "API_TOKEN",
+    "REDACT_PHONE_NUMBERS",
+    "TWILIO_API_BASE_URL",
+    "OUTBOUND_CALLER_ID",
+    "OUTBOUND_ANSWER_TIMEOUT_S",
+    "AGENT_OUTBOUND_GREETING",
 )
+
+#: Call records go here unless DATABASE_URL says otherwise (relative to the working directory).
+DEFAULT_DATABASE_URL: Final = "sqlite:///calls.db"
+DEFAULT_OUTBOUND_GREETING: Final = (
+    "Hello! This is an automated assistant calling. Is now a good time to talk?"
+)
+#: API_TOKEN must be at least this long: it guards call transcripts and placing calls.
+MIN_API_TOKEN_CHARS: Final = 16
 
 _BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -214,6 +230,16 @@ class Settings:
     #: Record every call under this directory (``RECORD_CALLS``; None: no recording).
     record_calls: Path | None = None
     record_calls_max_s: float = 7200.0
+    #: SQLAlchemy URL of the call-record database (None: records are off).
+    database_url: str | None = DEFAULT_DATABASE_URL
+    #: Bearer token of the operator API (``/calls``); None: that API is disabled.
+    api_token: str | None = None
+    redact_phone_numbers: bool = False
+    #: Where the Twilio REST client sends requests (a local stand-in in tests).
+    twilio_api_base_url: str | None = None
+    outbound_caller_id: str | None = None
+    outbound_answer_timeout_s: float = 5.0
+    outbound_greeting: str = DEFAULT_OUTBOUND_GREETING
     warnings: tuple[str, ...] = ()
 
     @property
@@ -416,6 +442,34 @@ class _Reader:
             raise ConfigError("RECORD_CALLS", f"{path} is not writable")
         return path
 
+    def database_url(self) -> str | None:
+        raw = self.raw("DATABASE_URL") or DEFAULT_DATABASE_URL
+        if raw.lower() == "off":
+            self.warnings.append("DATABASE_URL=off: calls leave no record")
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(raw)
+        except ArgumentError:
+            raise ConfigError(
+                "DATABASE_URL",
+                "expected an SQLAlchemy URL like sqlite:///calls.db or "
+                "postgresql+psycopg://user:pass@host/db",
+            ) from None
+        return raw
+
+    def api_token(self) -> str | None:
+        token = self.raw("API_TOKEN")
+        if token is not None and len(token) < MIN_API_TOKEN_CHARS:
+            raise ConfigError(
+                "API_TOKEN",
+                f"must be at least {MIN_API_TOKEN_CHARS} characters (it guards "
+                "call transcripts and placing calls)",
+            )
+        return token
+
     def settings(self) -> Settings:
         public_url = self.raw("PUBLIC_URL")
         if public_url:
@@ -455,6 +509,19 @@ class _Reader:
             raise ConfigError(
                 "LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}"
             )
+        caller_id = self.raw("OUTBOUND_CALLER_ID")
+        if caller_id and not _E164.match(caller_id):
+            raise ConfigError(
+                "OUTBOUND_CALLER_ID", f"expected E.164 like +14155550100, got {caller_id!r}"
+            )
+        api_base = self.raw("TWILIO_API_BASE_URL")
+        if api_base:
+            parts = urlsplit(api_base)
+            if parts.scheme not in {"https", "http"} or not parts.netloc or parts.path.strip("/"):
+                raise ConfigError(
+                    "TWILIO_API_BASE_URL", f"expected https://host[:port], got {api_base!r}"
+                )
+            self.warnings.append(f"TWILIO_API_BASE_URL={api_base}: Twilio REST goes there")
         model = self.model_access()
         persona = self.persona(transfer)
         return Settings(
@@ -478,5 +545,12 @@ class _Reader:
             log_format=log_format,  # type: ignore[arg-type]
             record_calls=self.record_calls(),
             record_calls_max_s=self.seconds("RECORD_CALLS_MAX_S", 7200.0),
+            database_url=self.database_url(),
+            api_token=self.api_token(),
+            redact_phone_numbers=self.flag("REDACT_PHONE_NUMBERS", False),
+            twilio_api_base_url=api_base.rstrip("/") if api_base else None,
+            outbound_caller_id=caller_id,
+            outbound_answer_timeout_s=self.seconds("OUTBOUND_ANSWER_TIMEOUT_S", 5.0, 60.0),
+            outbound_greeting=self.raw("AGENT_OUTBOUND_GREETING") or DEFAULT_OUTBOUND_GREETING,
             warnings=tuple(self.warnings),
         )

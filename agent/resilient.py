@@ -134,6 +134,9 @@ class ResilientSession:
         self._vad = EnergyVad(INPUT_RATE, end_ms=self.policy.caller_silence_end_ms)
         self.caller_speaking = False
         self.last_caller_speech_at = time.monotonic()
+        #: When the caller's last utterance ended (monotonic, back-dated to its last loud
+        #: frame), until ``take_speech_end()`` claims it: the start of a response latency.
+        self._speech_ended_at: float | None = None
         self._waiting_since: float | None = None  # caller done, no model output yet
         self._nudged = False
         self._stalled = False
@@ -321,10 +324,25 @@ class ResilientSession:
                 self.caller_speaking = True
             else:
                 self.caller_speaking = False
-                self._waiting_since = time.monotonic()
+                now = time.monotonic()
+                self._waiting_since = now
                 self._nudged = False
+                # The event is decided end_ms after the last loud frame: date it back.
+                behind = (self._vad.position - event.sample) / INPUT_RATE
+                self._speech_ended_at = now - behind
         if self.caller_speaking:
             self.last_caller_speech_at = time.monotonic()
+
+    def take_speech_end(self) -> float | None:
+        """When the caller's last utterance ended, if not claimed yet (then it is claimed).
+
+        The call claims it when the agent's answer starts playing: their difference is the
+        response latency the caller experienced (give or take Twilio's and the network's).
+        """
+        ended, self._speech_ended_at = self._speech_ended_at, None
+        if ended is not None and self.caller_speaking:
+            return None  # the caller is talking again: this answer is not to that utterance
+        return ended
 
     @property
     def model_busy(self) -> bool:

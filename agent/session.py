@@ -190,6 +190,14 @@ def greeting_prompt(greeting: str) -> str:
     return f'The call has just been answered. Greet the caller now. Say exactly: "{greeting}"'
 
 
+def outbound_greeting_prompt(greeting: str) -> str:
+    """The cue for an outbound call, sent once the person who picked up has answered."""
+    return (
+        "You placed this phone call and the person has just answered. Introduce yourself "
+        f'now. Say exactly: "{greeting}"'
+    )
+
+
 def primed_instructions(instructions: str, history: str) -> str:
     """The system instruction of a fresh session that continues an interrupted call."""
     return (

@@ -43,8 +43,10 @@ from agent.session import (
     Usage,
     dtmf_prompt,
     greeting_prompt,
+    outbound_greeting_prompt,
 )
 from agent.tools import END_CALL, TRANSFER_CALL
+from agent.vad import EnergyVad
 from telephony import media_stream as ms
 from telephony import twiml
 from telephony.audio import CallerToModel, ModelToCaller
@@ -81,6 +83,13 @@ def wrap_up_prompt(seconds_left: int) -> str:
         "caller the call is ending, then say goodbye."
     )
 
+
+#: An agent answer starting later than this after the caller stopped talking is not counted
+#: as a response to it (the model let that utterance pass; something else prompted it).
+RESPONSE_WINDOW_S = 10.0
+#: Outbound calls: the callee's first words may run this long (a voicemail greeting) before
+#: the agent speaks anyway.
+ANSWER_MAX_SPEECH_S = 30.0
 
 #: Attempts to open the first model session (retryable errors only; backoff with jitter).
 OPEN_ATTEMPTS = 3
@@ -138,6 +147,7 @@ class CallSummary:
 
     call_sid: str = ""
     stream_sid: str = ""
+    direction: str = ""  # "inbound" or "outbound" (placed by us through Twilio REST)
     caller: str = ""
     callee: str = ""
     outcome: Outcome = Outcome.REJECTED
@@ -271,6 +281,8 @@ class Call:
         rest: TwilioRest | None = None,
         on_started: Callable[[Call], None] | None = None,
         recorder: CallRecorder | None = None,
+        outbound_greeting: str | None = None,
+        answer_timeout_s: float = 5.0,
     ) -> None:
         self.socket = socket
         self._open_session = open_session
@@ -279,6 +291,12 @@ class Call:
         self._max_call_s = max_call_s
         self._caller_silence_s = caller_silence_s
         self._greeting = greeting
+        self._outbound_greeting = outbound_greeting
+        self._answer_timeout_s = answer_timeout_s
+        # Outbound calls: the callee's audio goes to this VAD, not to the model, until they
+        # have answered (their first words, or answer_timeout_s of silence). None: answered.
+        self._answer_vad: EnergyVad | None = None
+        self._answer_speech_at: float | None = None
         self._start_timeout = stream_start_timeout_s
         self._transfer_number = transfer_number
         self._rest = rest
@@ -300,6 +318,8 @@ class Call:
         self._turn_closed = True  # the last agent turn is complete; the next audio starts one
         self._turn_in: list[str] = []
         self._turn_out: list[str] = []
+        self._turn_audio_started = False
+        self._turn_response_ms: float | None = None
         self._last_audio_at = 0.0
         self._progress = asyncio.Event()  # something changed that an end-drain waits for
         self._ending = False
@@ -391,6 +411,10 @@ class Call:
         self.summary.stream_sid = start.stream_sid
         self.summary.caller = params.get("from", "")
         self.summary.callee = params.get("to", "")
+        outbound = params.get("direction", "").startswith("outbound")
+        self.summary.direction = "outbound" if outbound else "inbound"
+        if outbound:
+            self._answer_vad = EnergyVad(16_000)
         self._out = ms.OutboundBuilder(start.stream_sid)
         if self._rec is not None:
             self._rec.start(start, time.monotonic())
@@ -407,6 +431,11 @@ class Call:
     def fail(self, reason: str) -> None:
         """Mark the call failed from outside (the server's last-resort error boundary)."""
         self._decide(Outcome.FAILED, reason)
+
+    def stop(self, reason: str) -> None:
+        """End the call now from outside (the server is shutting down): ``run()`` returns."""
+        log.warning("call.stopped", extra=fields(reason=reason))
+        self._decide(Outcome.SHUTDOWN, reason)
 
     def _decide(self, outcome: Outcome, reason: str = "") -> None:
         """Record how the call ends (first decision wins) and wake ``run()``."""
@@ -497,6 +526,9 @@ class Call:
     async def _on_caller_audio(self, ulaw: bytes) -> None:
         self.summary.frames_in += 1
         pcm = self._to_model.process(ulaw)
+        if self._answer_vad is not None:
+            await self._listen_for_answer(pcm)
+            return
         if self._session is None:
             if len(self._pre_session) >= PRE_SESSION_BUFFER_FRAMES:
                 self._pre_session.popleft()
@@ -504,6 +536,25 @@ class Call:
             self._pre_session.append(pcm)
             return
         await self._session.send_audio(pcm)
+
+    async def _listen_for_answer(self, pcm: bytes) -> None:
+        """Outbound: has the callee answered? (Their first words have ended.)"""
+        assert self._answer_vad is not None
+        for event in self._answer_vad.push(pcm):
+            if event.is_start:
+                self._answer_speech_at = time.monotonic()
+            else:
+                await self._answered("callee spoke")
+                return
+
+    async def _answered(self, how: str) -> None:
+        """The callee is on the line: the agent may speak (and hear them) from now on."""
+        if self._answer_vad is None:
+            return
+        self._answer_vad = None
+        log.info("call.answered", extra=fields(how=how, at_s=round(self._elapsed(), 3)))
+        if self._session is not None and self._outbound_greeting:
+            await self._session.send_text(outbound_greeting_prompt(self._outbound_greeting))
 
     async def _on_dtmf(self, digit: str) -> None:
         self.summary.dtmf.append(digit)
@@ -583,7 +634,11 @@ class Call:
         self.summary.model_connect_ms = round((time.monotonic() - began) * 1000, 1)
         self.state = State.ACTIVE
         log.info("model.connected", extra=fields(connect_ms=self.summary.model_connect_ms))
-        if self._greeting:
+        if self.summary.direction == "outbound":
+            # The agent speaks first only once a person has answered (``_answered``).
+            if self._answer_vad is None and self._outbound_greeting:
+                await session.send_text(outbound_greeting_prompt(self._outbound_greeting))
+        elif self._greeting:
             await session.send_text(greeting_prompt(self._greeting))
         # Whatever the caller said or pressed while we were connecting goes in now, in order.
         while self._pre_session:
@@ -616,6 +671,11 @@ class Call:
         self._open_turn()
         now = time.monotonic()
         self._last_audio_at = now
+        if not self._turn_audio_started:
+            self._turn_audio_started = True
+            ended = self._session.take_speech_end() if self._session is not None else None
+            if ended is not None and now - ended <= RESPONSE_WINDOW_S:
+                self._turn_response_ms = round((now - ended) * 1000, 1)
         if self.summary.first_audio_ms is None:
             self.summary.first_audio_ms = round((now - self._t0) * 1000, 1)
             log.info("call.first_audio", extra=fields(ms=self.summary.first_audio_ms))
@@ -654,6 +714,8 @@ class Call:
             self._turn_closed = False
             self._heard.new_turn()
             self._turn_out.clear()
+            self._turn_audio_started = False
+            self._turn_response_ms = None
 
     async def _on_interrupted(self) -> None:
         """Barge-in: the caller talks over the agent. Stop the agent's voice *now*."""
@@ -718,6 +780,8 @@ class Call:
             "interrupted": interrupted,
             "agent_audio_ms": round(self._heard.sent_bytes * 1000 / ms.SAMPLE_RATE),
         }
+        if self._turn_response_ms is not None:
+            turn["response_ms"] = self._turn_response_ms
         if interrupted and self.summary.interruptions:
             turn["agent_heard"] = self.summary.interruptions[-1].transcript_heard
         self.summary.turns.append(turn)
@@ -779,6 +843,8 @@ class Call:
         asked_at: float | None = None  # when we asked "are you still there?"
         while True:
             await asyncio.sleep(LIMITS_TICK_S)
+            if self._answer_vad is not None:
+                await self._check_answer_timeout()
             session = self._session
             if session is None or self._ending:
                 continue
@@ -810,6 +876,15 @@ class Call:
                 await session.send_text(SILENT_GOODBYE_PROMPT)
                 self._begin_ending(Outcome.ENDED_BY_AGENT, None, "caller silent")
                 return
+
+    async def _check_answer_timeout(self) -> None:
+        """Outbound: a callee who picks up and says nothing (or talks on and on) is greeted."""
+        now = time.monotonic()
+        if self._answer_speech_at is None:
+            if self._elapsed() >= self._answer_timeout_s:
+                await self._answered("silence")
+        elif now - self._answer_speech_at >= ANSWER_MAX_SPEECH_S:
+            await self._answered("long speech")
 
     def _begin_ending(self, outcome: Outcome, tool_id: str | None, reason: str = "") -> None:
         assert self._tg is not None

@@ -24,7 +24,9 @@ def load_settings() -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(
+        settings.log_level, settings.log_format, redact_numbers=settings.redact_phone_numbers
+    )
     server = build_server(settings, args.host, args.port)
     server.run()
     return 0
@@ -43,6 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("simulate-live", help="run the local Live API simulator", add_help=False)
     sub.add_parser(
+        "calls",
+        help="call records: calls list | calls show <sid> (see: voice-agent calls -h)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "dial",
+        help="place an outbound call through a running server (voice-agent dial -h)",
+        add_help=False,
+    )
+    sub.add_parser(
         "loadtest",
         help="replay recorded calls, many at once (see: voice-agent loadtest -h)",
         add_help=False,
@@ -57,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         from telephony.loadtest.cli import main as loadtest_main
 
         return loadtest_main(argv[1:])
+    if argv and argv[0] == "calls":
+        from telephony.operator_cli import calls_main
+
+        return calls_main(argv[1:])
+    if argv and argv[0] == "dial":
+        from telephony.operator_cli import dial_main
+
+        return dial_main(argv[1:])
     if argv and argv[0] == "simulate-live":
         from agent.simulator import main as simulator_main
 

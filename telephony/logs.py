@@ -35,6 +35,22 @@ class _CallContext(logging.Filter):
         return True
 
 
+class _RedactNumbers(logging.Filter):
+    """``REDACT_PHONE_NUMBERS``: mask phone numbers in every event's fields and message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from telephony.pii import redact_text, redact_value
+
+        values = getattr(record, _FIELDS, None)
+        if isinstance(values, dict):
+            setattr(record, _FIELDS, redact_value(values))
+        if record.args:
+            record.msg, record.args = record.getMessage(), None
+        if isinstance(record.msg, str):
+            record.msg = redact_text(record.msg)
+        return True
+
+
 def _event_fields(record: logging.LogRecord) -> Mapping[str, Any]:
     value = getattr(record, _FIELDS, None)
     return value if isinstance(value, dict) else {}
@@ -79,13 +95,23 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure(level: str = "INFO", fmt: Literal["json", "text", "auto"] = "auto") -> None:
-    """Route every logger to stderr in the chosen format (auto: text on a terminal)."""
+def configure(
+    level: str = "INFO",
+    fmt: Literal["json", "text", "auto"] = "auto",
+    *,
+    redact_numbers: bool = False,
+) -> None:
+    """Route every logger to stderr in the chosen format (auto: text on a terminal).
+
+    ``redact_numbers``: mask phone numbers in every line (``telephony.pii``).
+    """
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_CallContext())
+    if redact_numbers:
+        handler.addFilter(_RedactNumbers())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -98,3 +124,5 @@ def configure(level: str = "INFO", fmt: Literal["json", "text", "auto"] = "auto"
     logging.getLogger("uvicorn.access").setLevel("WARNING")
     logging.getLogger("websockets").setLevel("WARNING")
     logging.getLogger("httpx").setLevel("WARNING")
+    # The twilio SDK logs every request at INFO ("-- BEGIN Twilio API Request --" …).
+    logging.getLogger("twilio").setLevel("WARNING")

@@ -69,6 +69,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.response_latency = Histogram(
+            p + "response_latency_seconds",
+            "End of the caller's utterance (our VAD) to the first audio of the agent's answer "
+            "sent to Twilio.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.model_connect = Histogram(
             p + "model_connect_seconds",
             "Time to have the call's first model session ready (pre-connect included).",
@@ -111,7 +118,22 @@ class Metrics:
             self.turned_away.labels(reason=reason)
         for reason in ("go_away", "error", "stall"):
             self.reconnects.labels(reason=reason)
-        for kind in ("bad_frame", "model_failed", "rest_failed", "recording_failed", "crashed"):
+        self.outbound = Counter(
+            p + "outbound_calls",
+            "Outbound calls requested through Twilio, by result (placed, failed).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("placed", "failed"):
+            self.outbound.labels(result=result)
+        for kind in (
+            "bad_frame",
+            "model_failed",
+            "rest_failed",
+            "recording_failed",
+            "call_record_failed",
+            "crashed",
+        ):
             self.errors.labels(kind=kind)
 
     # -- live -----------------------------------------------------------------------------
@@ -137,6 +159,9 @@ class Metrics:
         self.calls.labels(outcome=str(s.outcome)).inc()
         if s.first_audio_ms is not None:
             self.greeting_latency.observe(s.first_audio_ms / 1000)
+        for turn in s.turns:
+            if turn.get("response_ms") is not None:
+                self.response_latency.observe(float(turn["response_ms"]) / 1000)
         if s.model_connect_ms is not None:
             self.model_connect.observe(s.model_connect_ms / 1000)
         for interruption in s.interruptions:

@@ -7,6 +7,8 @@ Routes (keep the paths: users paste them into the Twilio console):
 - ``POST /twilio/after``  ``<Connect action>``: what Twilio does once the stream ends
 - ``GET  /healthz``       alive;  ``GET /readyz``  ready for new calls (not draining, not full)
 - ``GET  /metrics``       Prometheus text exposition (``telephony.metrics``)
+- ``POST /twilio/status`` status callback of outbound calls (busy, no answer, failed)
+- ``/calls``, ``/ui``      the operator API and page (``telephony.operator_api``)
 
 With no model credentials, the lifespan starts the local Live API simulator in-process and
 the service talks to it through the real google-genai SDK (loudly logged: not a real model).
@@ -31,12 +33,14 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from agent.config import Settings
 from agent.resilient import ResiliencePolicy
 from agent.session import AgentError, AgentSession, LiveAgent
-from telephony import twiml
+from telephony import operator_api, twiml
 from telephony.call import Call, CallSummary
 from telephony.logs import call_sid_var, fields
 from telephony.metrics import CONTENT_TYPE_LATEST, Metrics
 from telephony.recording import CallRecorder
+from telephony.records import record_from_summary
 from telephony.signature import SIGNATURE_HEADER, is_valid
+from telephony.store import CallStore, RecordWriter
 from telephony.twilio_rest import TwilioRest
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,10 @@ PRECONNECT_TTL_S = 30.0
 OUTCOMES_KEPT = 10_000
 #: Finished call summaries kept in memory for inspection (tests, benchmarks, debugging).
 SUMMARIES_KEPT = 1_000
+#: After a drain times out, calls still up are ended; this long is allowed for them to close.
+STOP_CALLS_TIMEOUT_S = 10.0
+#: On shutdown, call records still queued get this long to reach the database.
+RECORDS_FLUSH_TIMEOUT_S = 20.0
 
 XML = "application/xml"
 
@@ -100,6 +108,7 @@ class Service:
         self.recent: deque[CallSummary] = deque(maxlen=SUMMARIES_KEPT)
         self.started_at = time.time()
         self.metrics = Metrics()
+        self.records: RecordWriter | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -136,9 +145,44 @@ class Service:
                 await self._idle.wait()
         except TimeoutError:
             log.warning("server.drain_timeout", extra=fields(active_calls=self.streams))
+            await self.stop_calls("server shutting down: drain timeout")
             return False
         log.info("server.drained")
         return True
+
+    async def stop_calls(self, reason: str) -> None:
+        """End every call in progress (outcome ``shutdown``) and wait, boundedly, for them."""
+        for call in list(self.calls.values()):
+            call.stop(reason)
+        try:
+            async with asyncio.timeout(STOP_CALLS_TIMEOUT_S):
+                await self._idle.wait()
+        except TimeoutError:
+            log.error("server.calls_not_stopped", extra=fields(active_calls=self.streams))
+
+    # -- call records -----------------------------------------------------------------------
+
+    def write_record(self, call: Call, *, in_progress: bool = False) -> None:
+        """Queue the call's record for the database (returns at once)."""
+        if self.records is None or not call.summary.call_sid:
+            return
+        try:
+            row = record_from_summary(
+                call.summary,
+                in_progress=in_progress,
+                redact=self.settings.redact_phone_numbers,
+            )
+        except Exception:  # a record must never break a call
+            log.exception("records.build_failed")
+            return
+        self.records.submit(row)
+
+    def call_started(self, call: Call) -> None:
+        self.calls[call.summary.call_sid] = call
+        self.write_record(call, in_progress=True)
+
+    def record_failed(self, call_sid: str) -> None:
+        self.metrics.errors.labels(kind="call_record_failed").inc()
 
     # -- outcomes for <Connect action> ----------------------------------------------------
 
@@ -204,6 +248,14 @@ class Service:
             task = self._take_preconnect(call_sid)
             if task is not None:
                 _discard_session(task)
+        if self.calls:
+            # Still up at exit (a second signal, or the drain was skipped): end them, and
+            # their records say so.
+            await self.stop_calls("server stopped")
+            for call in list(self.calls.values()):
+                self.write_record(call)
+        if self.records is not None:
+            await self.records.aclose(RECORDS_FLUSH_TIMEOUT_S)
         if self.rest is not None:
             await self.rest.aclose()
         if self.simulator is not None:
@@ -260,6 +312,18 @@ async def _start_model(service: Service) -> None:
         )
 
 
+def _dial_outcome(status: str, form: dict[str, str]) -> tuple[str | None, str]:
+    """The record outcome of an outbound call that ended with Twilio status ``status``."""
+    if status in {"busy", "no-answer", "canceled"}:
+        return status, f"Twilio: {status}"
+    if status == "failed":
+        return "failed", f"Twilio: call failed (SIP {form.get('SipResponseCode', '?')})"
+    if status == "completed":
+        # Only applies if the stream never started (the record is still "dialing").
+        return "failed", "answered, but the agent's media stream never started"
+    return None, ""
+
+
 def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
     """The ASGI app. ``app.state.service`` holds the shared state.
 
@@ -274,10 +338,20 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for warning in settings.warnings:
             log.warning("config.warning", extra=fields(message=warning))
+        if settings.database_url is not None:
+            # Opening may create the file or the table: off the loop, and fatal if it fails
+            # (a service that silently keeps no records is worse than one that won't start).
+            store = await asyncio.to_thread(CallStore, settings.database_url)
+            service.records = RecordWriter(store, on_failure=service.record_failed)
+            log.info("records.ready", extra=fields(database=store.url))
         await _start_model(service)
         if settings.rest_enabled:
             assert settings.twilio_account_sid and settings.twilio_auth_token
-            service.rest = TwilioRest(settings.twilio_account_sid, settings.twilio_auth_token)
+            service.rest = TwilioRest(
+                settings.twilio_account_sid,
+                settings.twilio_auth_token,
+                base_url=settings.twilio_api_base_url,
+            )
         if freeze_gc:
             gc.collect()
             gc.freeze()
@@ -385,6 +459,31 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
         )
         return Response(body, media_type=XML)
 
+    @app.post("/twilio/status")
+    async def status(request: Request) -> Response:
+        """Outbound calls: how a call ended when it never reached the agent."""
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        url = settings.public_http_url("/twilio/status", request.headers.get("host"))
+        if not signature_ok(url, form, request.headers.get(SIGNATURE_HEADER)):
+            log.warning("webhook.bad_signature", extra=fields(url=url))
+            return Response("invalid signature", status_code=403)
+        call_sid = form.get("CallSid", "")
+        call_status = form.get("CallStatus", "")
+        token = call_sid_var.set(call_sid or None)
+        try:
+            log.info("call.status", extra=fields(status=call_status))
+            if service.records is not None and call_sid:
+                outcome, reason = _dial_outcome(call_status, form)
+                if outcome is not None:
+                    await service.records.in_order(
+                        service.records.store.set_outcome_if_open, call_sid, outcome, reason
+                    )
+        finally:
+            call_sid_var.reset(token)
+        return Response(status_code=204)
+
+    operator_api.install(app, service)
+
     @app.websocket("/twilio/media")
     async def media(ws: WebSocket) -> None:
         host = ws.headers.get("host")
@@ -417,12 +516,14 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             stream_start_timeout_s=settings.stream_start_timeout_s,
             transfer_number=settings.transfer_number,
             rest=service.rest,
-            on_started=lambda c: service.calls.__setitem__(c.summary.call_sid, c),
+            on_started=service.call_started,
             recorder=(
                 CallRecorder(settings.record_calls, max_audio_s=settings.record_calls_max_s)
                 if settings.record_calls is not None
                 else None
             ),
+            outbound_greeting=settings.outbound_greeting,
+            answer_timeout_s=settings.outbound_answer_timeout_s,
         )
         try:
             await call.run()
@@ -435,6 +536,7 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             # No await between these two: a <Connect action> request always finds the outcome.
             service.calls.pop(call.summary.call_sid, None)
             service.remember(call.summary)
+            service.write_record(call)
             service.stream_closed()
             service.metrics.call_finished(call.summary)
             await call.socket.close(1000, "call ended")

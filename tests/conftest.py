@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,10 @@ from support import HERMETIC_VARIABLES
 
 
 @pytest.fixture(autouse=True)
-def hermetic_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     for name in HERMETIC_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    # Call records of servers started by tests go to the test's own database, not to
+    # ./calls.db (the default) in whatever directory the suite runs from.
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'calls.db'}")
     yield

@@ -95,6 +95,13 @@ def test_empty_greeting_means_caller_speaks_first() -> None:
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"LIVE_SIMULATOR": "maybe"}, "LIVE_SIMULATOR"),
         ({"GOOGLE_GENAI_USE_VERTEXAI": "perhaps"}, "GOOGLE_GENAI_USE_VERTEXAI"),
+        ({"DATABASE_URL": "calls.db"}, "DATABASE_URL"),
+        ({"API_TOKEN": "short"}, "API_TOKEN"),
+        ({"REDACT_PHONE_NUMBERS": "sometimes"}, "REDACT_PHONE_NUMBERS"),
+        ({"OUTBOUND_CALLER_ID": "555-0100"}, "OUTBOUND_CALLER_ID"),
+        ({"OUTBOUND_ANSWER_TIMEOUT_S": "0"}, "OUTBOUND_ANSWER_TIMEOUT_S"),
+        ({"TWILIO_API_BASE_URL": "api.twilio.com"}, "TWILIO_API_BASE_URL"),
+        ({"TWILIO_API_BASE_URL": "https://proxy.example.com/twilio"}, "TWILIO_API_BASE_URL"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -102,6 +109,33 @@ def test_invalid_values_name_the_variable(env: dict[str, str], variable: str) ->
         Settings.from_env(env)
     assert err.value.variable == variable
     assert variable in str(err.value)
+
+
+def test_records_api_and_outbound_defaults_and_overrides() -> None:
+    defaults = Settings.from_env({})
+    assert defaults.database_url == "sqlite:///calls.db"
+    assert defaults.api_token is None and not defaults.redact_phone_numbers
+    assert defaults.outbound_caller_id is None and defaults.outbound_answer_timeout_s == 5.0
+    assert defaults.twilio_api_base_url is None
+    s = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql+psycopg://agent:pw@db/calls",
+            "API_TOKEN": "x" * 16,
+            "REDACT_PHONE_NUMBERS": "yes",
+            "OUTBOUND_CALLER_ID": "+14155550100",
+            "OUTBOUND_ANSWER_TIMEOUT_S": "2.5",
+            "AGENT_OUTBOUND_GREETING": "Hi, it's the clinic calling.",
+            "TWILIO_API_BASE_URL": "http://127.0.0.1:9999/",
+        }
+    )
+    assert s.database_url == "postgresql+psycopg://agent:pw@db/calls"
+    assert s.api_token == "x" * 16 and s.redact_phone_numbers
+    assert (s.outbound_caller_id, s.outbound_answer_timeout_s) == ("+14155550100", 2.5)
+    assert s.outbound_greeting == "Hi, it's the clinic calling."
+    assert s.twilio_api_base_url == "http://127.0.0.1:9999"
+    assert any("TWILIO_API_BASE_URL" in w for w in s.warnings)
+    off = Settings.from_env({"DATABASE_URL": "off"})
+    assert off.database_url is None and any("no record" in w for w in off.warnings)
 
 
 def test_public_urls() -> None:

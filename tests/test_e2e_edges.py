@@ -21,6 +21,7 @@ from telephony.caller import CallFailed, place_call
 from telephony.media_stream import InboundBuilder
 from telephony.runner import wait_ready
 from telephony.signature import sign
+from telephony.store import CallStore
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 PUBLIC = "https://agent.example.com"
@@ -251,3 +252,44 @@ async def test_sigterm_drains_calls_before_exiting(tmp_path) -> None:  # type: i
     assert code == 0
     assert exited_after < 10
     assert "server.draining" in stderr and "server.drained" in stderr
+    # Its record reached the database before the process exited.
+    record = CallStore(os.environ["DATABASE_URL"], create=False).get(result.call_sid)
+    assert record is not None and record["outcome"] == "completed"
+
+
+async def test_a_drain_that_times_out_ends_calls_and_keeps_their_records(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE"))},
+        "LIVE_SIMULATOR": "on",
+        "DRAIN_TIMEOUT_S": "1",
+        "LOG_FORMAT": "json",
+    }
+    log_file = (tmp_path / "serve.log").open("wb")
+    command = [sys.executable, "-m", "telephony.cli", "serve", "--host", "127.0.0.1"]
+    proc = await asyncio.create_subprocess_exec(
+        *command, "--port", str(port), env=env, stdout=subprocess.DEVNULL, stderr=log_file
+    )
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}")
+        call = asyncio.create_task(
+            place_call(f"ws://127.0.0.1:{port}/twilio/media", silence(20.0), linger_s=0.5)
+        )
+        await asyncio.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        result = await call
+        async with asyncio.timeout(20):
+            code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        log_file.close()
+    assert code == 0
+    # The call was ended by the server (not cut by a dying process) well before its 20 s.
+    assert result.ended_by == "server" and result.duration_s < 10
+    record = CallStore(os.environ["DATABASE_URL"], create=False).get(result.call_sid)
+    assert record is not None
+    assert record["outcome"] == "shutdown"
+    assert record["reason"] == "server shutting down: drain timeout"
+    assert record["ended_at"] is not None and record["duration_s"] > 1

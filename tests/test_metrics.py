@@ -65,6 +65,11 @@ def test_a_call_summary_is_recorded() -> None:
         caller_audio_dropped_ms=40.0,
         rest_failures=1,
         recording_failed=True,
+        turns=[
+            {"caller": "", "agent": "Hello!"},  # the greeting: no response latency
+            {"caller": "hi", "agent": "Hi there", "response_ms": 640.0},
+            {"caller": "and?", "agent": "Well", "response_ms": 1200.0},
+        ],
         model_connections=[
             {"reason": "initial"},
             {"reason": "go_away"},
@@ -81,6 +86,9 @@ def test_a_call_summary_is_recorded() -> None:
     assert value(m, "voice_agent_greeting_latency_seconds_bucket", le="0.3") == 0
     assert value(m, "voice_agent_greeting_latency_seconds_bucket", le="0.5") == 1
     assert value(m, "voice_agent_model_connect_seconds_sum") == pytest.approx(0.12)
+    assert value(m, "voice_agent_response_latency_seconds_count") == 2
+    assert value(m, "voice_agent_response_latency_seconds_sum") == pytest.approx(1.84)
+    assert value(m, "voice_agent_response_latency_seconds_bucket", le="0.75") == 1
     assert value(m, "voice_agent_barge_ins_total") == 2
     assert value(m, "voice_agent_clear_latency_seconds_count") == 2
     assert value(m, "voice_agent_clear_latency_seconds_bucket", le="0.0005") == 1

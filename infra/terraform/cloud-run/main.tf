@@ -1,6 +1,7 @@
 # Cloud Run (v2) deployment of `voice-agent serve`, ready for hour-long Twilio Media Stream
-# WebSockets. Secrets are referenced by id from Secret Manager; their values never enter
-# Terraform state (create them with gcloud, see README "Deploying").
+# WebSockets. Secrets (credentials, DATABASE_URL, API_TOKEN) are referenced by id from Secret
+# Manager; their values never enter Terraform state (create them with gcloud, see README
+# "Deploying"). Call records go to Postgres (DATABASE_URL), shared by every instance.
 
 data "google_project" "this" {
   project_id = var.project_id
@@ -27,7 +28,8 @@ locals {
   )
 }
 
-# A dedicated identity: it can read the listed secrets and nothing else.
+# A dedicated identity: it can read the listed secrets (and connect to the listed Cloud SQL
+# instances) and nothing else.
 resource "google_service_account" "agent" {
   project      = var.project_id
   account_id   = substr("${var.service_name}-run", 0, 30)
@@ -41,6 +43,15 @@ resource "google_secret_manager_secret_iam_member" "agent" {
   secret_id = each.value
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.agent.email}"
+}
+
+# Cloud SQL connections (the /cloudsql socket below) need this project-level role.
+resource "google_project_iam_member" "cloudsql_client" {
+  count = length(var.cloud_sql_instances) > 0 ? 1 : 0
+
+  project = var.project_id
+  role    = "roles/cloudsql.client"
+  member  = "serviceAccount:${google_service_account.agent.email}"
 }
 
 resource "google_cloud_run_v2_service" "agent" {
@@ -74,6 +85,17 @@ resource "google_cloud_run_v2_service" "agent" {
       max_instance_count = var.max_instances
     }
 
+    # Cloud SQL Auth Proxy sockets at /cloudsql/PROJECT:REGION:INSTANCE (see DATABASE_URL).
+    dynamic "volumes" {
+      for_each = length(var.cloud_sql_instances) > 0 ? [1] : []
+      content {
+        name = "cloudsql"
+        cloud_sql_instance {
+          instances = var.cloud_sql_instances
+        }
+      }
+    }
+
     containers {
       image = var.image
 
@@ -101,7 +123,8 @@ resource "google_cloud_run_v2_service" "agent" {
         }
       }
 
-      # Secrets: references only (secret id + version), resolved by Cloud Run at start.
+      # Secrets: references only (secret id + version), resolved by Cloud Run at start. This
+      # includes DATABASE_URL (the Postgres URL carries a password) and API_TOKEN.
       dynamic "env" {
         for_each = var.secret_ids
         content {
@@ -112,6 +135,14 @@ resource "google_cloud_run_v2_service" "agent" {
               version = "latest"
             }
           }
+        }
+      }
+
+      dynamic "volume_mounts" {
+        for_each = length(var.cloud_sql_instances) > 0 ? [1] : []
+        content {
+          name       = "cloudsql"
+          mount_path = "/cloudsql"
         }
       }
 
@@ -145,7 +176,10 @@ resource "google_cloud_run_v2_service" "agent" {
     percent = 100
   }
 
-  depends_on = [google_secret_manager_secret_iam_member.agent]
+  depends_on = [
+    google_secret_manager_secret_iam_member.agent,
+    google_project_iam_member.cloudsql_client,
+  ]
 }
 
 # Public ingress on purpose: Twilio cannot present Google credentials. Authentication is the

@@ -14,6 +14,6 @@ output "twilio_voice_webhook" {
 }
 
 output "service_account_email" {
-  description = "Identity the service runs as (secretAccessor on the listed secrets only)."
+  description = "Identity the service runs as (secretAccessor on the listed secrets; cloudsql.client with cloud_sql_instances)."
   value       = google_service_account.agent.email
 }

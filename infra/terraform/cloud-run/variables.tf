@@ -30,13 +30,39 @@ variable "secret_ids" {
   description = <<-EOT
     Environment variable => id of an EXISTING Secret Manager secret (created out of band with
     gcloud, see README "Deploying"). Only the ids live in Terraform; the values never enter state.
+    DATABASE_URL is the call records' database, a Postgres URL (postgresql+psycopg://..., e.g.
+    Cloud SQL through var.cloud_sql_instances): the server's default, sqlite:///calls.db, is a
+    file inside one instance, lost when it stops and never shared between instances, so it is
+    not suitable here. API_TOKEN is the bearer token of the operator API (GET/POST /calls).
   EOT
   type        = map(string)
+  # The ids are names, not values: the inline skips tell checkov's secret scan so.
   default = {
-    GEMINI_API_KEY     = "gemini-api-key"
+    # checkov:skip=CKV_SECRET_6: a Secret Manager secret id, not a key
+    GEMINI_API_KEY = "gemini-api-key"
+    # checkov:skip=CKV_SECRET_6: a Secret Manager secret id, not a token
     TWILIO_AUTH_TOKEN  = "twilio-auth-token"
     TWILIO_ACCOUNT_SID = "twilio-account-sid"
+    DATABASE_URL       = "database-url"
+    # checkov:skip=CKV_SECRET_6: a Secret Manager secret id, not a token
+    API_TOKEN = "api-token"
   }
+
+  validation {
+    condition     = alltrue([for name in ["DATABASE_URL", "API_TOKEN"] : contains(keys(var.secret_ids), name)])
+    error_message = "secret_ids needs DATABASE_URL (a Postgres URL: the SQLite default is per instance) and API_TOKEN."
+  }
+}
+
+variable "cloud_sql_instances" {
+  description = <<-EOT
+    Cloud SQL instance connection names (PROJECT:REGION:INSTANCE), mounted as Unix sockets
+    under /cloudsql/NAME: DATABASE_URL then ends with ?host=/cloudsql/NAME (README "Deploying").
+    The service account gets roles/cloudsql.client. Empty: DATABASE_URL reaches Postgres by
+    address (private IP through a VPC, or another provider).
+  EOT
+  type        = list(string)
+  default     = []
 }
 
 variable "cpu" {
@@ -86,9 +112,16 @@ variable "max_instances" {
 }
 
 variable "env" {
-  description = "Extra non-secret environment variables (AGENT_VOICE, AGENT_GREETING, ...)."
+  description = "Extra non-secret environment variables (AGENT_VOICE, AGENT_GREETING, ...); their values are stored in Terraform state."
   type        = map(string)
   default     = {}
+
+  validation {
+    condition = length(setintersection(keys(var.env), [
+      "GEMINI_API_KEY", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "DATABASE_URL", "API_TOKEN", "PORT",
+    ])) == 0
+    error_message = "Secrets go in secret_ids (their values never enter state), and Cloud Run sets PORT."
+  }
 }
 
 variable "deletion_protection" {
