@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import httpx
@@ -174,6 +175,20 @@ def format_call(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def prune_calls(days: float) -> int:
+    if days <= 0:
+        raise CommandError("--older-than-days must be > 0")
+    store = _store()
+    try:
+        deleted = store.prune(time.time() - days * 86_400)
+    except Exception as exc:
+        raise CommandError(f"cannot prune {store.url}: {exc}") from None
+    finally:
+        store.close()
+    print(f"deleted {deleted} call records older than {days:g} days")
+    return 0
+
+
 def calls_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="voice-agent calls",
@@ -186,11 +201,17 @@ def calls_main(argv: list[str]) -> int:
     ls.add_argument("--direction", choices=("inbound", "outbound"))
     show = sub.add_parser("show", help="one call: outcome, latency, transcript, tools")
     show.add_argument("call_sid")
+    prune = sub.add_parser(
+        "prune", help="delete records of calls that started more than DAYS ago (retention)"
+    )
+    prune.add_argument("--older-than-days", type=float, required=True, metavar="DAYS")
     for p in (ls, show):
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--api", metavar="URL", help="read from a server (needs API_TOKEN)")
     args = parser.parse_args(argv)
     try:
+        if args.action == "prune":
+            return prune_calls(args.older_than_days)
         if args.action == "list":
             rows = list_calls(args)
             print(json.dumps(rows, indent=2, default=str) if args.json else format_list(rows))

@@ -39,6 +39,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -165,6 +166,16 @@ class CallStore:
                 .values(outcome=outcome, reason=reason, ended_at=time.time(), duration_s=0.0)
             )
             return bool(result.rowcount)
+
+    def prune(self, before: float) -> int:
+        """Delete finished records of calls started before ``before`` (epoch s); how many."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(calls).where(
+                    (calls.c.started_at < before) & calls.c.outcome.not_in(_OPEN_OUTCOMES)
+                )
+            )
+            return int(result.rowcount)
 
     # -- reading --------------------------------------------------------------------------
 

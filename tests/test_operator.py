@@ -323,3 +323,6 @@ async def test_dial_and_calls_commands(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert code == 1 and "no call CAmissing" in err
     code, as_json, _ = await cli("calls", "show", created["Sid"], "--json")
     assert code == 0 and '"direction": "outbound"' in as_json
+    code, pruned, _ = await cli("calls", "prune", "--older-than-days", "30")
+    assert code == 0 and pruned.strip() == "deleted 0 call records older than 30 days"
+    assert database(tmp_path).get(created["Sid"]) is not None

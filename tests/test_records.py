@@ -178,6 +178,16 @@ def test_listing_is_newest_first_filterable_and_pages(store: CallStore) -> None:
     assert len(store.list(limit=100_000)) == 7  # bounded by MAX_LIMIT, not by the caller
 
 
+def test_prune_deletes_only_old_finished_records(store: CallStore) -> None:
+    store.upsert(record_from_summary(summary("CAold", started_at=1_000.0)))
+    store.upsert(record_from_summary(summary("CAlive", started_at=1_000.0), in_progress=True))
+    store.upsert(record_from_summary(summary("CAnew", started_at=5_000.0)))
+    assert store.prune(before=2_000.0) == 1
+    assert store.get("CAold") is None
+    assert store.get("CAlive") is not None  # a call still up is never pruned
+    assert store.get("CAnew") is not None
+
+
 def test_dialing_records_end_only_while_still_dialing(store: CallStore) -> None:
     from telephony.operator_api import dialing_record
 
