@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python bench/sdk_overhead.py
 	$(BIN)/python bench/capacity.py
 	$(BIN)/python bench/soak.py --calls 4 --minutes 1
+	$(BIN)/python bench/records.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
