@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -78,6 +79,21 @@ def _store() -> Any:
     url = os.environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
     if url.lower() == "off":
         raise CommandError("DATABASE_URL=off: there are no call records")
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise CommandError(f"DATABASE_URL is not a database URL: {url!r}") from None
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and database not in {"", ":memory:"}:
+        path = Path(database).expanduser()
+        if not path.exists():
+            # Opening it would create an empty file: say where we looked instead.
+            raise CommandError(
+                f"no call records at {path.resolve()} (DATABASE_URL={url}): run this where the "
+                "server runs, or set DATABASE_URL to the server's"
+            )
     try:
         return CallStore(url, create=False)
     except StoreError as exc:

@@ -261,3 +261,21 @@ async def test_writer_retries_then_reports_a_lost_record(tmp_path: Path) -> None
     assert failed == ["CAx"]
     assert writer.failed == 1 and writer.written == 0
     await writer.aclose(1)
+
+
+def test_calls_command_says_where_it_looked_when_there_is_no_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from telephony.operator_cli import calls_main
+
+    missing = tmp_path / "nowhere" / "calls.db"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{missing}")
+    assert calls_main(["list"]) == 1
+    err = capsys.readouterr().err
+    assert f"no call records at {missing}" in err
+    assert not missing.exists()  # looking did not create an empty database
+    store = CallStore(f"sqlite:///{missing}")
+    store.upsert(record_from_summary(summary("CAseen")))
+    store.close()
+    assert calls_main(["list"]) == 0
+    assert "CAseen" in capsys.readouterr().out
