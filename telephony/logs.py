@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import orjson
 
+from telephony.pii import redact_text, redact_value
+
 call_sid_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_sid", default=None)
 
 _FIELDS = "event_fields"
@@ -39,8 +41,6 @@ class _RedactNumbers(logging.Filter):
     """``REDACT_PHONE_NUMBERS``: mask phone numbers in every event's fields and message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from telephony.pii import redact_text, redact_value
-
         values = getattr(record, _FIELDS, None)
         if isinstance(values, dict):
             setattr(record, _FIELDS, redact_value(values))

@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import logging
 import re
-import time
 from importlib import resources
 from typing import Annotated, Any
 
@@ -29,11 +28,11 @@ from pydantic import BaseModel, Field
 
 from telephony.logs import fields
 from telephony.pii import mask_number
-from telephony.records import DIALING, OUTCOMES
+from telephony.records import OUTCOMES, dialing_record
 from telephony.store import MAX_LIMIT
 from telephony.twilio_rest import TwilioRestError
 
-__all__ = ["DialRequest", "dialing_record", "install", "public"]
+__all__ = ["DialRequest", "install", "public"]
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +157,17 @@ def install(app: FastAPI, service: Any) -> None:
             service.metrics.outbound.labels(result="failed").inc()
             raise HTTPException(502, f"Twilio refused the call: {exc}") from None
         service.metrics.outbound.labels(result="placed").inc()
-        shown_to = mask_number(to) if settings.redact_phone_numbers else to
+        redact = settings.redact_phone_numbers
         log.info(
             "call.dialed",
-            extra=fields(call_sid=placed.call_sid, callee=shown_to, status=placed.status),
+            extra=fields(
+                call_sid=placed.call_sid,
+                callee=mask_number(to) if redact else to,
+                status=placed.status,
+            ),
         )
         if service.records is not None:
-            shown_from = mask_number(from_) if settings.redact_phone_numbers else from_
-            service.records.submit(dialing_record(placed.call_sid, shown_from, shown_to))
+            service.records.submit(dialing_record(placed.call_sid, from_, to, redact=redact))
         return JSONResponse(
             {"call_sid": placed.call_sid, "status": placed.status, "to": to, "from": from_},
             status_code=201,
@@ -191,31 +193,6 @@ def install(app: FastAPI, service: Any) -> None:
         )
 
     app.include_router(router)
-
-
-def dialing_record(call_sid: str, from_: str, to: str) -> dict[str, Any]:
-    """The record of an outbound call Twilio accepted, until its stream starts."""
-    return {
-        "call_sid": call_sid,
-        "stream_sid": "",
-        "direction": "outbound",
-        "caller": from_,
-        "callee": to,
-        "outcome": DIALING,
-        "reason": "",
-        "started_at": time.time(),
-        "ended_at": None,
-        "duration_s": None,
-        "turns": 0,
-        "interruptions": 0,
-        "reconnects": 0,
-        "stalls": 0,
-        "tokens_total": 0,
-        "greeting_ms": None,
-        "response_ms_p50": None,
-        "transcript": [],
-        "detail": {},
-    }
 
 
 def _client(request: Request) -> str:

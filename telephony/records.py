@@ -23,7 +23,14 @@ from typing import Any, Final
 from telephony.call import CallSummary
 from telephony.pii import mask_number, redact_value
 
-__all__ = ["IN_PROGRESS", "OUTCOMES", "record_from_summary", "transcript_of"]
+__all__ = [
+    "DIALING",
+    "IN_PROGRESS",
+    "OUTCOMES",
+    "dialing_record",
+    "record_from_summary",
+    "transcript_of",
+]
 
 #: ``outcome`` of a call whose stream has started and not ended yet.
 IN_PROGRESS: Final = "in_progress"
@@ -150,3 +157,16 @@ def record_from_summary(
             "redacted": redact,
         },
     }
+
+
+def dialing_record(
+    call_sid: str, caller: str, callee: str, *, redact: bool = False
+) -> dict[str, Any]:
+    """The record of an outbound call Twilio accepted, until its stream starts."""
+    row = record_from_summary(
+        CallSummary(call_sid=call_sid, direction="outbound", caller=caller, callee=callee),
+        in_progress=True,
+        redact=redact,
+    )
+    row["outcome"] = DIALING
+    return row

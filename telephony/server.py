@@ -379,6 +379,18 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
         token = settings.twilio_auth_token
         return token is None or is_valid(token, request_url, params, signature)
 
+    async def signed_form(request: Request, path: str) -> dict[str, str] | None:
+        """A Twilio webhook's form, or None (logged) if its signature does not match."""
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        url = settings.public_http_url(path, request.headers.get("host"))
+        if not signature_ok(url, form, request.headers.get(SIGNATURE_HEADER)):
+            log.warning("webhook.bad_signature", extra=fields(url=url))
+            return None
+        return form
+
+    def forbidden() -> Response:
+        return Response("invalid signature", status_code=403)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -401,12 +413,10 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
 
     @app.post("/twilio/voice")
     async def voice(request: Request) -> Response:
-        form = {k: str(v) for k, v in (await request.form()).items()}
+        form = await signed_form(request, "/twilio/voice")
+        if form is None:
+            return forbidden()
         host = request.headers.get("host")
-        url = settings.public_http_url("/twilio/voice", host)
-        if not signature_ok(url, form, request.headers.get(SIGNATURE_HEADER)):
-            log.warning("webhook.bad_signature", extra=fields(url=url))
-            return Response("invalid signature", status_code=403)
         call_sid = form.get("CallSid", "")
         token = call_sid_var.set(call_sid or None)
         try:
@@ -439,11 +449,9 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
 
     @app.post("/twilio/after")
     async def after(request: Request) -> Response:
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        url = settings.public_http_url("/twilio/after", request.headers.get("host"))
-        if not signature_ok(url, form, request.headers.get(SIGNATURE_HEADER)):
-            log.warning("webhook.bad_signature", extra=fields(url=url))
-            return Response("invalid signature", status_code=403)
+        form = await signed_form(request, "/twilio/after")
+        if form is None:
+            return forbidden()
         call_sid = form.get("CallSid", "")
         outcome = service.outcome_of(call_sid)
         token = call_sid_var.set(call_sid or None)
@@ -462,11 +470,9 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
     @app.post("/twilio/status")
     async def status(request: Request) -> Response:
         """Outbound calls: how a call ended when it never reached the agent."""
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        url = settings.public_http_url("/twilio/status", request.headers.get("host"))
-        if not signature_ok(url, form, request.headers.get(SIGNATURE_HEADER)):
-            log.warning("webhook.bad_signature", extra=fields(url=url))
-            return Response("invalid signature", status_code=403)
+        form = await signed_form(request, "/twilio/status")
+        if form is None:
+            return forbidden()
         call_sid = form.get("CallSid", "")
         call_status = form.get("CallStatus", "")
         token = call_sid_var.set(call_sid or None)
@@ -475,9 +481,12 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             if service.records is not None and call_sid:
                 outcome, reason = _dial_outcome(call_status, form)
                 if outcome is not None:
-                    await service.records.in_order(
-                        service.records.store.set_outcome_if_open, call_sid, outcome, reason
-                    )
+                    try:
+                        await service.records.in_order(
+                            service.records.store.set_outcome_if_open, call_sid, outcome, reason
+                        )
+                    except Exception:  # the database: logged; Twilio must not retry us
+                        log.exception("records.status_write_failed", extra=fields(outcome=outcome))
         finally:
             call_sid_var.reset(token)
         return Response(status_code=204)

@@ -24,7 +24,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -124,6 +124,9 @@ class CallStore:
                 if database and database != ":memory:" and not database.startswith("file:"):
                     Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
                 options["connect_args"] = {"check_same_thread": False, "timeout": 10}
+            elif parsed.get_driver_name() in {"psycopg", "psycopg2"}:
+                # Never wait forever on a database that doesn't answer (libpq has no default).
+                options["connect_args"] = {"connect_timeout": 10}
             self.engine: Engine = create_engine(parsed, **options)
             if parsed.get_backend_name() == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -238,7 +241,7 @@ class RecordWriter:
         self._readers = concurrent.futures.ThreadPoolExecutor(
             max_workers=2, thread_name_prefix="call-records-read"
         )
-        self._pending: set[asyncio.Future[bool]] = set()
+        self._pending: set[asyncio.Future[Any]] = set()
         self._closed = False
         self.written = 0
         self.failed = 0
@@ -310,16 +313,20 @@ class RecordWriter:
         )
         return flushed
 
-    async def in_order(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a ``CallStore`` write in the writer thread, after the rows already queued."""
+    async def in_order(self, fn: Callable[..., Any], *args: Any, timeout_s: float = 10.0) -> Any:
+        """Run a ``CallStore`` write in the writer thread, after the rows already queued.
+
+        Waits at most ``timeout_s`` (``TimeoutError``); the write still goes ahead, and
+        ``flush()`` waits for it like any row.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args))
+        future = loop.run_in_executor(self._executor, lambda: fn(*args))
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        async with asyncio.timeout(timeout_s):
+            return await asyncio.shield(future)
 
     async def read(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a ``CallStore`` read in a reader thread (not behind queued writes)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, lambda: fn(*args, **kwargs))
-
-    def submit_many(self, rows: Iterable[dict[str, Any]]) -> None:
-        for row in rows:
-            self.submit(row)

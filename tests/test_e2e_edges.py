@@ -10,6 +10,9 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -207,23 +210,36 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_sigterm_drains_calls_before_exiting(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@asynccontextmanager
+async def serve_subprocess(
+    tmp_path: Path, drain_timeout_s: float
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, Path]]:
+    """``voice-agent serve`` as its own process (embedded simulator), ready; killed if left."""
     port = _free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE"))},
         "LIVE_SIMULATOR": "on",
-        "DRAIN_TIMEOUT_S": "30",
+        "DRAIN_TIMEOUT_S": str(drain_timeout_s),
         "LOG_FORMAT": "json",
     }
     log_path = tmp_path / "serve.log"
-    log_file = log_path.open("wb")
-    command = [sys.executable, "-m", "telephony.cli", "serve", "--host", "127.0.0.1"]
-    proc = await asyncio.create_subprocess_exec(
-        *command, "--port", str(port), env=env, stdout=subprocess.DEVNULL, stderr=log_file
-    )
-    try:
+    with log_path.open("wb") as log_file:
+        command = [sys.executable, "-m", "telephony.cli", "serve", "--host", "127.0.0.1"]
+        proc = await asyncio.create_subprocess_exec(
+            *command, "--port", str(port), env=env, stdout=subprocess.DEVNULL, stderr=log_file
+        )
+        try:
+            await wait_ready(f"http://127.0.0.1:{port}")
+            yield proc, port, log_path
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_sigterm_drains_calls_before_exiting(tmp_path: Path) -> None:
+    async with serve_subprocess(tmp_path, drain_timeout_s=30) as (proc, port, log_path):
         base = f"http://127.0.0.1:{port}"
-        await wait_ready(base)
         async with httpx.AsyncClient(base_url=base, timeout=5) as http:
             call = asyncio.create_task(
                 place_call(f"ws://127.0.0.1:{port}/twilio/media", silence(4.0), linger_s=0.5)
@@ -238,11 +254,6 @@ async def test_sigterm_drains_calls_before_exiting(tmp_path) -> None:  # type: i
         async with asyncio.timeout(15):
             code = await proc.wait()
         exited_after = time.monotonic() - began
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        log_file.close()
     stderr = log_path.read_text()
     assert draining.status_code == 503 and draining.json()["draining"] is True
     assert [el.tag for el in ET.fromstring(busy.text)] == ["Say", "Hangup"]
@@ -257,21 +268,8 @@ async def test_sigterm_drains_calls_before_exiting(tmp_path) -> None:  # type: i
     assert record is not None and record["outcome"] == "completed"
 
 
-async def test_a_drain_that_times_out_ends_calls_and_keeps_their_records(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    port = _free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE"))},
-        "LIVE_SIMULATOR": "on",
-        "DRAIN_TIMEOUT_S": "1",
-        "LOG_FORMAT": "json",
-    }
-    log_file = (tmp_path / "serve.log").open("wb")
-    command = [sys.executable, "-m", "telephony.cli", "serve", "--host", "127.0.0.1"]
-    proc = await asyncio.create_subprocess_exec(
-        *command, "--port", str(port), env=env, stdout=subprocess.DEVNULL, stderr=log_file
-    )
-    try:
-        await wait_ready(f"http://127.0.0.1:{port}")
+async def test_a_drain_that_times_out_ends_calls_and_keeps_their_records(tmp_path: Path) -> None:
+    async with serve_subprocess(tmp_path, drain_timeout_s=1) as (proc, port, _):
         call = asyncio.create_task(
             place_call(f"ws://127.0.0.1:{port}/twilio/media", silence(20.0), linger_s=0.5)
         )
@@ -280,11 +278,6 @@ async def test_a_drain_that_times_out_ends_calls_and_keeps_their_records(tmp_pat
         result = await call
         async with asyncio.timeout(20):
             code = await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        log_file.close()
     assert code == 0
     # The call was ended by the server (not cut by a dying process) well before its 20 s.
     assert result.ended_by == "server" and result.duration_s < 10

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from telephony.call import CallSummary, Interruption, Outcome
-from telephony.records import DIALING, IN_PROGRESS, record_from_summary, transcript_of
+from telephony.records import (
+    DIALING,
+    IN_PROGRESS,
+    dialing_record,
+    record_from_summary,
+    transcript_of,
+)
 from telephony.store import CallStore, RecordWriter, StoreError
 
 
@@ -189,8 +195,6 @@ def test_prune_deletes_only_old_finished_records(store: CallStore) -> None:
 
 
 def test_dialing_records_end_only_while_still_dialing(store: CallStore) -> None:
-    from telephony.operator_api import dialing_record
-
     store.upsert(dialing_record("CAd", "+14155550100", "+14155550111"))
     assert store.set_outcome_if_open("CAd", "no-answer", "Twilio: no-answer")
     got = store.get("CAd")
@@ -236,7 +240,9 @@ async def test_writer_never_blocks_the_loop_and_flushes_everything(tmp_path: Pat
     assert await writer.aclose(5)
 
 
-async def test_writer_retries_then_reports_a_lost_record(tmp_path: Path) -> None:
+async def test_writer_retries_then_reports_a_lost_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = CallStore(f"sqlite:///{tmp_path / 'calls.db'}")
     attempts: list[str] = []
     failed: list[str] = []
@@ -247,15 +253,9 @@ async def test_writer_retries_then_reports_a_lost_record(tmp_path: Path) -> None
 
     store.upsert = broken  # type: ignore[method-assign]
     writer = RecordWriter(store, on_failure=failed.append)
-    import telephony.store as store_module
-
-    store_module_backoff = store_module.WRITE_BACKOFF_S
-    store_module.WRITE_BACKOFF_S = (0.01, 0.01)  # type: ignore[misc]
-    try:
-        writer.submit(record_from_summary(summary("CAx")))
-        await writer.flush(5)
-    finally:
-        store_module.WRITE_BACKOFF_S = store_module_backoff  # type: ignore[misc]
+    monkeypatch.setattr("telephony.store.WRITE_BACKOFF_S", (0.01, 0.01))
+    writer.submit(record_from_summary(summary("CAx")))
+    await writer.flush(5)
     await asyncio.sleep(0)  # let the done-callback run
     assert attempts == ["CAx"] * 3
     assert failed == ["CAx"]
