@@ -1,31 +1,44 @@
 # Two entry points, both from a fresh clone:
-#   make run    install into .venv and serve the agent on :8080 (embedded Live API simulator
-#               unless GEMINI_API_KEY or Vertex AI settings are present)
-#   make test   install into .venv and run the whole suite (lint, types, tests)
+#   make run    install what serving needs into .venv and serve the agent on :8080 (embedded
+#               Live API simulator unless GEMINI_API_KEY or Vertex AI settings are present)
+#   make test   install the test tools too and run the whole suite (lint, types, tests)
+# Both install the versions pinned in constraints.txt (the lock; `make lock` renews it).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+LOCK := constraints.txt
+PIP := $(BIN)/python -m pip install --quiet --constraint $(LOCK)
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 CHECKOV_STAMP := $(VENV)/checkov/.installed
+# uv resolves the lock (universal: every platform and Python >= 3.11); pip installs from it.
+UV_VERSION := 0.13.8
 
-.PHONY: install browser run test bench clean
+.PHONY: install browser run test bench lock clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
-	touch $(STAMP)
+
+# Serving only: no test tools (pytest, mypy, locust, selenium, ...), so a first run is quick.
+$(RUN_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(PIP) -e ".[test]"
+	touch $@ $(RUN_STAMP)
 
 # checkov gets its own venv: it pins packaging<24, and its bc-python-hcl2 installs a module
 # named `hcl2` over python-hcl2's. tests/test_infra.py runs $(VENV)/checkov/bin/checkov.
-$(CHECKOV_STAMP): infra/checkov-requirements.txt | $(STAMP)
+$(CHECKOV_STAMP): infra/checkov-requirements.txt infra/checkov-constraints.txt | $(BIN)/python
 	$(PYTHON) -m venv $(VENV)/checkov
-	$(VENV)/checkov/bin/python -m pip install --quiet -r infra/checkov-requirements.txt
-	touch $(CHECKOV_STAMP)
+	$(VENV)/checkov/bin/python -m pip install --quiet -r infra/checkov-requirements.txt \
+		--constraint infra/checkov-constraints.txt
+	touch $@
 
-install: $(STAMP) $(CHECKOV_STAMP)
+install: $(TEST_STAMP) $(CHECKOV_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/voice-agent serve
 
 # The operator page is tested in a real headless browser: Debian's Chromium and ChromeDriver.
@@ -52,6 +65,17 @@ bench: install
 	$(BIN)/python bench/capacity.py
 	$(BIN)/python bench/soak.py --calls 4 --minutes 1
 	$(BIN)/python bench/records.py
+
+# Renew the lock: the newest releases pyproject.toml allows, for every platform and Python.
+# Then run `make test` (and read the SDK's changelog when google-genai moved).
+lock:
+	$(PYTHON) -m venv $(VENV)/uv
+	$(VENV)/uv/bin/python -m pip install --quiet uv==$(UV_VERSION)
+	$(VENV)/uv/bin/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
+		--upgrade --custom-compile-command "make lock" --output-file $(LOCK)
+	$(VENV)/uv/bin/uv pip compile infra/checkov-requirements.txt --universal \
+		--python-version 3.11 --upgrade --custom-compile-command "make lock" \
+		--output-file infra/checkov-constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

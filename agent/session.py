@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import inspect
 import logging
 import re
 import ssl
@@ -284,10 +285,51 @@ class LiveAgent:
         except Exception as exc:  # the SDK raises many kinds; all mean "no session"
             code, message, retryable = _classify(exc)
             raise ModelUnavailable(message, code=code, retryable=retryable) from exc
-        raw = getattr(session, "_ws", None) if self.fast_path else None
-        if raw is not None and not (hasattr(raw, "send") and hasattr(raw, "recv")):
-            raw = None  # an SDK version we don't know: stay on its public API
+        raw = None
+        if self.fast_path:
+            try:
+                raw = fast_path_socket(session)
+            except SdkContractError as exc:
+                # Calls must keep working on an SDK release we don't know: fall back to its
+                # public API for good, loudly (tests/test_sdk_contract.py fails on it).
+                self.fast_path = False
+                log.error(
+                    "model.fast_path_unavailable",
+                    extra={"event_fields": {"error": str(exc), "path": self.path}},
+                )
         return AgentSession(call_id, session, cm, raw)
+
+    @property
+    def path(self) -> str:
+        """``fast`` (raw JSON on the SDK's socket for the hot messages) or ``sdk``."""
+        return "fast" if self.fast_path else "sdk"
+
+
+class SdkContractError(RuntimeError):
+    """The google-genai SDK no longer looks the way the fast path relies on."""
+
+
+def fast_path_socket(session: Any) -> Any:
+    """The SDK session's own WebSocket, checked against what the fast path does with it.
+
+    The fast path relies on three things of google-genai 3.x: ``AsyncSession._ws`` is the
+    connection's ``websockets`` client; ``send(str)`` writes one text frame; and
+    ``recv(decode=False)`` returns one whole message as bytes. Raise ``SdkContractError``
+    naming what changed.
+    """
+    ws = getattr(session, "_ws", None)
+    if ws is None:
+        raise SdkContractError("google-genai's AsyncSession has no _ws attribute any more")
+    for name in ("send", "recv", "close"):
+        if not callable(getattr(ws, name, None)):
+            raise SdkContractError(f"the SDK's socket ({type(ws).__name__}) has no {name}()")
+    try:
+        parameters = inspect.signature(ws.recv).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    if "decode" not in parameters:
+        raise SdkContractError(f"the SDK's socket ({type(ws).__name__}) has no recv(decode=)")
+    return ws
 
 
 def build_connect_config(persona: Persona) -> types.LiveConnectConfig:

@@ -21,11 +21,11 @@ import logging
 import os
 import statistics
 
-from agent.config import Settings
 from agent.simulator.voice import synthesize
 from telephony.audio import pcm16_to_ulaw_8k
 from telephony.caller import BargeIn, CallResult, place_call
 from telephony.runner import local_server
+from telephony.settings import Settings
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from telephony.call import CallSummary, Interruption, Outcome
 from telephony.records import record_from_summary
 from telephony.store import CallStore, RecordWriter
+from telephony.summary import CallSummary, Interruption, Outcome
 
 TICK_S = 0.020
 

@@ -47,11 +47,9 @@ from typing import Any, Final
 import httpx
 import numpy as np
 
-from agent.config import SERVICE_VARIABLES, Settings
 from agent.simulator import FaultPlan, LiveSimulator, SimBehaviour, SimSession
 from agent.simulator.voice import OUTPUT_RATE, synthesize
 from telephony.audio import pcm16_to_ulaw_8k
-from telephony.call import CallSummary
 from telephony.caller import (
     CallerTurn,
     CallFailed,
@@ -64,6 +62,8 @@ from telephony.caller import (
 from telephony.loadtest.target import DialFailed, Target, dial
 from telephony.media_stream import FRAME_MS
 from telephony.runner import local_server
+from telephony.settings import VARIABLE_NAMES, Settings
+from telephony.summary import CallSummary
 
 #: What the callers say, one sentence per turn (cycled, in a different order for each call).
 SENTENCES: Final = (
@@ -83,7 +83,7 @@ THINK_S: Final = (0.4, 1.6)
 ANSWER_TIMEOUT_S: Final = 8.0
 #: Variables of the operator's shell that would change what is being tested (another model,
 #: signature checks our unsigned calls would fail, recordings on disk).
-ISOLATED_VARIABLES: Final = SERVICE_VARIABLES
+ISOLATED_VARIABLES: Final = VARIABLE_NAMES
 #: A caller ends its call normally by hanging up: when done, or when its time is up.
 NORMAL_ENDS: Final = ("caller", "max_duration")
 #: Caller audio sent and received are counted in different places (server frames, simulator

@@ -21,7 +21,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.resilient import Reconnected, ResiliencePolicy, ResilientSession
@@ -52,6 +51,7 @@ from telephony import twiml
 from telephony.audio import CallerToModel, ModelToCaller
 from telephony.logs import call_sid_var, fields
 from telephony.recording import CallRecorder
+from telephony.summary import CallSummary, Interruption, Outcome
 from telephony.twilio_rest import TwilioRest, TwilioRestError
 
 log = logging.getLogger(__name__)
@@ -95,17 +95,6 @@ ANSWER_MAX_SPEECH_S = 30.0
 OPEN_ATTEMPTS = 3
 
 
-class Outcome(enum.StrEnum):
-    """How a call ended (also what the ``<Connect action>`` answer is decided from)."""
-
-    COMPLETED = "completed"  # the caller hung up / Twilio stopped the stream
-    ENDED_BY_AGENT = "ended_by_agent"
-    TRANSFER = "transfer"
-    FAILED = "failed"  # the model could not be reached or was lost
-    REJECTED = "rejected"  # the stream itself was invalid (never started, hostile)
-    SHUTDOWN = "shutdown"  # the server stopped before the call ended
-
-
 class State(enum.Enum):
     WAITING_FOR_START = "waiting_for_start"
     CONNECTING_MODEL = "connecting_model"
@@ -127,53 +116,6 @@ class TwilioSocket(Protocol):
 
 #: Opens (or adopts a pre-connected) model session for a call SID.
 SessionOpener = Callable[[str], Awaitable[AgentSession]]
-
-
-@dataclass
-class Interruption:
-    """One barge-in: what the caller heard of the agent turn that was cut off."""
-
-    at_s: float  # seconds since the stream started
-    clear_latency_ms: float  # `interrupted` received → `clear` sent
-    sent_ms: float  # agent audio of that turn sent to Twilio
-    heard_ms: float  # of which the caller heard (confirmed by marks + estimate since the last)
-    confirmed_ms: float  # of which confirmed by a mark echo
-    transcript_heard: str  # the turn's transcript cut to what was heard (approximate)
-
-
-@dataclass
-class CallSummary:
-    """What happened on a call (logged at the end; kept by the server for inspection)."""
-
-    call_sid: str = ""
-    stream_sid: str = ""
-    direction: str = ""  # "inbound" or "outbound" (placed by us through Twilio REST)
-    caller: str = ""
-    callee: str = ""
-    outcome: Outcome = Outcome.REJECTED
-    reason: str = ""
-    started_at: float = field(default_factory=time.time)
-    duration_s: float = 0.0
-    model_connect_ms: float | None = None
-    first_audio_ms: float | None = None  # stream start → first agent audio sent to Twilio
-    turns: list[dict[str, Any]] = field(default_factory=list)
-    interruptions: list[Interruption] = field(default_factory=list)
-    dtmf: list[str] = field(default_factory=list)
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    frames_in: int = 0
-    frames_out: int = 0
-    bad_frames: int = 0
-    dropped_pre_session_frames: int = 0
-    tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "response": 0, "total": 0})
-    reconnects: int = 0
-    stalls: int = 0
-    stalls_recovered: int = 0
-    model_connections: list[dict[str, Any]] = field(default_factory=list)
-    caller_audio_ms: float = 0.0
-    caller_audio_dropped_ms: float = 0.0  # beyond the reconnect buffer (should be 0)
-    max_buffered_ms: float = 0.0
-    rest_failures: int = 0  # Twilio REST hang-up/redirect requests that failed
-    recording_failed: bool = False  # RECORD_CALLS could not write this call
 
 
 class Heard:

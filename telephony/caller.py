@@ -72,6 +72,8 @@ from telephony.recording import FORMAT_VERSION as RECORDING_FORMAT_VERSION
 from telephony.signature import SIGNATURE_HEADER, sign
 
 __all__ = [
+    "SIMULATED_FROM",
+    "SIMULATED_TO",
     "AudioGap",
     "BargeIn",
     "CallFailed",
@@ -88,6 +90,7 @@ __all__ = [
     "SimulatedCall",
     "TurnTaking",
     "assemble_heard",
+    "caller_identity",
     "connect_failure",
     "connect_headers",
     "drive_call",
@@ -129,6 +132,9 @@ TURN_TAIL_PAD_S: Final = 0.2
 #: one turn, not four).
 DTMF_GROUP_S: Final = 1.5
 _EPS: Final = 1e-9
+#: Caller and callee of simulated calls that name none: Twilio's documented test numbers.
+SIMULATED_FROM: Final = "+15005550006"
+SIMULATED_TO: Final = "+15005550001"
 
 EndReason = Literal["caller", "server", "max_duration", "error"]
 #: How a recording is replayed: ``realtime`` = exactly as recorded/in the file, from stream
@@ -1451,8 +1457,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "audio",
+        nargs="?",
+        default=None,
         help="what the caller says: an audio file (WAV/FLAC/OGG, any rate) or a call the "
-        "server recorded (a RECORD_CALLS directory)",
+        "server recorded (a RECORD_CALLS directory); default: a bundled sample of read "
+        "speech (public domain)",
     )
     p.add_argument("--url", default="ws://127.0.0.1:8080/twilio/media")
     p.add_argument("--out", default="heard.wav", help="WAV of what the caller heard")
@@ -1501,6 +1510,12 @@ _REPLAY_MODES: Final[dict[str, ReplayMode]] = {
 }
 
 
+def caller_identity(params: Mapping[str, str]) -> dict[str, str]:
+    """``params`` with Twilio-like ``from``/``to``/``direction`` where they are missing, as
+    the server's own webhook would have passed them (Twilio's test numbers)."""
+    return {"from": SIMULATED_FROM, "to": SIMULATED_TO, "direction": "inbound", **params}
+
+
 def _call_from_args(args: argparse.Namespace) -> SimulatedCall:
     recording = load_recording(args.audio, args.channel)
     name = args.replay or ("realtime" if Path(args.audio).is_dir() else "whole")
@@ -1517,7 +1532,7 @@ def _call_from_args(args: argparse.Namespace) -> SimulatedCall:
             recording,
             mode,
             turn_taking=taking,
-            custom_parameters={**recording.custom_parameters, **dict(args.param)},
+            custom_parameters=caller_identity({**recording.custom_parameters, **dict(args.param)}),
             linger_s=args.linger,
             max_duration_s=args.max_duration,
         )
@@ -1530,7 +1545,7 @@ def _call_from_args(args: argparse.Namespace) -> SimulatedCall:
         )
     return SimulatedCall(
         recording.audio,
-        custom_parameters={**recording.custom_parameters, **dict(args.param)},
+        custom_parameters=caller_identity({**recording.custom_parameters, **dict(args.param)}),
         dtmf=[*recording.dtmf, *args.dtmf],
         lead_silence_s=args.lead_silence or 0.0,
         # By default the caller listens to the greeting first, as people do.
@@ -1545,6 +1560,11 @@ def main(argv: list[str] | None = None) -> int:
     """``voice-agent call``: 0 for a normal call, 1 for an abnormal close, 2 when the call
     could not be placed (or the input could not be read)."""
     args = _build_parser().parse_args(argv)
+    if args.audio is None:
+        from telephony import samples
+
+        args.audio = str(samples.DEFAULT)
+        print(f"caller says: {samples.transcript(samples.DEFAULT)!r} (bundled sample)")
     try:
         call = _call_from_args(args)
     except (OSError, ValueError, sf.LibsndfileError) as exc:

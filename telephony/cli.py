@@ -1,91 +1,162 @@
-"""``voice-agent``: serve the agent, place a simulated call, run the Live API simulator."""
+"""``voice-agent``: one command, sub-commands imported only when they run.
+
+``voice-agent calls list`` must not pay for uvicorn, FastAPI and the google-genai SDK (a second
+of imports), so this module imports nothing heavy: each sub-command names the module and
+function that implement it, and the dispatcher imports that one module.
+
+Configuration comes from the environment, and from ``.env`` in the working directory for
+whatever the environment leaves unset (``telephony.envfile``).
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import importlib
 import os
 import sys
+from collections.abc import Callable
+from importlib import metadata
+from typing import TYPE_CHECKING, Final
 
-from agent.config import ConfigError, Settings
-from telephony import logs
-from telephony.runner import build_server
+if TYPE_CHECKING:
+    from telephony.settings import Settings
 
-log = logging.getLogger("telephony.cli")
+__all__ = ["main"]
+
+DISTRIBUTION: Final = "gemini-phone-agent"
+
+#: name → (module, function, one-line help). Each function takes the remaining arguments.
+COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
+    "serve": ("telephony.serve", "main", "run the server (FastAPI under uvicorn)"),
+    "call": (
+        "telephony.caller",
+        "main",
+        "place a simulated phone call against a running server (bundled sample by default)",
+    ),
+    "calls": ("telephony.operator_cli", "calls_main", "call records: list | show | prune"),
+    "dial": (
+        "telephony.operator_cli",
+        "dial_main",
+        "place an outbound call through a running server",
+    ),
+    "loadtest": ("telephony.loadtest.cli", "main", "replay recorded calls, many at once"),
+    "simulate-live": ("agent.simulator", "main", "run the local Live API simulator on its own"),
+    "config": (
+        "telephony.config_cli",
+        "main",
+        "check the configuration, or print .env.example",
+    ),
+}
+
+#: Which extra brings a module that an optional feature imports.
+EXTRAS: Final = {
+    "psycopg": "postgres",
+    "psycopg2": "postgres",
+    "locust": "loadtest",
+    "gevent": "loadtest",
+}
 
 
-def load_settings() -> Settings:
+def version() -> str:
     try:
-        return Settings.from_env(os.environ)
-    except ConfigError as exc:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # running from a source tree without installing
+        return "0+unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voice-agent",
+        description="A Gemini Live voice agent on a Twilio phone number.",
+        epilog=(
+            "Configuration: environment variables, and .env in the working directory for "
+            "what the environment leaves unset (see .env.example, `voice-agent config check`). "
+            "Each command has its own --help."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_module, _function, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return parser
+
+
+def _load_env_file() -> dict[str, str]:
+    """Apply ``.env`` (never over the environment); the sources of what it set."""
+    from telephony.envfile import EnvFileError, load_env_file
+    from telephony.settings import VARIABLE_NAMES
+
+    try:
+        loaded = load_env_file(".env", known=VARIABLE_NAMES)
+    except EnvFileError as exc:
         print(f"voice-agent: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    for warning in loaded.warnings:
+        print(f"voice-agent: warning: {warning}", file=sys.stderr)
+    return loaded.sources
 
 
-def _serve(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    logs.configure(
-        settings.log_level, settings.log_format, redact_numbers=settings.redact_phone_numbers
+def _missing_module(exc: ModuleNotFoundError) -> str:
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return f"voice-agent: {exc} (the installation is incomplete: reinstall {DISTRIBUTION})"
+    return (
+        f"voice-agent: this needs the '{extra}' extra: pip install '{DISTRIBUTION}[{extra}]' "
+        f"({exc})"
     )
-    server = build_server(settings, args.host, args.port)
-    server.run()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="voice-agent", description="A Gemini Live voice agent on a Twilio phone number."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the server (FastAPI under uvicorn)")
-    serve.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    sub.add_parser(
-        "call", help="place a simulated phone call (see: voice-agent call -h)", add_help=False
-    )
-    sub.add_parser("simulate-live", help="run the local Live API simulator", add_help=False)
-    sub.add_parser(
-        "calls",
-        help="call records: calls list | calls show <sid> (see: voice-agent calls -h)",
-        add_help=False,
-    )
-    sub.add_parser(
-        "dial",
-        help="place an outbound call through a running server (voice-agent dial -h)",
-        add_help=False,
-    )
-    sub.add_parser(
-        "loadtest",
-        help="replay recorded calls, many at once (see: voice-agent loadtest -h)",
-        add_help=False,
-    )
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0].startswith("-"):
+        parser = _parser()
+        parser.parse_args(args)  # --help / --version exit here
+        parser.print_help(sys.stderr)
+        return 2
+    command = COMMANDS.get(args[0])
+    if command is None:
+        _parser().parse_args(args)  # prints "invalid choice" and exits 2
+        return 2
+    module_name, function_name, _help = command
+    try:
+        if args[0] != "simulate-live":
+            _ENV_SOURCES.clear()
+            _ENV_SOURCES.update(_load_env_file())
+        module = importlib.import_module(module_name)
+        run: Callable[[list[str]], int] = getattr(module, function_name)
+        return run(args[1:])
+    except ModuleNotFoundError as exc:
+        print(_missing_module(exc), file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # `voice-agent calls list | head`: the reader left; say nothing more (Python's docs'
+        # recipe: point stdout at devnull so the interpreter's final flush cannot fail too).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "call":
-        from telephony.caller import main as call_main
 
-        return call_main(argv[1:])
-    if argv and argv[0] == "loadtest":
-        from telephony.loadtest.cli import main as loadtest_main
+#: Where variables applied from ``.env`` came from (for configuration error messages).
+_ENV_SOURCES: dict[str, str] = {}
 
-        return loadtest_main(argv[1:])
-    if argv and argv[0] == "calls":
-        from telephony.operator_cli import calls_main
 
-        return calls_main(argv[1:])
-    if argv and argv[0] == "dial":
-        from telephony.operator_cli import dial_main
+def env_sources() -> dict[str, str]:
+    """Variables this process took from ``.env`` (name → file), for error messages."""
+    return dict(_ENV_SOURCES)
 
-        return dial_main(argv[1:])
-    if argv and argv[0] == "simulate-live":
-        from agent.simulator import main as simulator_main
 
-        return simulator_main(argv[1:])
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return _serve(args)
-    parser.error(f"unknown command {args.command}")
-    return 2
+def load_settings() -> Settings:
+    """The service's settings, or exit with the one-line configuration error."""
+    from telephony.settings import ConfigError, Settings
+
+    try:
+        return Settings.from_env(os.environ, sources=env_sources())
+    except ConfigError as exc:
+        print(f"voice-agent: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

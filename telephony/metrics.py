@@ -19,7 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from telephony.call import CallSummary, Outcome
+from telephony.summary import CallSummary, Outcome
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 

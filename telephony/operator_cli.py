@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from agent.config import DEFAULT_DATABASE_URL
 from telephony.records import OUTCOMES
+from telephony.settings import DEFAULT_DATABASE_URL
 
 __all__ = ["calls_main", "dial_main"]
 

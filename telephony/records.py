@@ -20,8 +20,8 @@ import time
 from dataclasses import asdict
 from typing import Any, Final
 
-from telephony.call import CallSummary
 from telephony.pii import mask_number, redact_value
+from telephony.summary import CallSummary
 
 __all__ = [
     "DIALING",

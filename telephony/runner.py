@@ -13,10 +13,10 @@ from types import FrameType
 import httpx
 import uvicorn
 
-from agent.config import Settings
 from telephony import logs
 from telephony.media_stream import MAX_FRAME_BYTES
 from telephony.server import Service, create_app
+from telephony.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -30,17 +30,18 @@ from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from agent.config import Settings
 from agent.resilient import ResiliencePolicy
 from agent.session import AgentError, AgentSession, LiveAgent
 from telephony import operator_api, twiml
-from telephony.call import Call, CallSummary
+from telephony.call import Call
 from telephony.logs import call_sid_var, fields
 from telephony.metrics import CONTENT_TYPE_LATEST, Metrics
 from telephony.recording import CallRecorder
 from telephony.records import record_from_summary
+from telephony.settings import Settings
 from telephony.signature import SIGNATURE_HEADER, is_valid
 from telephony.store import CallStore, RecordWriter
+from telephony.summary import CallSummary
 from telephony.twilio_rest import TwilioRest
 
 log = logging.getLogger(__name__)
@@ -358,12 +359,16 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
         log.info(
             "server.ready",
             extra=fields(
+                model=settings.model.model,
+                model_backend=settings.model.backend,
+                model_path=service.agent.path if service.agent is not None else None,
                 persona_voice=settings.persona.voice,
                 language=settings.persona.language,
                 tools=list(settings.persona.tools),
                 max_concurrent_calls=settings.max_concurrent_calls,
                 signatures=settings.signatures_enforced,
                 rest=settings.rest_enabled,
+                operator_api="on (/calls, /ui)" if settings.api_token else "off: set API_TOKEN",
                 record_calls=str(settings.record_calls) if settings.record_calls else None,
             ),
         )

@@ -111,6 +111,13 @@ def _safe_url(url: str) -> str:
         return "<unparseable database URL>"
 
 
+def _one_line(exc: BaseException) -> str:
+    """The driver's message without SQLAlchemy's SQL echo and background link."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
 class CallStore:
     """Synchronous access to the ``calls`` table. Thread-safe (SQLAlchemy's pool)."""
 
@@ -132,8 +139,23 @@ class CallStore:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             if create:
                 metadata.create_all(self.engine)
-        except (SQLAlchemyError, ImportError, OSError) as exc:
-            raise StoreError(f"cannot open the call database {self.url}: {exc}") from exc
+        except ImportError as exc:
+            raise StoreError(
+                f"cannot open the call database {self.url}: its driver is not installed "
+                f"({exc}); for PostgreSQL: pip install 'gemini-phone-agent[postgres]'"
+            ) from exc
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"cannot open the call database {self.url}: {_one_line(exc)}") from exc
+
+    def check_writable(self) -> None:
+        """Raise ``StoreError`` unless records can be written (a read-only file, a standby,
+        a role without INSERT): at startup, so it is not discovered at the first call's end."""
+        try:
+            with self.engine.begin() as conn:
+                # A write that changes nothing still needs write access to the table.
+                conn.execute(delete(calls).where(calls.c.call_sid == ""))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write call records to {self.url}: {_one_line(exc)}") from exc
 
     # -- writing --------------------------------------------------------------------------
 

@@ -10,25 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from agent.config import SERVICE_VARIABLES, Settings
 from agent.simulator import LiveSimulator, SimBehaviour
 from agent.simulator.voice import synthesize
 from telephony.audio import pcm16_to_ulaw_8k
-from telephony.call import CallSummary
 from telephony.caller import CallResult, place_call
 from telephony.media_stream import FRAME_BYTES, ULAW_SILENCE
 from telephony.runner import LocalServer, local_server
+from telephony.settings import VARIABLE_NAMES, Settings
+from telephony.summary import CallSummary
 
 #: Variables of the developer's shell or CI that must not leak into a test's configuration.
-HERMETIC_VARIABLES = SERVICE_VARIABLES
+HERMETIC_VARIABLES = VARIABLE_NAMES
 
 
 def speech(text: str, voice: str = "Charon") -> bytes:
@@ -84,3 +86,49 @@ async def run_stack(
             monkeypatch.setenv(key, value)
         async with local_server(Settings.from_env(os.environ)) as local:
             yield Stack(local.server, local.service, local.port, sim)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers run as subprocesses)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dockerfile_instructions(path: Path | None = None) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of infra/Dockerfile, continuation lines joined, comments
+    dropped."""
+    text = re.sub(r"\\\n", " ", (path or ROOT / "infra" / "Dockerfile").read_text())
+    result = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            instruction, _, arguments = line.strip().partition(" ")
+            result.append((instruction.upper(), " ".join(arguments.split())))
+    return result
+
+
+def canonical(name: str) -> str:
+    """A distribution name as PyPI compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_versions(lock: Path | None = None) -> dict[str, str]:
+    """The lock's pins (constraints.txt) that apply to this interpreter: name → version."""
+    from packaging.requirements import Requirement
+
+    pins: dict[str, str] = {}
+    for line in (lock or ROOT / "constraints.txt").read_text().splitlines():
+        if not line or line.startswith((" ", "#")):
+            continue
+        requirement = Requirement(line)
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        [spec] = requirement.specifier
+        assert spec.operator == "==", line
+        pins[canonical(requirement.name)] = spec.version
+    return pins

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import DEFAULT_GREETING, DEFAULT_MODEL, ConfigError, Settings
+from agent.config import DEFAULT_GREETING, DEFAULT_MODEL
+from agent.env import EnvReader, Variable
+from telephony.settings import VARIABLES, ConfigError, Settings
 
 
 def settings(**env: str) -> Settings:
@@ -153,22 +155,51 @@ def test_unknown_voice_is_passed_on_with_a_warning() -> None:
     assert any("Newvoice" in w for w in s.warnings)
 
 
-def test_every_variable_read_is_listed_and_documented() -> None:
+class _Recording(dict[str, str]):
+    """An environment that remembers every name looked up in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def test_every_variable_read_is_declared_and_documented() -> None:
     import re
     from pathlib import Path
 
-    from agent import config
-    from agent.config import SERVICE_VARIABLES
-
-    source = Path(config.__file__).read_text()
-    read = set(
-        re.findall(
-            r'(?:raw|flag|parse|positive_int|seconds|seconds_or_off|sensitivity)\(\s*"([A-Z0-9_]+)"',
-            source,
-        )
-    ) | set(re.findall(r'self\.env\.get\("([A-Z0-9_]+)"', source))
-    assert len(read) > 30
-    assert read <= set(SERVICE_VARIABLES)
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    undocumented = [name for name in SERVICE_VARIABLES if f"`{name}`" not in readme]
+    env = _Recording()
+    Settings.from_env(env)
+    assert len(env.asked) > 30
+    names = {v.name for v in VARIABLES}
+    assert env.asked <= names
+    assert len(names) == len(VARIABLES), "a variable is declared twice"
+    # The command line reads a few more straight from the environment.
+    root = Path(__file__).parent.parent
+    sources = " ".join(p.read_text() for p in (root / "telephony").rglob("*.py"))
+    direct = set(re.findall(r'environ\.get\(\s*"([A-Z0-9_]+)"', sources))
+    assert direct <= names
+    readme = (root / "README.md").read_text()
+    docs = readme + " ".join(p.read_text() for p in (root / "docs").glob("*.md"))
+    undocumented = [name for name in names if f"`{name}`" not in docs]
     assert undocumented == []
+
+
+def test_reading_an_undeclared_variable_is_a_bug() -> None:
+    reader = EnvReader({"X": "1"}, [Variable("Y", "", "y", "s")])
+    with pytest.raises(KeyError, match="not a declared variable"):
+        reader.raw("X")
+
+
+def test_errors_say_where_the_value_came_from() -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(
+            {"MAX_CONCURRENT_CALLS": "lots"}, sources={"MAX_CONCURRENT_CALLS": ".env"}
+        )
+    assert str(err.value) == (
+        "configuration error: MAX_CONCURRENT_CALLS (set in .env): expected a whole number, "
+        "got 'lots'"
+    )

@@ -26,6 +26,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from support import dockerfile_instructions
+
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
 K8S = INFRA / "k8s"
@@ -536,17 +538,6 @@ def test_cloud_run_is_public_with_twilio_signatures_as_auth() -> None:
 # --- Dockerfile ----------------------------------------------------------------------------------
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", (INFRA / "Dockerfile").read_text())
-    result = []
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            instruction, _, arguments = line.strip().partition(" ")
-            result.append((instruction.upper(), " ".join(arguments.split())))
-    return result
-
-
 def final_stage() -> list[tuple[str, str]]:
     instructions = dockerfile_instructions()
     last_from = max(i for i, (name, _) in enumerate(instructions) if name == "FROM")
@@ -566,6 +557,9 @@ def test_image_installs_the_project_with_the_postgres_driver() -> None:
     assert f'"{project["name"]}[postgres]"' in install
     assert "--no-index" in install, "the final stage installs only the wheels built before"
     assert "--mount=type=bind,from=build,source=/wheels" in install
+    # Both stages install the versions CI tested: the lock.
+    assert "--constraint constraints.txt" in build
+    assert "--constraint /wheels/constraints.txt" in install
     assert not any(name in {"COPY", "ADD"} for name, _ in final_stage()), "no wheel layer"
 
 
@@ -659,3 +653,100 @@ def test_every_checkov_skip_has_a_reason() -> None:
 def test_terraform_has_no_tabs_or_trailing_spaces(path: Path) -> None:
     for number, line in enumerate(path.read_text().splitlines(), 1):
         assert "\t" not in line and line == line.rstrip(), f"{path.name}:{number}"
+
+
+# --- Docker Compose (local development) -------------------------------------------------------
+
+COMPOSE = ROOT / "compose.yaml"
+
+
+def compose() -> dict[str, Any]:
+    document = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+def test_compose_runs_the_production_image_with_postgres_for_records() -> None:
+    services = compose()["services"]
+    assert set(services) == {"agent", "db"}
+    agent = services["agent"]
+    assert agent["build"] == {"context": ".", "dockerfile": "infra/Dockerfile"}
+    assert (ROOT / agent["build"]["dockerfile"]).is_file()
+    url = agent["environment"]["DATABASE_URL"]
+    assert url.startswith("postgresql+psycopg://") and "@db:5432/" in url
+    db = services["db"]
+    assert db["image"].startswith("postgres:")
+    user, password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)
+    database = url.rsplit("/", 1)[1]
+    env = db["environment"]
+    assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]) == (
+        user,
+        password,
+        database,
+    )
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in db["volumes"]), "records persist"
+    assert set(compose()["volumes"]) == {v.split(":", 1)[0] for v in db["volumes"]}
+
+
+def test_compose_starts_the_agent_once_the_database_is_ready() -> None:
+    services = compose()["services"]
+    assert services["agent"]["depends_on"] == {"db": {"condition": "service_healthy"}}
+    check = services["db"]["healthcheck"]
+    assert check["test"][0] == "CMD-SHELL" and "pg_isready" in check["test"][1]
+    assert check["retries"] * int(check["interval"].rstrip("s")) >= 30
+
+
+def test_compose_lets_a_drain_finish_before_it_kills_the_agent() -> None:
+    agent = compose()["services"]["agent"]
+    drain = float(agent["environment"]["DRAIN_TIMEOUT_S"])
+    grace = float(agent["stop_grace_period"].rstrip("s"))
+    assert grace > drain
+
+
+def test_compose_reads_the_operators_env_file_and_publishes_the_port() -> None:
+    agent = compose()["services"]["agent"]
+    assert agent["env_file"] == [{"path": ".env", "required": False}]
+    assert agent["ports"] == ["8080:8080"]
+    assert ".env" in (ROOT / ".gitignore").read_text().split(), "a .env never gets committed"
+
+
+def test_yamllint_passes_on_compose() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "yamllint",
+            "--strict",
+            "-c",
+            str(INFRA / ".yamllint"),
+            str(COMPOSE),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Dockerfile lint ---------------------------------------------------------------------------
+
+
+def test_hadolint_passes_on_the_dockerfile() -> None:
+    hadolint = Path(sys.prefix) / "bin" / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(INFRA / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_would_catch_an_unpinned_pip_install(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:3.11-slim\nRUN pip install --no-cache-dir gemini-phone-agent\n")
+    hadolint = Path(sys.prefix) / "bin" / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(bad)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0 and "DL3013" in result.stdout

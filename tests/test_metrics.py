@@ -6,8 +6,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from support import run_stack, silence
-from telephony.call import CallSummary, Interruption, Outcome
 from telephony.metrics import Metrics
+from telephony.summary import CallSummary, Interruption, Outcome
 
 
 def value(m: Metrics, name: str, **labels: str) -> float:

@@ -12,13 +12,13 @@ import orjson
 import pytest
 import soundfile as sf
 
-from agent.config import ConfigError, Settings
 from support import run_stack, speech
 from telephony import media_stream as ms
 from telephony import recording
 from telephony.audio import ulaw_decode
 from telephony.caller import BargeIn, merge_runs
 from telephony.recording import CallRecorder, safe_dirname
+from telephony.settings import ConfigError, Settings
 
 T0 = 1000.0  # an arbitrary monotonic clock reading at stream start
 RATE = 8000

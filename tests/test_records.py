@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from telephony.call import CallSummary, Interruption, Outcome
 from telephony.records import (
     DIALING,
     IN_PROGRESS,
@@ -18,6 +17,7 @@ from telephony.records import (
     transcript_of,
 )
 from telephony.store import CallStore, RecordWriter, StoreError
+from telephony.summary import CallSummary, Interruption, Outcome
 
 
 def summary(sid: str = "CA1", **changes: Any) -> CallSummary:

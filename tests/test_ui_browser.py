@@ -21,8 +21,8 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from support import run_stack
-from telephony.call import CallSummary, Interruption, Outcome
 from telephony.records import record_from_summary
+from telephony.summary import CallSummary, Interruption, Outcome
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

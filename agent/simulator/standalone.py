@@ -62,7 +62,7 @@ async def run_standalone(
 def _parser() -> argparse.ArgumentParser:
     d = SimBehaviour()
     p = argparse.ArgumentParser(
-        prog="python -m agent.simulator",
+        prog="voice-agent simulate-live",
         description="A local Gemini Live API simulator (TLS WebSocket; not a real model).",
     )
     p.add_argument("--host", default="127.0.0.1")

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from telephony.caller import SIMULATED_FROM, SIMULATED_TO
 from telephony.signature import SIGNATURE_HEADER, sign
 
 __all__ = [
@@ -63,8 +64,8 @@ class Target:
     webhook_url: str | None = None
     auth_token: str | None = None
     public_url: str | None = None
-    from_number: str = "+15005550006"
-    to_number: str = "+15005550001"
+    from_number: str = SIMULATED_FROM
+    to_number: str = SIMULATED_TO
     timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -173,9 +174,10 @@ def stream_plan(target: Target, stream_url: str, parameters: Mapping[str, str]) 
     return StreamPlan(connect, headers, dict(parameters))
 
 
-def direct_plan(target: Target) -> StreamPlan:
+def direct_plan(target: Target, custom_parameters: Mapping[str, str] | None = None) -> StreamPlan:
     """Straight to ``media_url``: the upgrade signed over its ``wss://`` form (or the same
-    path under ``public_url``)."""
+    path under ``public_url``). ``start`` carries the recording's parameters, with the
+    caller/callee numbers a webhook would have added when it has none."""
     assert target.media_url is not None
     headers: dict[str, str] = {}
     if target.auth_token is not None:
@@ -183,7 +185,13 @@ def direct_plan(target: Target) -> StreamPlan:
         public = urlsplit(_public(target.media_url, target.public_url))
         signed = urlunsplit(public._replace(scheme="wss"))
         headers[SIGNATURE_HEADER] = sign(target.auth_token, signed, {})
-    return StreamPlan(target.media_url, headers)
+    params = {
+        "from": target.from_number,
+        "to": target.to_number,
+        "direction": "inbound",
+        **(custom_parameters or {}),
+    }
+    return StreamPlan(target.media_url, headers, params)
 
 
 def _answer(target: Target, response: httpx.Response) -> StreamPlan:
@@ -206,7 +214,7 @@ async def dial(
 ) -> StreamPlan:
     """The webhook step (if the target is a webhook), then how to open the stream."""
     if target.webhook_url is None:
-        return direct_plan(target)
+        return direct_plan(target, custom_parameters)
     url, form, headers = webhook_request(target, call_sid, account_sid, custom_parameters)
     try:
         response = await client.post(url, data=form, headers=headers, timeout=target.timeout_s)
@@ -226,7 +234,7 @@ def dial_sync(
 ) -> StreamPlan:
     """:func:`dial` for synchronous (gevent) callers."""
     if target.webhook_url is None:
-        return direct_plan(target)
+        return direct_plan(target, custom_parameters)
     url, form, headers = webhook_request(target, call_sid, account_sid, custom_parameters)
     try:
         response = client.post(url, data=form, headers=headers, timeout=target.timeout_s)
