@@ -324,10 +324,10 @@ def fast_path_socket(session: Any) -> Any:
         if not callable(getattr(ws, name, None)):
             raise SdkContractError(f"the SDK's socket ({type(ws).__name__}) has no {name}()")
     try:
-        parameters = inspect.signature(ws.recv).parameters
+        takes_decode = "decode" in inspect.signature(ws.recv).parameters
     except (TypeError, ValueError):
-        parameters = {}
-    if "decode" not in parameters:
+        takes_decode = False
+    if not takes_decode:
         raise SdkContractError(f"the SDK's socket ({type(ws).__name__}) has no recv(decode=)")
     return ws
 
