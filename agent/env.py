@@ -10,6 +10,7 @@ value, so a typo stops startup with one line instead of failing at the first cal
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -147,16 +148,18 @@ class EnvReader:
 
 def env_example(variables: Iterable[Variable], header: str) -> str:
     """The text of ``.env.example``: every variable, commented out at its default."""
-    lines = [header.rstrip(), ""]
+    lines = [header.rstrip()]
     section = None
     for var in variables:
         if var.section != section:
             section = var.section
-            lines += ["", f"# --- {section} " + "-" * max(3, 86 - len(section)), ""]
-        lines.append(f"# {var.meaning}" + (" (read by the google-genai SDK)" if var.sdk else ""))
+            lines += ["", "", f"# --- {section} " + "-" * max(3, 88 - len(section))]
+        meaning = var.meaning + (" (read by the google-genai SDK)" if var.sdk else "")
+        lines.append("")
+        lines += textwrap.wrap(meaning, 94, initial_indent="# ", subsequent_indent="# ")
         value = "" if var.secret else var.default
         lines.append(f"# {var.name}={_quoted(value)}")
-    return "\n".join(lines).replace("\n\n\n", "\n\n").strip() + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def _quoted(value: str) -> str:

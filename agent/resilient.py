@@ -137,6 +137,9 @@ class ResilientSession:
         #: When the caller's last utterance ended (monotonic, back-dated to its last loud
         #: frame), until ``take_speech_end()`` claims it: the start of a response latency.
         self._speech_ended_at: float | None = None
+        #: When the caller's latest utterance started (monotonic, back-dated to its first
+        #: loud frame); None before the caller has spoken.
+        self.speech_started_at: float | None = None
         self._waiting_since: float | None = None  # caller done, no model output yet
         self._nudged = False
         self._stalled = False
@@ -322,6 +325,9 @@ class ResilientSession:
         for event in self._vad.push(pcm16k):
             if event.is_start:
                 self.caller_speaking = True
+                # Reported start_ms after the first loud frame: date it back.
+                ahead = (self._vad.position - event.sample) / INPUT_RATE
+                self.speech_started_at = time.monotonic() - ahead
             else:
                 self.caller_speaking = False
                 now = time.monotonic()

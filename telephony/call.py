@@ -51,7 +51,7 @@ from telephony import twiml
 from telephony.audio import CallerToModel, ModelToCaller
 from telephony.logs import call_sid_var, fields
 from telephony.recording import CallRecorder
-from telephony.summary import CallSummary, Interruption, Outcome
+from telephony.summary import CallSummary, Interruption, Outcome, join_fragments
 from telephony.twilio_rest import TwilioRest, TwilioRestError
 
 log = logging.getLogger(__name__)
@@ -260,6 +260,7 @@ class Call:
         self._turn_closed = True  # the last agent turn is complete; the next audio starts one
         self._turn_in: list[str] = []
         self._turn_out: list[str] = []
+        self._turn_caller_at: float | None = None  # when the caller began this turn's words
         self._turn_audio_started = False
         self._turn_response_ms: float | None = None
         self._last_audio_at = 0.0
@@ -498,6 +499,15 @@ class Call:
         if self._session is not None and self._outbound_greeting:
             await self._session.send_text(outbound_greeting_prompt(self._outbound_greeting))
 
+    def _on_input_transcript(self, text: str) -> None:
+        if self._turn_caller_at is None:
+            # Transcripts arrive while or just after the caller speaks: the turn's words began
+            # with the utterance the call's own VAD saw start last (or now, if it saw none).
+            now = time.monotonic()
+            started = self._session.speech_started_at if self._session is not None else None
+            self._turn_caller_at = started if started is not None and started <= now else now
+        self._turn_in.append(text)
+
     async def _on_dtmf(self, digit: str) -> None:
         self.summary.dtmf.append(digit)
         log.info("call.dtmf", extra=fields(digit=digit))
@@ -522,7 +532,7 @@ class Call:
                     await self._send_mark(force=True)
                     self._on_turn_complete()
                 elif isinstance(event, InputTranscript):
-                    self._turn_in.append(event.text)
+                    self._on_input_transcript(event.text)
                 elif isinstance(event, OutputTranscript):
                     if not self._discarding:
                         self._open_turn()
@@ -673,7 +683,7 @@ class Call:
         # will come, and discarding would swallow the next answer instead.
         self._discarding = not self._turn_closed
         sent_ms, heard_ms, confirmed_ms = self._heard.cleared(received)
-        text = "".join(self._turn_out)
+        text = join_fragments(self._turn_out)
         cut = text[: round(len(text) * heard_ms / sent_ms)] if sent_ms else ""
         record = Interruption(
             at_s=round(self._elapsed(), 3),
@@ -715,13 +725,18 @@ class Call:
             self._turns_done += 1
             self._progress.set()
             return  # nothing new since the last turn (e.g. the turnComplete after a late clear)
-        turn = {
+        agent_at = self._heard.first_sent_at if self._heard.sent_bytes else None
+        turn: dict[str, Any] = {
             "at_s": round(self._elapsed(), 3),
-            "caller": "".join(self._turn_in).strip(),
-            "agent": "".join(self._turn_out).strip(),
+            "caller": join_fragments(self._turn_in),
+            "agent": join_fragments(self._turn_out),
             "interrupted": interrupted,
             "agent_audio_ms": round(self._heard.sent_bytes * 1000 / ms.SAMPLE_RATE),
         }
+        if self._turn_caller_at is not None and turn["caller"]:
+            turn["caller_at_s"] = round(self._turn_caller_at - self._t0, 3)
+        if agent_at is not None and turn["agent"]:
+            turn["agent_at_s"] = round(agent_at - self._t0, 3)
         if self._turn_response_ms is not None:
             turn["response_ms"] = self._turn_response_ms
         if interrupted and self.summary.interruptions:
@@ -733,6 +748,7 @@ class Call:
         # The agent's text and mark positions stay until its next turn starts: a barge-in can
         # still arrive for this turn while its audio plays at Twilio.
         self._turn_in.clear()
+        self._turn_caller_at = None
         self._turn_closed = True
         self._turns_done += 1
         self._progress.set()

@@ -81,8 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_env_file() -> dict[str, str]:
-    """Apply ``.env`` (never over the environment); the sources of what it set."""
+def _load_env_file() -> None:
+    """Apply ``.env`` to the process environment (never over what is set)."""
     from telephony.envfile import EnvFileError, load_env_file
     from telephony.settings import VARIABLE_NAMES
 
@@ -93,7 +93,6 @@ def _load_env_file() -> dict[str, str]:
         raise SystemExit(2) from None
     for warning in loaded.warnings:
         print(f"voice-agent: warning: {warning}", file=sys.stderr)
-    return loaded.sources
 
 
 def _missing_module(exc: ModuleNotFoundError) -> str:
@@ -121,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, function_name, _help = command
     try:
         if args[0] != "simulate-live":
-            _ENV_SOURCES.clear()
-            _ENV_SOURCES.update(_load_env_file())
+            _load_env_file()
         module = importlib.import_module(module_name)
         run: Callable[[list[str]], int] = getattr(module, function_name)
         return run(args[1:])
@@ -139,17 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-#: Where variables applied from ``.env`` came from (for configuration error messages).
-_ENV_SOURCES: dict[str, str] = {}
-
-
-def env_sources() -> dict[str, str]:
-    """Variables this process took from ``.env`` (name → file), for error messages."""
-    return dict(_ENV_SOURCES)
-
-
 def load_settings() -> Settings:
     """The service's settings, or exit with the one-line configuration error."""
+    from telephony.envfile import env_sources
     from telephony.settings import ConfigError, Settings
 
     try:

@@ -26,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def check() -> int:
-    from telephony.cli import env_sources, load_settings
+    from telephony.cli import load_settings
+    from telephony.envfile import env_sources
 
     settings = load_settings()  # exits with the one-line error if something is wrong
     sources = env_sources()

@@ -13,7 +13,7 @@ from collections.abc import Collection, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EnvFile", "EnvFileError", "load_env_file"]
+__all__ = ["EnvFile", "EnvFileError", "env_sources", "load_env_file"]
 
 
 class EnvFileError(ValueError):
@@ -52,6 +52,8 @@ def load_env_file(
     from dotenv.parser import parse_stream
 
     env = os.environ if environ is None else environ
+    if environ is None:
+        _SOURCES.clear()
     file = Path(path)
     if not file.is_file():
         return EnvFile(None)
@@ -76,4 +78,16 @@ def load_env_file(
             continue  # a bare NAME line, or the process environment wins
         env[name] = value
         applied[name] = value
-    return EnvFile(file, applied, tuple(warnings))
+    loaded = EnvFile(file, applied, tuple(warnings))
+    if environ is None:
+        _SOURCES.update(loaded.sources)
+    return loaded
+
+
+#: What the last load into the process environment set, for error messages.
+_SOURCES: dict[str, str] = {}
+
+
+def env_sources() -> dict[str, str]:
+    """Variables of the process environment that came from ``.env`` (name → file)."""
+    return dict(_SOURCES)

@@ -80,7 +80,11 @@ def install(app: FastAPI, service: Any) -> None:
     def authorized(request: Request) -> None:
         token = settings.api_token
         if token is None:
-            raise HTTPException(503, "the operator API is disabled: set API_TOKEN")
+            raise HTTPException(
+                503,
+                "the operator API is off: start the server with API_TOKEN set "
+                "(at least 16 characters)",
+            )
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(

@@ -8,7 +8,8 @@ order::
     {"role": "agent", "text": "Sure, for how", "at_s": 6.1, "interrupted": true,
      "generated": "Sure, for how many people?", "response_ms": 812.0}
 
-An agent entry cut off by the caller holds what the caller actually *heard* (from Twilio's
+``at_s`` is when that side began speaking, in seconds since the stream started. An agent
+entry cut off by the caller holds what the caller actually *heard* (from Twilio's
 mark echoes, see ``telephony.call.Heard``) in ``text``, flagged ``interrupted``, with what
 the model had generated in ``generated``.
 """
@@ -60,11 +61,18 @@ def transcript_of(summary: CallSummary) -> list[dict[str, Any]]:
         at_s = turn.get("at_s")
         caller = str(turn.get("caller") or "").strip()
         if caller:
-            entries.append({"role": "caller", "text": caller, "at_s": at_s})
+            # Each side is dated when it began speaking (older records: when the turn ended).
+            entries.append(
+                {"role": "caller", "text": caller, "at_s": turn.get("caller_at_s", at_s)}
+            )
         generated = str(turn.get("agent") or "").strip()
         if not generated:
             continue
-        entry: dict[str, Any] = {"role": "agent", "text": generated, "at_s": at_s}
+        entry: dict[str, Any] = {
+            "role": "agent",
+            "text": generated,
+            "at_s": turn.get("agent_at_s", at_s),
+        }
         if turn.get("interrupted"):
             entry["text"] = str(turn.get("agent_heard") or "").strip()
             entry["interrupted"] = True

@@ -160,8 +160,9 @@ PHONE_VARIABLES: Final = (
     ),
     Variable(
         "TWILIO_API_BASE_URL",
-        "https://api.twilio.com",
-        "send Twilio REST requests elsewhere (an egress proxy, a test stand-in)",
+        "",
+        "send Twilio REST requests elsewhere than https://api.twilio.com (an egress proxy, a "
+        "test stand-in)",
         _OPS,
     ),
     Variable("HOST", "0.0.0.0", "voice-agent serve: listening address (--host wins)", _CLI),

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CallSummary", "Interruption", "Outcome"]
+__all__ = ["CallSummary", "Interruption", "Outcome", "join_fragments"]
 
 
 class Outcome(enum.StrEnum):
@@ -70,3 +70,25 @@ class CallSummary:
     max_buffered_ms: float = 0.0
     rest_failures: int = 0  # Twilio REST hang-up/redirect requests that failed
     recording_failed: bool = False  # RECORD_CALLS could not write this call
+
+
+#: A fragment ending in one of these closes a unit (a sentence, a bracketed note).
+_CLOSERS = frozenset(".!?]")
+
+
+def join_fragments(parts: list[str]) -> str:
+    """Transcript fragments as one text.
+
+    The Live API streams transcriptions in pieces that carry their own spacing (" how",
+    " are you"), so pieces are joined as they are, except where one piece ends a sentence or
+    a bracketed note and the next starts without a space ("...today?" + "Yes"): then a space
+    goes between them. Mid-word splits ("Hel" + "lo") are never separated.
+    """
+    out: list[str] = []
+    for part in parts:
+        if not part:
+            continue
+        if out and out[-1][-1] in _CLOSERS and not part[0].isspace() and part[0] not in _CLOSERS:
+            out.append(" ")
+        out.append(part)
+    return "".join(out).strip()

@@ -203,3 +203,24 @@ def test_errors_say_where_the_value_came_from() -> None:
         "configuration error: MAX_CONCURRENT_CALLS (set in .env): expected a whole number, "
         "got 'lots'"
     )
+
+
+def test_env_example_is_generated_from_the_declarations() -> None:
+    from pathlib import Path
+
+    from telephony.settings import env_example_text
+
+    committed = (Path(__file__).parent.parent / ".env.example").read_text()
+    assert committed == env_example_text(), "run: voice-agent config env-example > .env.example"
+
+
+def test_env_example_shows_the_real_defaults() -> None:
+    """Uncommenting every line of .env.example changes nothing: its values are the defaults."""
+    import re
+
+    from telephony.settings import env_example_text
+
+    lines = re.findall(r"^# ([A-Z][A-Z0-9_]+)=(.*)$", env_example_text(), re.M)
+    assert {name for name, _ in lines} == {v.name for v in VARIABLES}
+    env = {name: value.strip('"') for name, value in lines}
+    assert Settings.from_env(env) == Settings.from_env({})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -227,7 +228,16 @@ def test_stream_plan_signs_the_stream_url_as_written() -> None:
 
 def test_direct_plan() -> None:
     plan = direct_plan(Target(media_url="ws://127.0.0.1:9/twilio/media", auth_token="tok"))
-    assert plan.connect_url == "ws://127.0.0.1:9/twilio/media" and plan.custom_parameters is None
+    assert plan.connect_url == "ws://127.0.0.1:9/twilio/media"
+    # Straight to the stream, start still carries the numbers Twilio's webhook would add.
+    assert plan.custom_parameters == {
+        "from": "+15005550006",
+        "to": "+15005550001",
+        "direction": "inbound",
+    }
+    recorded = direct_plan(Target(media_url="ws://h/twilio/media"), {"from": "+14155550100"})
+    assert recorded.custom_parameters is not None
+    assert recorded.custom_parameters["from"] == "+14155550100"
     assert is_valid("tok", "wss://127.0.0.1:9/twilio/media", {}, plan.headers["X-Twilio-Signature"])
     behind = direct_plan(
         Target(
@@ -326,3 +336,73 @@ def test_progress_display_tty_and_log() -> None:
     for t in (1.0, 2.0, 6.5, 7.0, 12.0):
         periodic(Progress(t, 1, 0, 0, None, None))
     assert len(log.getvalue().splitlines()) == 3  # at 1.0, 6.5 and 12.0 s
+
+
+def test_barge_in_mode_says_when_recordings_cannot_measure_it(tmp_path: Path) -> None:
+    from telephony.loadtest.scenario import scenario_warnings
+
+    one = write_speech(tmp_path / "one.wav", "Hello")
+    two = write_speech(tmp_path / "two.wav", "I would like a table", "for two people")
+    scripts = tuple(load_scripts([one, two]))
+    assert scenario_warnings(Scenario(scripts, mode="turns")) == []
+    assert scenario_warnings(Scenario(scripts[1:], mode="barge-in")) == []
+    [warning] = scenario_warnings(Scenario(scripts, mode="barge-in"))
+    assert "1 of 2 recordings have one (one.wav)" in warning
+    assert "two or more utterances" in warning
+
+
+def test_result_warnings_explain_missing_or_inflated_figures() -> None:
+    from telephony.loadtest.metrics import result_warnings
+
+    records = some_records()
+    assert result_warnings(summarize(records), mode="turns", deadline_hit=False) == []
+    no_barge = [replace(r, barge_in_ms=[]) for r in records]
+    warnings = result_warnings(summarize(no_barge), mode="barge-in", deadline_hit=True)
+    assert any("no barge-in was measured" in w for w in warnings)
+    assert any("overall deadline" in w for w in warnings)
+    late = [replace(r, max_send_lag_ms=80.0) for r in records]
+    assert any(
+        "ran late" in w for w in result_warnings(summarize(late), mode="turns", deadline_hit=False)
+    )
+    unanswered = [replace(r, response_ms=[], unanswered=r.turns) for r in records]
+    assert any(
+        "answered none" in w
+        for w in result_warnings(summarize(unanswered), mode="turns", deadline_hit=False)
+    )
+
+
+def test_the_report_lists_every_warning_and_a_readable_configuration(tmp_path: Path) -> None:
+    records = some_records()
+    config = {
+        "url": "ws://127.0.0.1:8080/twilio/media",
+        "webhook": None,
+        "mode": "barge-in",
+        "think_time": 0.6,
+        "no_greeting": False,
+        "max_p95_response_ms": 1500.0,
+        "max_p95_gap_ms": None,
+        "recordings": ["a.wav", "b.wav"],
+        "signed": False,
+        "started_at": 1_700_000_000.0,
+        "out": "report",
+        "quiet": False,
+    }
+    paths = write_report(
+        tmp_path, records, summarize(records), [], config, warnings=["first <b>", "second"]
+    )
+    page = paths.html.read_text()
+    assert "<li>first &lt;b&gt;</li><li>second</li>" in page
+    assert orjson.loads(paths.summary_json.read_bytes())["warnings"] == ["first <b>", "second"]
+    section = page.split("<h2>Configuration</h2>", 1)[1]
+    for raw in ("None", "1700000000", "True", "False", "['a.wav'"):
+        assert raw not in section, raw
+    for row in (
+        "<td>webhook URL</td><td>not set</td>",
+        "<td>think time</td><td>0.6 s</td>",
+        "<td>agent speaks first</td><td>yes</td>",
+        "<td>max p95 response ms</td><td>1500 ms</td>",
+        "<td>recordings</td><td>a.wav, b.wav</td>",
+        "<td>started (UTC)</td><td>2023-11-14 22:13:20</td>",
+    ):
+        assert row in section, row
+    assert "<td>out</td>" not in section and "<td>quiet</td>" not in section

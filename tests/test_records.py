@@ -279,3 +279,36 @@ def test_calls_command_says_where_it_looked_when_there_is_no_database(
     store.close()
     assert calls_main(["list"]) == 0
     assert "CAseen" in capsys.readouterr().out
+
+
+def test_each_side_of_a_turn_is_dated_when_it_began_speaking() -> None:
+    s = CallSummary(
+        call_sid="CA2",
+        turns=[
+            {
+                "at_s": 12.0,
+                "caller": "what time do you open",
+                "caller_at_s": 5.2,
+                "agent": "At nine.",
+                "agent_at_s": 7.9,
+            }
+        ],
+    )
+    assert transcript_of(s) == [
+        {"role": "caller", "text": "what time do you open", "at_s": 5.2},
+        {"role": "agent", "text": "At nine.", "at_s": 7.9},
+    ]
+
+
+def test_transcript_fragments_are_joined_with_spaces_only_between_units() -> None:
+    from telephony.summary import join_fragments
+
+    assert join_fragments(["Hello", " there", ", how", " are you?"]) == "Hello there, how are you?"
+    assert join_fragments(["[caller speech 2.4 s]", "[caller speech 1.1 s]"]) == (
+        "[caller speech 2.4 s] [caller speech 1.1 s]"
+    )
+    assert join_fragments(["Is that all?", "Yes."]) == "Is that all? Yes."
+    assert join_fragments(["Hel", "lo"]) == "Hello"  # a word split mid-way stays one word
+    assert join_fragments(["今日は", "いい天気"]) == "今日はいい天気"
+    assert join_fragments(["Wait...", "?"]) == "Wait...?"
+    assert join_fragments(["", " ok "]) == "ok"

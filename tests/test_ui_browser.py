@@ -49,7 +49,7 @@ def browser() -> Iterator[WebDriver]:
         "--disable-sync",
         "--disable-quic",
         f"--user-data-dir={profile}",
-        "--window-size=1400,900",
+        "--window-size=1280,800",  # the smallest laptop screen the page must fit
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -110,7 +110,12 @@ async def test_the_page_lists_calls_and_shows_transcripts(
         assert records is not None
         records.store.upsert(seeded("CAolder", 1_700_000_000.0))
         records.store.upsert(
-            seeded("CAnewer", 1_700_000_100.0, outcome=Outcome.FAILED, reason="model session: x")
+            seeded(
+                "CAnewer",
+                1_700_000_100.0,
+                outcome=Outcome.ENDED_BY_AGENT,
+                reason="agent ended the call",
+            )
         )
 
         def drive() -> dict[str, Any]:
@@ -130,6 +135,15 @@ async def test_the_page_lists_calls_and_shows_transcripts(
                 [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
                 for tr in d.find_elements(By.CSS_SELECTOR, "#calls tbody tr")
             ]
+            started_title = d.find_element(By.CSS_SELECTOR, "#calls tbody td").get_attribute(
+                "title"
+            )
+            # At 1280 px the list needs no horizontal scrollbar, nor does the page.
+            overflow = d.execute_script(
+                "const s = document.querySelector('main > section');"
+                "return [s.scrollWidth - s.clientWidth,"
+                " document.documentElement.scrollWidth - window.innerWidth];"
+            )
             d.find_element(By.CSS_SELECTOR, "tr[data-sid='CAolder']").click()
             wait(d, ec.presence_of_element_located((By.CSS_SELECTOR, "#transcript .turn")))
             turns = [
@@ -151,6 +165,8 @@ async def test_the_page_lists_calls_and_shows_transcripts(
             return {
                 "refused": refused,
                 "rows": rows,
+                "started_title": started_title,
+                "overflow": overflow,
                 "turns": turns,
                 "generated": generated,
                 "detail": detail,
@@ -163,10 +179,12 @@ async def test_the_page_lists_calls_and_shows_transcripts(
     assert "wrong bearer token" in seen["refused"]
     # Newest first, with the columns an operator scans.
     assert [r[1:] for r in seen["rows"]] == [
-        ["inbound", "+14155550100", "+14155550199", "failed", "31.0 s", "2"],
-        ["inbound", "+14155550100", "+14155550199", "completed", "31.0 s", "2"],
+        ["in", "+14155550100", "+14155550199", "ended by agent", "31.0 s", "2"],
+        ["in", "+14155550100", "+14155550199", "completed", "31.0 s", "2"],
     ]
-    assert seen["rows"][0][0] == "2023-11-14 22:15:00"
+    assert seen["rows"][0][0] == "11-14 22:15:00"
+    assert seen["started_title"] == "2023-11-14 22:15:00"
+    assert seen["overflow"] == [0, 0]
     # The interrupted greeting shows what the caller heard, flagged, with what was generated.
     first, caller, answer = seen["turns"]
     assert "interrupted" in first["class"] and "interrupted" in first["who"]

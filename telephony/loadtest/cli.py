@@ -21,10 +21,15 @@ import orjson
 import soundfile as sf
 
 from telephony.caller import GREETING_GAP_S, RecordingError, TurnTaking
-from telephony.loadtest.metrics import CallRecord, Slo, check_slos
+from telephony.loadtest.metrics import CallRecord, Slo, check_slos, result_warnings
 from telephony.loadtest.report import write_report
 from telephony.loadtest.runner import LoadPlan, Progress, run_load
-from telephony.loadtest.scenario import Scenario, expand_recordings, load_scripts
+from telephony.loadtest.scenario import (
+    Scenario,
+    expand_recordings,
+    load_scripts,
+    scenario_warnings,
+)
 from telephony.loadtest.target import Target
 
 __all__ = ["ProgressDisplay", "build_parser", "main"]
@@ -254,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"voice-agent loadtest: {exc}", file=sys.stderr)
         return 2
 
+    warnings = scenario_warnings(scenario)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(
@@ -287,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         display.close()
     summary = result.summary
     verdicts = check_slos(summary, slos)
-    config = _config(args, paths) | {"started_at": round(started, 3)}
+    config = _config(args, paths) | {"calls": plan.calls, "started_at": round(started, 3)}
+    warnings += result_warnings(summary, mode=args.mode, deadline_hit=result.deadline_hit)
     report = write_report(
         out,
         result.records,
@@ -296,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         config,
         deadline_hit=result.deadline_hit,
         jsonl_written=True,
+        warnings=warnings,
     )
     print(
         f"calls: {summary.calls} ({summary.ok} ok, {summary.failed} failed) "
@@ -317,15 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         f"audio gaps:        {summary.gap_ms.count} in {summary.calls_with_gaps} calls"
         + (f" ({summary.gap_ms.brief()})" if summary.gap_ms.count else "")
     )
-    lag = summary.send_lag_ms
-    print(f"load generator:    max send lag per call {lag.brief()}")
-    if lag.p95 is not None and lag.p95 > 20:
-        print(
-            "  warning: the load generator itself ran late; latencies are inflated. "
-            "Lower the load or spread it over more machines (Locust)."
-        )
-    if result.deadline_hit:
-        print("warning: the run hit its overall deadline; calls still going were cut off")
+    print(f"load generator:    max send lag per call {summary.send_lag_ms.brief()}")
+    for warning in warnings:
+        print(f"warning: {warning}")
     for verdict in verdicts:
         print(f"SLO {verdict.describe()}")
     print(f"report: {report.html} (and {report.calls_csv.name}, calls.jsonl, summary.json)")

@@ -403,3 +403,34 @@ def check_slos(summary: Summary, slos: Iterable[Slo]) -> list[SloResult]:
         value = SLO_METRICS[slo.metric][0](summary)
         results.append(SloResult(slo, value, value is not None and value <= slo.limit))
     return results
+
+
+#: The load generator sending a frame later than this (p95 of each call's worst) inflates
+#: every latency it measures.
+LATE_SEND_MS: Final = 20.0
+
+
+def result_warnings(summary: Summary, *, mode: str, deadline_hit: bool) -> list[str]:
+    """What makes this run's figures incomplete or untrustworthy, in plain words."""
+    warnings: list[str] = []
+    lag = summary.send_lag_ms
+    if lag.p95 is not None and lag.p95 > LATE_SEND_MS:
+        warnings.append(
+            "the load generator itself ran late (p95 of the worst send lag per call "
+            f"{lag.p95:.0f} ms); latencies are inflated. Lower the load or spread it over "
+            "more machines (Locust)."
+        )
+    if deadline_hit:
+        warnings.append("the run hit its overall deadline; calls still going were cut off")
+    if mode == "barge-in" and summary.barge_in_ms.count == 0 and summary.ok:
+        warnings.append(
+            "no barge-in was measured: no caller turn started while the agent was speaking "
+            "(see the warning about single-utterance recordings, or raise --answer-timeout "
+            "if the agent answers slowly)"
+        )
+    if summary.turns and summary.unanswered == summary.turns:
+        warnings.append(
+            f"the agent answered none of the {summary.turns} caller turns: response latency "
+            "has no samples"
+        )
+    return warnings

@@ -9,6 +9,7 @@ the number of active calls over time with failed calls marked, and the failures 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import html
 import math
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,7 @@ def summary_document(
     slos: Sequence[SloResult],
     config: Mapping[str, Any],
     deadline_hit: bool = False,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The JSON summary: figures, SLO verdicts and the run's configuration."""
     return {
@@ -62,6 +64,7 @@ def summary_document(
             for r in slos
         ],
         "passed": all(r.passed for r in slos),
+        "warnings": list(warnings),
         "config": dict(config),
     }
 
@@ -75,6 +78,7 @@ def write_report(
     *,
     deadline_hit: bool = False,
     jsonl_written: bool = False,
+    warnings: Sequence[str] = (),
 ) -> ReportPaths:
     """Write ``calls.csv``, ``calls.jsonl`` (unless already written as calls finished),
     ``summary.json`` and ``report.html`` into ``out``."""
@@ -96,9 +100,11 @@ def write_report(
             )
     if not jsonl_written:
         paths.calls_jsonl.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
-    doc = summary_document(summary, slos, config, deadline_hit)
+    doc = summary_document(summary, slos, config, deadline_hit, warnings)
     paths.summary_json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-    paths.html.write_text(render_html(records, summary, slos, config, deadline_hit=deadline_hit))
+    paths.html.write_text(
+        render_html(records, summary, slos, config, deadline_hit=deadline_hit, warnings=warnings)
+    )
     return paths
 
 
@@ -285,6 +291,7 @@ def concurrency_svg(records: Sequence[CallRecord], x_max: float) -> str:
 
 
 _CSS: Final = """
+.warnings { background: #fff4e5; border-left: 4px solid #b26a00; padding: .2em 1em; }
 body{font-family:sans-serif;margin:24px;color:#222;max-width:1600px}
 table{border-collapse:collapse;margin:8px 0 16px}
 td,th{border:1px solid #ddd;padding:4px 10px;text-align:right}
@@ -299,6 +306,63 @@ def _cell(v: float | None, digits: int = 0) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+#: Configuration keys (the load tester's options) → what the report calls them, and a unit.
+_CONFIG_LABELS: Final[dict[str, tuple[str, str]]] = {
+    "url": ("Media Stream URL", ""),
+    "webhook": ("webhook URL", ""),
+    "recordings": ("recordings", ""),
+    "mode": ("replay mode", ""),
+    "concurrency": ("concurrency", " calls"),
+    "rate": ("new calls per second", "/s"),
+    "ramp_up": ("ramp-up", " s"),
+    "calls": ("calls", ""),
+    "duration": ("duration", " s"),
+    "deadline": ("deadline of the run", " s"),
+    "think_time": ("think time", " s"),
+    "answer_timeout": ("answer timeout", " s"),
+    "greeting_timeout": ("greeting timeout", " s"),
+    "barge_in_after": ("barge in after", " s"),
+    "linger": ("linger", " s"),
+    "max_call_s": ("longest call", " s"),
+    "connect_timeout": ("connect timeout", " s"),
+    "no_greeting": ("agent speaks first", ""),
+    "signed": ("signed like Twilio", ""),
+    "public_url": ("server's PUBLIC_URL", ""),
+    "channel": ("caller channel", ""),
+    "started_at": ("started (UTC)", ""),
+}
+#: Options that only shape the output, not the test.
+_CONFIG_HIDDEN: Final = frozenset({"out", "quiet"})
+
+
+def describe_config(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The run's configuration as (label, text) rows a person reads: no ``None``, no epoch."""
+    rows: list[tuple[str, str]] = []
+    for key, value in config.items():
+        if key in _CONFIG_HIDDEN:
+            continue
+        label, unit = _CONFIG_LABELS.get(key, (key.replace("_", " "), ""))
+        if key.startswith("max_") and key.endswith("_ms"):
+            unit = " ms"
+        if key == "no_greeting":
+            value = not value
+        if value is None or value == []:
+            text = "not set"
+        elif isinstance(value, bool):
+            text = "yes" if value else "no"
+        elif key == "started_at":
+            moment = dt.datetime.fromtimestamp(float(value), dt.UTC)
+            text = moment.strftime("%Y-%m-%d %H:%M:%S")
+        elif isinstance(value, list | tuple):
+            text = ", ".join(str(v) for v in value)
+        elif isinstance(value, float):
+            text = f"{value:g}{unit}"
+        else:
+            text = f"{value}{unit}"
+        rows.append((label, text))
+    return rows
+
+
 def render_html(
     records: Sequence[CallRecord],
     summary: Summary,
@@ -306,6 +370,7 @@ def render_html(
     config: Mapping[str, Any],
     *,
     deadline_hit: bool = False,
+    warnings: Sequence[str] = (),
 ) -> str:
     """The report page (one self-contained HTML document)."""
     x_max = max((r.started_s + r.duration_s for r in records), default=1.0)
@@ -367,8 +432,12 @@ def render_html(
         )
     charts.append(concurrency_svg(records, x_max))
     config_rows = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td><code>{html.escape(str(v))}</code></td></tr>"
-        for k, v in config.items()
+        f"<tr><td>{html.escape(label)}</td><td>{html.escape(text)}</td></tr>"
+        for label, text in describe_config(config)
+    )
+    warning_items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    warning_list = (
+        f'<div class="warnings"><h2>Warnings</h2><ul>{warning_items}</ul></div>' if warnings else ""
     )
     rate = summary.failure_rate
     failures = (
@@ -387,6 +456,7 @@ def render_html(
 <h1>voice-agent load test</h1>
 {verdict}{deadline}
 <table>{slo_rows}</table>
+{warning_list}
 <p>{summary.calls} calls in {summary.wall_s:.1f} s: {summary.ok} ok, {summary.failed} failed
 (failure rate {_cell(None if rate is None else rate * 100, 1)} %);
 {summary.turns} caller turns, {summary.unanswered} unanswered;

@@ -149,3 +149,19 @@ class Scenario:
             linger_s=self.linger_s,
             max_duration_s=self.max_call_s,
         )
+
+
+def scenario_warnings(scenario: Scenario) -> list[str]:
+    """What this scenario cannot measure, said before the run (and in the report)."""
+    warnings: list[str] = []
+    if scenario.mode == "barge-in":
+        single = [s.name for s in scenario.scripts if len(s.turns) < 2]
+        if single:
+            names = ", ".join(single[:3]) + (" ..." if len(single) > 3 else "")
+            warnings.append(
+                f"--mode barge-in talks over the agent's answer to the previous utterance, "
+                f"so a recording with one utterance measures no barge-in: {len(single)} of "
+                f"{len(scenario.scripts)} recordings have one ({names}). Use recordings with "
+                "two or more utterances (a question, then a follow-up)."
+            )
+    return warnings
