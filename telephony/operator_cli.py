@@ -134,6 +134,9 @@ def get_call(args: argparse.Namespace) -> dict[str, Any] | None:
         store.close()
 
 
+_DIRECTIONS = {"inbound": "in", "outbound": "out"}
+
+
 def format_list(rows: list[dict[str, Any]]) -> str:
     header = ("STARTED (UTC)", "CALL SID", "DIR", "FROM", "TO", "OUTCOME", "DURATION", "TURNS")
     table = [header]
@@ -142,7 +145,7 @@ def format_list(rows: list[dict[str, Any]]) -> str:
             (
                 _when(r.get("started_at")),
                 str(r["call_sid"]),
-                str(r.get("direction", ""))[:3],
+                _DIRECTIONS.get(str(r.get("direction", "")), str(r.get("direction", ""))),
                 str(r.get("caller", "")),
                 str(r.get("callee", "")),
                 str(r.get("outcome", "")),

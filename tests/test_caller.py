@@ -590,7 +590,13 @@ async def test_cli_places_a_call_and_writes_wav(
     text = capsys.readouterr().out
     assert "time to first agent audio" in text and "turn 1" in text and "dtmf 9 sent" in text
     assert sf.info(str(out)).channels == 2
-    assert bot.received[1][1]["start"]["customParameters"] == {"lang": "en"}
+    # Like a call through the webhook: Twilio-like numbers unless the caller gives its own.
+    assert bot.received[1][1]["start"]["customParameters"] == {
+        "lang": "en",
+        "from": "+15005550006",
+        "to": "+15005550001",
+        "direction": "inbound",
+    }
 
 
 def test_cli_connection_failure_exit_code(tmp_path: Path) -> None:
@@ -1030,8 +1036,9 @@ async def test_cli_replays_a_recorded_call_turn_by_turn(
         assert await asyncio.to_thread(main, [*argv, "--replay", "turns", "--dtmf", "1:1"]) == 2
     text = capsys.readouterr().out
     assert "caller starts talking" in text and "turn 1" in text
-    # The recording's parameters reach start.
+    # The recording's parameters reach start (what it lacks is filled in like Twilio's).
     assert bot.received[1][1]["start"]["customParameters"] == {
         "from": "+15550100",
         "to": "+15550199",
+        "direction": "inbound",
     }

@@ -400,7 +400,8 @@ def test_the_report_lists_every_warning_and_a_readable_configuration(tmp_path: P
         "<td>webhook URL</td><td>not set</td>",
         "<td>think time</td><td>0.6 s</td>",
         "<td>agent speaks first</td><td>yes</td>",
-        "<td>max p95 response ms</td><td>1500 ms</td>",
+        "<td>SLO: p95 response at most</td><td>1500 ms</td>",
+        "<td>SLO: p95 gap at most</td><td>not set</td>",
         "<td>recordings</td><td>a.wav, b.wav</td>",
         "<td>started (UTC)</td><td>2023-11-14 22:13:20</td>",
     ):

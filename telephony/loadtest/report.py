@@ -342,8 +342,9 @@ def describe_config(config: Mapping[str, Any]) -> list[tuple[str, str]]:
         if key in _CONFIG_HIDDEN:
             continue
         label, unit = _CONFIG_LABELS.get(key, (key.replace("_", " "), ""))
-        if key.startswith("max_") and key.endswith("_ms"):
-            unit = " ms"
+        if key.startswith("max_") and key not in _CONFIG_LABELS:  # an SLO: max_p95_gap_ms
+            what = key[4:].removesuffix("_ms").replace("_", " ")
+            label, unit = f"SLO: {what} at most", " ms" if key.endswith("_ms") else ""
         if key == "no_greeting":
             value = not value
         if value is None or value == []:
