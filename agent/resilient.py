@@ -31,31 +31,46 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from agent.session import (
-    INPUT_RATE,
+from agent.activity import CallerActivity
+from agent.events import (
+    AgentError,
     AgentEvent,
-    AgentSession,
     AudioOut,
+    ConversationEvent,
     GoAway,
     InputTranscript,
     Interrupted,
-    LiveAgent,
     ModelUnavailable,
     OutputTranscript,
+    Reconnected,
+    ReconnectReason,
     ResumptionUpdate,
     SessionClosed,
     ToolCall,
     TurnComplete,
 )
-from agent.vad import EnergyVad
+from agent.live_wire import INPUT_RATE
+from agent.logs import fields
+from agent.prompts import NUDGE
+from agent.session import AgentSession, LiveAgent
+
+__all__ = [
+    "ResiliencePolicy",
+    "ResilienceStats",
+    "ResilientSession",
+    "SessionOpener",
+    "open_conversation",
+]
 
 log = logging.getLogger(__name__)
 
-Reason = Literal["initial", "go_away", "error", "stall"]
+Reason = ReconnectReason
+#: Opens (or adopts a pre-connected) first session of a call, by call id.
+SessionOpener = Callable[[str], Awaitable[AgentSession]]
 
 #: Caller audio kept while no connection can take it (20 ms frames: 15 s).
 BUFFER_FRAMES = 750
@@ -65,30 +80,29 @@ QUOTA_OR_AUTH = re.compile(
     r"quota|resource[_ ]exhausted|permission|api key|unauthori[sz]ed|billing", re.I
 )
 NUDGE_GRACE_S = 2.0
-NUDGE = "(The caller has finished speaking and is waiting for your answer. Please respond.)"
-
-
-@dataclass(frozen=True, slots=True)
-class Reconnected:
-    """The conversation moved to a new Live connection."""
-
-    reason: Reason
-    resumed: bool  # continued with a resumption handle
-    primed: bool  # a fresh session primed with the transcript
-    pause_ms: float  # time without a connection (caller audio was buffered meanwhile)
 
 
 @dataclass(frozen=True)
 class ResiliencePolicy:
-    """Timing of reconnects and watchdogs (from the settings)."""
+    """Retries, reconnects and watchdogs of one call's conversation (from the settings)."""
 
+    #: Attempts to open the call's first session (retryable errors only).
+    open_attempts: int = 3
+    open_backoff_s: float = 0.5
+    #: Attempts to reach the model again after a connection is lost.
     connect_attempts: int = 4
-    backoff_s: float = 0.25  # doubled per attempt, with full jitter
+    backoff_s: float = 0.25
     max_backoff_s: float = 4.0
     #: A goAway rotation happens at a pause, or at the latest this long before the deadline.
     go_away_margin_s: float = 5.0
     stall_timeout_s: float = 4.0  # 0 disables the watchdog
     caller_silence_end_ms: int = 500
+
+    def backoff(self, attempt: int, base_s: float) -> float:
+        """Seconds to wait before retry number ``attempt`` (1 = the first retry):
+        exponential from ``base_s``, capped, with full jitter, so that calls failing together
+        do not retry in lockstep."""
+        return random.uniform(0, min(self.max_backoff_s, base_s * 2 ** (attempt - 1)))
 
 
 @dataclass
@@ -112,6 +126,7 @@ class ResilientSession:
         first: AgentSession,
         policy: ResiliencePolicy | None = None,
         *,
+        activity: CallerActivity | None = None,
         clock_origin: float | None = None,
     ) -> None:
         self._agent = agent
@@ -131,15 +146,13 @@ class ResilientSession:
         self._history_chars = 0
         self._caller_text: list[str] = []
         self._agent_text: list[str] = []
-        self._vad = EnergyVad(INPUT_RATE, end_ms=self.policy.caller_silence_end_ms)
-        self.caller_speaking = False
-        self.last_caller_speech_at = time.monotonic()
-        #: When the caller's last utterance ended (monotonic, back-dated to its last loud
-        #: frame), until ``take_speech_end()`` claims it: the start of a response latency.
-        self._speech_ended_at: float | None = None
-        #: When the caller's latest utterance started (monotonic, back-dated to its first
-        #: loud frame); None before the caller has spoken.
-        self.speech_started_at: float | None = None
+        # The call's caller activity (it feeds it); one of our own when used on its own.
+        self._own_activity = activity is None
+        self.activity = activity or CallerActivity(
+            time.monotonic(), end_ms=self.policy.caller_silence_end_ms
+        )
+        self._seen_end: float | None = None  # the caller's last utterance end looked at
+        self._answered_at = -float("inf")  # the model's last output
         self._waiting_since: float | None = None  # caller done, no model output yet
         self._nudged = False
         self._stalled = False
@@ -159,7 +172,8 @@ class ResilientSession:
     async def send_audio(self, pcm16k: bytes) -> None:
         """Caller audio (16 kHz PCM16). Never raises for a lost connection: it is buffered."""
         self.stats.caller_audio_ms += len(pcm16k) / (INPUT_RATE * 2) * 1000
-        self._track_caller(pcm16k)
+        if self._own_activity:
+            self.activity.push(pcm16k, time.monotonic())
         await self._deliver(("audio", pcm16k))
 
     async def send_text(self, text: str) -> None:
@@ -220,7 +234,7 @@ class ResilientSession:
 
     # -- receiving ------------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[AgentEvent | Reconnected]:
+    async def events(self) -> AsyncIterator[ConversationEvent]:
         """Every event of the conversation, across connections, until ``close()``.
 
         Raises a non-retryable ``SessionClosed`` once no connection can be had.
@@ -252,7 +266,7 @@ class ResilientSession:
                     continue
                 log.warning(
                     "model.connection_lost",
-                    extra={"event_fields": {"error": str(exc), "code": exc.code}},
+                    extra=fields(error=str(exc), code=exc.code),
                 )
                 await self._switch("error", broken=conn)
                 continue
@@ -268,7 +282,7 @@ class ResilientSession:
             if answered is None:
                 fresh.append(call)
             else:
-                log.info("model.tool_call_repeated", extra={"event_fields": {"id": call.id}})
+                log.info("model.tool_call_repeated", extra=fields(id=call.id))
                 await self._deliver(("tool", (call.id, *answered)))
         return ToolCall(tuple(fresh)) if fresh else None
 
@@ -293,6 +307,7 @@ class ResilientSession:
             self._remember_turn()
 
     def _model_answered(self) -> None:
+        self._answered_at = time.monotonic()
         self._waiting_since = None
         self._nudged = False
         if self._stalled:
@@ -319,36 +334,18 @@ class ResilientSession:
                 pending.append(f"{who}: {text}")
         return "\n".join([*self._history, *pending])
 
-    # -- caller activity (for the stall watchdog and the call's silence limit) ------------
+    # -- the caller (read from the call's activity) ---------------------------------------
 
-    def _track_caller(self, pcm16k: bytes) -> None:
-        for event in self._vad.push(pcm16k):
-            if event.is_start:
-                self.caller_speaking = True
-                # Reported start_ms after the first loud frame: date it back.
-                ahead = (self._vad.position - event.sample) / INPUT_RATE
-                self.speech_started_at = time.monotonic() - ahead
-            else:
-                self.caller_speaking = False
-                now = time.monotonic()
-                self._waiting_since = now
+    def _caller_waiting(self) -> bool:
+        """Has the caller finished an utterance the model has not answered yet?"""
+        decided = self.activity.end_decided_at
+        if decided is not None and decided != self._seen_end:
+            self._seen_end = decided
+            if decided > self._answered_at:
+                # A new utterance end: the watch starts from it (and a nudge is due again).
+                self._waiting_since = decided
                 self._nudged = False
-                # The event is decided end_ms after the last loud frame: date it back.
-                behind = (self._vad.position - event.sample) / INPUT_RATE
-                self._speech_ended_at = now - behind
-        if self.caller_speaking:
-            self.last_caller_speech_at = time.monotonic()
-
-    def take_speech_end(self) -> float | None:
-        """When the caller's last utterance ended, if not claimed yet (then it is claimed).
-
-        The call claims it when the agent's answer starts playing: their difference is the
-        response latency the caller experienced (give or take Twilio's and the network's).
-        """
-        ended, self._speech_ended_at = self._speech_ended_at, None
-        if ended is not None and self.caller_speaking:
-            return None  # the caller is talking again: this answer is not to that utterance
-        return ended
+        return self._waiting_since is not None
 
     @property
     def model_busy(self) -> bool:
@@ -363,7 +360,7 @@ class ResilientSession:
         while time.monotonic() < latest:
             if self._conn is not conn:
                 return  # already replaced (e.g. it broke first)
-            if not self.caller_speaking and not self.model_busy and self._waiting_since is None:
+            if not self.activity.speaking and not self.model_busy and not self._caller_waiting():
                 break
             await asyncio.sleep(0.1)
         if self._conn is conn and not self._closing:
@@ -396,7 +393,7 @@ class ResilientSession:
                     self._close_later(new)
                     if round_ == 1:
                         raise
-            if self._waiting_since is not None:
+            if self._caller_waiting():
                 # The caller finished a turn the old connection never answered; the new one
                 # may not know it is expected to speak.
                 await self._flush_item(new, ("text", NUDGE))
@@ -408,15 +405,13 @@ class ResilientSession:
             self._wake.set()
             log.warning(
                 "model.reconnected",
-                extra={
-                    "event_fields": {
-                        "reason": reason,
-                        "resumed": resumed,
-                        "primed": primed,
-                        "pause_ms": pause_ms,
-                        "max_buffered_ms": round(self.stats.max_buffered_ms),
-                    }
-                },
+                extra=fields(
+                    reason=reason,
+                    resumed=resumed,
+                    primed=primed,
+                    pause_ms=pause_ms,
+                    max_buffered_ms=round(self.stats.max_buffered_ms),
+                ),
             )
 
     async def _open_next(self, reason: Reason) -> tuple[AgentSession, bool, bool]:
@@ -426,10 +421,7 @@ class ResilientSession:
         last: ModelUnavailable | None = None
         for attempt in range(policy.connect_attempts):
             if attempt:
-                # Exponential backoff with full jitter: many calls losing the model at once
-                # must not reconnect in lockstep.
-                cap = min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1))
-                await asyncio.sleep(random.uniform(0, cap))
+                await asyncio.sleep(policy.backoff(attempt, policy.backoff_s))
             try:
                 if handle is not None:
                     return await self._agent.open(self.call_id, handle=handle), True, False
@@ -439,15 +431,13 @@ class ResilientSession:
                 last = exc
                 log.warning(
                     "model.reconnect_failed",
-                    extra={
-                        "event_fields": {
-                            "reason": reason,
-                            "attempt": attempt + 1,
-                            "with_handle": handle is not None,
-                            "error": str(exc),
-                            "code": exc.code,
-                        }
-                    },
+                    extra=fields(
+                        reason=reason,
+                        attempt=attempt + 1,
+                        with_handle=handle is not None,
+                        error=str(exc),
+                        code=exc.code,
+                    ),
                 )
                 if handle is not None:
                     # A refused or expired handle fails the same way every time: go on without.
@@ -481,8 +471,10 @@ class ResilientSession:
         timeout = self.policy.stall_timeout_s
         while not self._closing:
             await asyncio.sleep(0.25)
+            if not self._caller_waiting() or self.activity.speaking or self._conn is None:
+                continue
             since = self._waiting_since
-            if since is None or self.caller_speaking or self._conn is None:
+            if since is None:
                 continue
             # After a nudge, 2 s without an answer is enough to call the connection dead.
             limit = min(timeout, NUDGE_GRACE_S) if self._nudged else timeout
@@ -492,17 +484,17 @@ class ResilientSession:
                 self._nudged = True
                 self._stalled = True
                 self.stats.stalls += 1
-                log.warning("model.stall", extra={"event_fields": {"action": "nudge"}})
+                log.warning("model.stall", extra=fields(action="nudge"))
                 self._waiting_since = time.monotonic()
                 await self._deliver(("text", NUDGE))
                 continue
-            log.warning("model.stall", extra={"event_fields": {"action": "reconnect"}})
+            log.warning("model.stall", extra=fields(action="reconnect"))
             conn = self._conn
             try:
                 # The switch nudges the new connection, since the caller is still waiting.
                 await self._switch("stall", broken=conn)
             except SessionClosed as exc:
-                log.error("model.stall_unrecoverable", extra={"event_fields": {"error": str(exc)}})
+                log.error("model.stall_unrecoverable", extra=fields(error=str(exc)))
                 self._fatal = exc
                 self._wake.set()
                 return
@@ -547,3 +539,41 @@ class ResilientSession:
             await self._conn.close()
         if self._closers:
             await asyncio.wait(self._closers, timeout=6)
+
+
+async def open_conversation(
+    open_first: SessionOpener,
+    agent: LiveAgent,
+    call_id: str,
+    *,
+    activity: CallerActivity,
+    policy: ResiliencePolicy | None = None,
+    clock_origin: float | None = None,
+) -> ResilientSession:
+    """A call's conversation, ready to talk: its first session opened (or adopted, when the
+    webhook pre-connected one) with ``policy``'s retries, then kept up across connections.
+
+    Only retryable errors are retried (quota and permission errors fail at once: retrying
+    them is how a storm starts); the last error is raised as it came.
+    """
+    policy = policy or ResiliencePolicy()
+    attempt = 1
+    while True:
+        try:
+            first = await open_first(call_id)
+            break
+        except AgentError as exc:
+            log.warning(
+                "model.connect_failed",
+                extra=fields(
+                    attempt=attempt, error=str(exc), code=exc.code, retryable=exc.retryable
+                ),
+            )
+            if not exc.retryable or attempt >= policy.open_attempts:
+                exc.call_id = exc.call_id or call_id
+                raise
+            await asyncio.sleep(policy.backoff(attempt, policy.open_backoff_s))
+            attempt += 1
+    return ResilientSession(
+        agent, call_id, first, policy, activity=activity, clock_origin=clock_origin
+    )

@@ -1,4 +1,4 @@
-"""A Gemini Live session per call, behind a small transport-neutral interface.
+"""One Live connection through the google-genai SDK, behind the interface of ``agent.events``.
 
 ``LiveAgent`` is built once per process from the settings: it owns the one google-genai
 ``Client`` that every call shares and the ``LiveConnectConfig`` derived from the persona.
@@ -10,7 +10,6 @@ Nothing here knows about Twilio, so another transport could reuse it as is.
 from __future__ import annotations
 
 import asyncio
-import binascii
 import inspect
 import logging
 import re
@@ -19,140 +18,45 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 from websockets.exceptions import ConnectionClosed
 
 from agent.config import ModelAccess, Persona
+from agent.events import (
+    AgentError,
+    AgentEvent,
+    AudioOut,
+    FunctionCall,
+    GenerationComplete,
+    GoAway,
+    InputTranscript,
+    Interrupted,
+    ModelUnavailable,
+    OutputTranscript,
+    ResumptionUpdate,
+    SessionClosed,
+    ToolCall,
+    ToolCallCancellation,
+    TurnComplete,
+    Usage,
+)
+from agent.live_wire import INPUT_MIME, audio_message, events_from_wire, parse_duration
+from agent.logs import fields
+from agent.prompts import primed_instructions
 from agent.tools import declarations
 
+__all__ = [
+    "AgentSession",
+    "LiveAgent",
+    "SdkContractError",
+    "build_connect_config",
+    "events_from_sdk",
+    "fast_path_socket",
+]
+
 log = logging.getLogger(__name__)
-
-#: Audio formats of the Live API.
-INPUT_RATE = 16_000
-OUTPUT_RATE = 24_000
-_INPUT_MIME = f"audio/pcm;rate={INPUT_RATE}"
-# The realtime-audio message, pre-built around the base64 payload (what the SDK sends, without
-# its per-message pydantic round trip: see AgentSession).
-_AUDIO_PREFIX = '{"realtime_input":{"audio":{"mime_type":"' + _INPUT_MIME + '","data":"'
-_AUDIO_SUFFIX = '"}}}'
-
-
-# ---------------------------------------------------------------------------------------------
-# Events
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AudioOut:
-    """Model speech: 24 kHz PCM16 LE mono."""
-
-    pcm: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Interrupted:
-    """The caller spoke over the model: its current generation was cancelled."""
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationComplete:
-    """The model finished generating this turn (its audio may still be playing)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TurnComplete:
-    """The model's turn is over; it now waits for the caller."""
-
-
-@dataclass(frozen=True, slots=True)
-class InputTranscript:
-    """A piece of the transcript of what the caller said."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class OutputTranscript:
-    """A piece of the transcript of what the model said."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class FunctionCall:
-    id: str
-    name: str
-    args: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    calls: tuple[FunctionCall, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallCancellation:
-    ids: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class GoAway:
-    """The server will close this connection in ``time_left_s`` seconds."""
-
-    time_left_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class ResumptionUpdate:
-    handle: str | None
-    resumable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int
-    response_tokens: int
-    total_tokens: int
-
-
-AgentEvent = (
-    AudioOut
-    | Interrupted
-    | GenerationComplete
-    | TurnComplete
-    | InputTranscript
-    | OutputTranscript
-    | ToolCall
-    | ToolCallCancellation
-    | GoAway
-    | ResumptionUpdate
-    | Usage
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors
-# ---------------------------------------------------------------------------------------------
-
-
-class AgentError(Exception):
-    """A problem with the model session of one call."""
-
-    def __init__(self, message: str, *, code: int | None = None, retryable: bool = True) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retryable = retryable
-
-
-class ModelUnavailable(AgentError):
-    """The session could not be opened (unreachable, setup timed out, refused)."""
-
-
-class SessionClosed(AgentError):
-    """The model closed or lost the connection during the call."""
 
 
 _NOT_RETRYABLE = re.compile(
@@ -184,34 +88,6 @@ def _classify(exc: BaseException) -> tuple[int | None, str, bool]:
 # ---------------------------------------------------------------------------------------------
 # The process-wide agent and the per-call session
 # ---------------------------------------------------------------------------------------------
-
-
-def greeting_prompt(greeting: str) -> str:
-    """The opening instruction that makes the agent speak first."""
-    return f'The call has just been answered. Greet the caller now. Say exactly: "{greeting}"'
-
-
-def outbound_greeting_prompt(greeting: str) -> str:
-    """The cue for an outbound call, sent once the person who picked up has answered."""
-    return (
-        "You placed this phone call and the person has just answered. Introduce yourself "
-        f'now. Say exactly: "{greeting}"'
-    )
-
-
-def primed_instructions(instructions: str, history: str) -> str:
-    """The system instruction of a fresh session that continues an interrupted call."""
-    return (
-        f"{instructions}\n\n"
-        "This phone call is already in progress: the connection to you was interrupted and "
-        "has just been restored. Do not greet the caller again; continue the conversation "
-        "naturally from where it stopped. The conversation so far:\n"
-        f"{history}"
-    )
-
-
-def dtmf_prompt(digit: str) -> str:
-    return f"The caller pressed {digit} on their keypad."
 
 
 class LiveAgent:
@@ -289,13 +165,13 @@ class LiveAgent:
         if self.fast_path:
             try:
                 raw = fast_path_socket(session)
-            except SdkContractError as exc:
+            except SdkContractError as exc:  # the SDK changed under us
                 # Calls must keep working on an SDK release we don't know: fall back to its
                 # public API for good, loudly (tests/test_sdk_contract.py fails on it).
                 self.fast_path = False
                 log.error(
                     "model.fast_path_unavailable",
-                    extra={"event_fields": {"error": str(exc), "path": self.path}},
+                    extra=fields(error=str(exc), path=self.path),
                 )
         return AgentSession(call_id, session, cm, raw)
 
@@ -305,7 +181,7 @@ class LiveAgent:
         return "fast" if self.fast_path else "sdk"
 
 
-class SdkContractError(RuntimeError):
+class SdkContractError(AgentError):
     """The google-genai SDK no longer looks the way the fast path relies on."""
 
 
@@ -392,11 +268,10 @@ class AgentSession:
         """Send caller audio (16 kHz PCM16 LE mono)."""
         try:
             if self._raw is not None:
-                b64 = binascii.b2a_base64(pcm16k, newline=False).decode()
-                await self._raw.send(_AUDIO_PREFIX + b64 + _AUDIO_SUFFIX)
+                await self._raw.send(audio_message(pcm16k))
             else:
                 await self._session.send_realtime_input(
-                    audio=types.Blob(data=pcm16k, mime_type=_INPUT_MIME)
+                    audio=types.Blob(data=pcm16k, mime_type=INPUT_MIME)
                 )
         except Exception as exc:
             raise self._lost(exc) from exc
@@ -434,7 +309,7 @@ class AgentSession:
                     continue
                 # receive() stops after each turn_complete: keep asking for the next turn.
                 async for message in self._session.receive():
-                    for event in _convert(message):
+                    for event in events_from_sdk(message):
                         self._note(event)
                         yield event
             except Exception as exc:
@@ -469,17 +344,7 @@ class AgentSession:
             log.debug("closing the model session: %s", exc)
 
 
-def _parse_duration(value: str | None) -> float:
-    """'50s' / '1.5s' (protobuf Duration JSON) → seconds."""
-    if not value:
-        return 0.0
-    try:
-        return float(value.rstrip("s"))
-    except ValueError:
-        return 0.0
-
-
-def _convert(message: types.LiveServerMessage) -> list[AgentEvent]:
+def events_from_sdk(message: types.LiveServerMessage) -> list[AgentEvent]:
     """One SDK message → our events, in the order they should be acted on."""
     out: list[AgentEvent] = []
     content = message.server_content
@@ -511,7 +376,7 @@ def _convert(message: types.LiveServerMessage) -> list[AgentEvent]:
     if message.tool_call_cancellation and message.tool_call_cancellation.ids:
         out.append(ToolCallCancellation(tuple(message.tool_call_cancellation.ids)))
     if message.go_away is not None:
-        out.append(GoAway(_parse_duration(message.go_away.time_left)))
+        out.append(GoAway(parse_duration(message.go_away.time_left)))
     if message.session_resumption_update is not None:
         upd = message.session_resumption_update
         out.append(ResumptionUpdate(upd.new_handle, bool(upd.resumable)))
@@ -522,79 +387,6 @@ def _convert(message: types.LiveServerMessage) -> list[AgentEvent]:
                 um.prompt_token_count or 0,
                 um.response_token_count or 0,
                 um.total_token_count or 0,
-            )
-        )
-    return out
-
-
-class WireError(ValueError):
-    """A server message we cannot read, or an error the server reported in-band."""
-
-
-def _b64(data: str) -> bytes:
-    # The Live API sends standard base64; accept the URL-safe alphabet too, as the SDK does.
-    if "-" in data or "_" in data:
-        data = data.replace("-", "+").replace("_", "/")
-    return binascii.a2b_base64(data)
-
-
-def events_from_wire(frame: bytes | str) -> list[AgentEvent]:
-    """One raw Live API server message (JSON, camelCase) → our events, like ``_convert``.
-
-    Raises ``WireError`` for a message that is not JSON or that reports an error.
-    """
-    try:
-        msg = orjson.loads(frame)
-    except orjson.JSONDecodeError as exc:
-        raise WireError(f"unreadable message from the Live API: {exc}") from None
-    if not isinstance(msg, dict):
-        raise WireError("Live API message is not an object")
-    if "error" in msg:
-        raise WireError(f"Live API error: {msg['error']}")
-    out: list[AgentEvent] = []
-    content = msg.get("serverContent")
-    if content:
-        text = (content.get("inputTranscription") or {}).get("text")
-        if text:
-            out.append(InputTranscript(text))
-        if content.get("interrupted"):
-            out.append(Interrupted())
-        for part in (content.get("modelTurn") or {}).get("parts") or ():
-            data = (part.get("inlineData") or {}).get("data")
-            if data:
-                out.append(AudioOut(_b64(data)))
-        text = (content.get("outputTranscription") or {}).get("text")
-        if text:
-            out.append(OutputTranscript(text))
-        if content.get("generationComplete"):
-            out.append(GenerationComplete())
-        if content.get("turnComplete"):
-            out.append(TurnComplete())
-    calls = (msg.get("toolCall") or {}).get("functionCalls")
-    if calls:
-        out.append(
-            ToolCall(
-                tuple(
-                    FunctionCall(c.get("id") or "", c.get("name") or "", dict(c.get("args") or {}))
-                    for c in calls
-                )
-            )
-        )
-    ids = (msg.get("toolCallCancellation") or {}).get("ids")
-    if ids:
-        out.append(ToolCallCancellation(tuple(ids)))
-    if "goAway" in msg:
-        out.append(GoAway(_parse_duration((msg["goAway"] or {}).get("timeLeft"))))
-    if "sessionResumptionUpdate" in msg:
-        upd = msg["sessionResumptionUpdate"] or {}
-        out.append(ResumptionUpdate(upd.get("newHandle"), bool(upd.get("resumable"))))
-    usage = msg.get("usageMetadata")
-    if usage is not None:
-        out.append(
-            Usage(
-                usage.get("promptTokenCount") or 0,
-                usage.get("responseTokenCount") or 0,
-                usage.get("totalTokenCount") or 0,
             )
         )
     return out

@@ -1,7 +1,7 @@
 """Built-in tools the agent can call, declared to the model.
 
 The model only *asks*: what a tool does is decided by the transport that owns the call
-(``telephony.call`` hangs up or transfers through Twilio). Keeping the declarations here lets
+(``telephony.call.bridge`` hangs up or transfers through Twilio). Keeping the declarations here lets
 another transport offer the same tools.
 """
 

@@ -24,7 +24,7 @@ import statistics
 from agent.simulator.voice import synthesize
 from telephony.audio import pcm16_to_ulaw_8k
 from telephony.caller import BargeIn, CallResult, place_call
-from telephony.runner import local_server
+from telephony.server.runner import local_server
 from telephony.settings import Settings
 
 

@@ -47,8 +47,8 @@ import httpx
 from agent.simulator.voice import synthesize
 from telephony.audio import pcm16_to_ulaw_8k
 from telephony.caller import BargeIn, CallResult, place_call
-from telephony.media_stream import ULAW_SILENCE
-from telephony.runner import wait_ready
+from telephony.server.runner import wait_ready
+from telephony.twilio.media_stream import ULAW_SILENCE
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")

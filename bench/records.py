@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from telephony.records import record_from_summary
-from telephony.store import CallStore, RecordWriter
-from telephony.summary import CallSummary, Interruption, Outcome
+from telephony.call.summary import CallSummary, Interruption, Outcome
+from telephony.ops.records import record_from_summary
+from telephony.ops.store import CallStore, RecordWriter
 
 TICK_S = 0.020
 

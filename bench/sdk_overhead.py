@@ -7,7 +7,7 @@ For each of the two messages a call exchanges with the Live API every few tens o
   dict conversion, ``json.dumps``); fast path: base64 + string concatenation.
 - model audio in: one server message with 40 ms of 24 kHz PCM (1920 bytes) → our events.
   SDK: ``json.loads`` + converters + ``LiveServerMessage`` validation + our mapping; fast path:
-  ``orjson.loads`` + dict mapping (``agent.session.events_from_wire``).
+  ``orjson.loads`` + dict mapping (``agent.live_wire.events_from_wire``).
 
 For scale, the rest of a 20 ms frame's path (Twilio JSON parse, μ-law, resampling) is printed
 too. ``python bench/sdk_overhead.py``
@@ -22,9 +22,10 @@ from collections.abc import Callable
 
 from google.genai import _common, _live_converters, types
 
-from agent.session import _AUDIO_PREFIX, _AUDIO_SUFFIX, _convert, events_from_wire
+from agent.live_wire import audio_message, events_from_wire
+from agent.session import events_from_sdk
 from telephony.audio import CallerToModel, ModelToCaller
-from telephony.media_stream import InboundBuilder, OutboundBuilder, parse_inbound
+from telephony.twilio.media_stream import InboundBuilder, OutboundBuilder, parse_inbound
 
 PCM_OUT = bytes(640)
 PCM_IN = bytes(range(256)) * 7 + bytes(128)  # 1920 bytes = 40 ms at 24 kHz
@@ -56,13 +57,13 @@ def sdk_send() -> str:
 
 
 def fast_send() -> str:
-    return _AUDIO_PREFIX + base64.b64encode(PCM_OUT).decode() + _AUDIO_SUFFIX
+    return audio_message(PCM_OUT)
 
 
 def sdk_receive() -> object:
     message = json.loads(SERVER_MESSAGE)
     converted = _live_converters._LiveServerMessage_from_mldev(message)
-    return _convert(types.LiveServerMessage._from_response(response=converted, kwargs={}))
+    return events_from_sdk(types.LiveServerMessage._from_response(response=converted, kwargs={}))
 
 
 def fast_receive() -> object:

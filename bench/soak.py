@@ -50,6 +50,7 @@ import numpy as np
 from agent.simulator import FaultPlan, LiveSimulator, SimBehaviour, SimSession
 from agent.simulator.voice import OUTPUT_RATE, synthesize
 from telephony.audio import pcm16_to_ulaw_8k
+from telephony.call.summary import CallSummary
 from telephony.caller import (
     CallerTurn,
     CallFailed,
@@ -60,10 +61,9 @@ from telephony.caller import (
     open_stream,
 )
 from telephony.loadtest.target import DialFailed, Target, dial
-from telephony.media_stream import FRAME_MS
-from telephony.runner import local_server
+from telephony.server.runner import local_server
 from telephony.settings import VARIABLE_NAMES, Settings
-from telephony.summary import CallSummary
+from telephony.twilio.media_stream import FRAME_MS
 
 #: What the callers say, one sentence per turn (cycled, in a different order for each call).
 SENTENCES: Final = (

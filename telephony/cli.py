@@ -27,22 +27,22 @@ DISTRIBUTION: Final = "gemini-phone-agent"
 
 #: name → (module, function, one-line help). Each function takes the remaining arguments.
 COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
-    "serve": ("telephony.serve", "main", "run the server (FastAPI under uvicorn)"),
+    "serve": ("telephony.server.serve", "main", "run the server (FastAPI under uvicorn)"),
     "call": (
         "telephony.caller",
         "main",
         "place a simulated phone call against a running server (bundled sample by default)",
     ),
-    "calls": ("telephony.operator_cli", "calls_main", "call records: list | show | prune"),
+    "calls": ("telephony.ops.cli", "calls_main", "call records: list | show | prune"),
     "dial": (
-        "telephony.operator_cli",
+        "telephony.ops.cli",
         "dial_main",
         "place an outbound call through a running server",
     ),
     "loadtest": ("telephony.loadtest.cli", "main", "replay recorded calls, many at once"),
     "simulate-live": ("agent.simulator", "main", "run the local Live API simulator on its own"),
     "config": (
-        "telephony.config_cli",
+        "telephony.server.config_cli",
         "main",
         "check the configuration, or print .env.example",
     ),

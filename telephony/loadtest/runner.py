@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from agent.logs import fields
 from telephony.caller import CallFailed, SimulatedCall, drive_call, open_stream
 from telephony.loadtest.metrics import (
     CallRecord,
@@ -36,7 +37,6 @@ from telephony.loadtest.metrics import (
 )
 from telephony.loadtest.scenario import Scenario
 from telephony.loadtest.target import DialFailed, Target, dial
-from telephony.logs import fields
 
 __all__ = ["LoadPlan", "Progress", "RunResult", "run_load"]
 

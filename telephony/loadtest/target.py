@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from telephony.caller import SIMULATED_FROM, SIMULATED_TO
-from telephony.signature import SIGNATURE_HEADER, sign
+from telephony.twilio.signature import SIGNATURE_HEADER, sign
 
 __all__ = [
     "DialFailed",

@@ -1,0 +1,138 @@
+"""The Live API's hot messages as raw JSON, both directions (pure: no SDK, no sockets).
+
+The SDK builds and parses every message through pydantic models: for the two messages a call
+exchanges every few tens of milliseconds (caller audio out, model messages in) that costs more
+CPU than the audio conversion and the socket together. The fast path (``agent.session``) writes
+and reads the same JSON with these functions instead; ``tests/agent/test_live_wire.py`` checks
+them against the SDK's own parsing, message by message.
+"""
+
+from __future__ import annotations
+
+import binascii
+from typing import Final
+
+import orjson
+
+from agent.events import (
+    AgentError,
+    AgentEvent,
+    AudioOut,
+    FunctionCall,
+    GenerationComplete,
+    GoAway,
+    InputTranscript,
+    Interrupted,
+    OutputTranscript,
+    ResumptionUpdate,
+    ToolCall,
+    ToolCallCancellation,
+    TurnComplete,
+    Usage,
+)
+
+__all__ = [
+    "INPUT_MIME",
+    "INPUT_RATE",
+    "OUTPUT_RATE",
+    "WireError",
+    "audio_message",
+    "events_from_wire",
+    "parse_duration",
+]
+
+#: Audio formats of the Live API: 16 kHz PCM16 in, 24 kHz PCM16 out (little-endian, mono).
+INPUT_RATE: Final = 16_000
+OUTPUT_RATE: Final = 24_000
+INPUT_MIME: Final = f"audio/pcm;rate={INPUT_RATE}"
+# The realtime-audio message, pre-built around the base64 payload (what the SDK sends).
+AUDIO_PREFIX: Final = '{"realtime_input":{"audio":{"mime_type":"' + INPUT_MIME + '","data":"'
+AUDIO_SUFFIX: Final = '"}}}'
+
+
+def audio_message(pcm16k: bytes) -> str:
+    """The ``realtime_input`` message for one chunk of caller audio."""
+    return AUDIO_PREFIX + binascii.b2a_base64(pcm16k, newline=False).decode() + AUDIO_SUFFIX
+
+
+def parse_duration(value: str | None) -> float:
+    """'50s' / '1.5s' (protobuf Duration JSON) → seconds."""
+    if not value:
+        return 0.0
+    try:
+        return float(value.rstrip("s"))
+    except ValueError:
+        return 0.0
+
+
+class WireError(AgentError, ValueError):
+    """A server message we cannot read, or an error the server reported in-band."""
+
+
+def _b64(data: str) -> bytes:
+    # The Live API sends standard base64; accept the URL-safe alphabet too, as the SDK does.
+    if "-" in data or "_" in data:
+        data = data.replace("-", "+").replace("_", "/")
+    return binascii.a2b_base64(data)
+
+
+def events_from_wire(frame: bytes | str) -> list[AgentEvent]:
+    """One raw Live API server message (JSON, camelCase) → our events, like ``events_from_sdk``.
+
+    Raises ``WireError`` for a message that is not JSON or that reports an error.
+    """
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise WireError(f"unreadable message from the Live API: {exc}") from None
+    if not isinstance(msg, dict):
+        raise WireError("Live API message is not an object")
+    if "error" in msg:
+        raise WireError(f"Live API error: {msg['error']}")
+    out: list[AgentEvent] = []
+    content = msg.get("serverContent")
+    if content:
+        text = (content.get("inputTranscription") or {}).get("text")
+        if text:
+            out.append(InputTranscript(text))
+        if content.get("interrupted"):
+            out.append(Interrupted())
+        for part in (content.get("modelTurn") or {}).get("parts") or ():
+            data = (part.get("inlineData") or {}).get("data")
+            if data:
+                out.append(AudioOut(_b64(data)))
+        text = (content.get("outputTranscription") or {}).get("text")
+        if text:
+            out.append(OutputTranscript(text))
+        if content.get("generationComplete"):
+            out.append(GenerationComplete())
+        if content.get("turnComplete"):
+            out.append(TurnComplete())
+    calls = (msg.get("toolCall") or {}).get("functionCalls")
+    if calls:
+        out.append(
+            ToolCall(
+                tuple(
+                    FunctionCall(c.get("id") or "", c.get("name") or "", dict(c.get("args") or {}))
+                    for c in calls
+                )
+            )
+        )
+    ids = (msg.get("toolCallCancellation") or {}).get("ids")
+    if ids:
+        out.append(ToolCallCancellation(tuple(ids)))
+    if "goAway" in msg:
+        out.append(GoAway(parse_duration((msg["goAway"] or {}).get("timeLeft"))))
+    if "sessionResumptionUpdate" in msg:
+        upd = msg["sessionResumptionUpdate"] or {}
+        out.append(ResumptionUpdate(upd.get("newHandle"), bool(upd.get("resumable"))))
+    usage = msg.get("usageMetadata")
+    if usage is not None:
+        out.append(
+            Usage(
+                usage.get("promptTokenCount") or 0,
+                usage.get("responseTokenCount") or 0,
+                usage.get("totalTokenCount") or 0,
+            )
+        )
+    return out

@@ -1,0 +1,180 @@
+"""Call records: what the database keeps of a call, built from its ``CallSummary``.
+
+Pure (no I/O): ``record_from_summary`` turns a summary into a plain dict of columns, the
+shape the store writes and the API returns. The transcript is a list of entries in spoken
+order::
+
+    {"role": "caller", "text": "I'd like to book a table", "at_s": 4.2}
+    {"role": "agent", "text": "Sure, for how", "at_s": 6.1, "interrupted": true,
+     "generated": "Sure, for how many people?", "response_ms": 812.0}
+
+``at_s`` is when that side began speaking, in seconds since the stream started. An agent
+entry cut off by the caller holds what the caller actually *heard* (from Twilio's
+mark echoes, see ``telephony.call.Heard``) in ``text``, flagged ``interrupted``, with what
+the model had generated in ``generated``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict
+from typing import Any, Final
+
+from telephony.call.summary import CallSummary
+from telephony.ops.pii import mask_number, redact_value
+
+__all__ = [
+    "DIALING",
+    "IN_PROGRESS",
+    "OUTCOMES",
+    "dialing_record",
+    "record_from_summary",
+    "transcript_of",
+]
+
+#: ``outcome`` of a call whose stream has started and not ended yet.
+IN_PROGRESS: Final = "in_progress"
+#: ``outcome`` of an outbound call placed through Twilio that hasn't connected (yet).
+DIALING: Final = "dialing"
+#: Every outcome a record can have: the call's own (``telephony.call.Outcome``), the two
+#: above, and the ends of outbound calls that never reached the agent (Twilio's statuses).
+OUTCOMES: Final = (
+    "completed",
+    "ended_by_agent",
+    "transfer",
+    "failed",
+    "rejected",
+    "shutdown",
+    IN_PROGRESS,
+    DIALING,
+    "busy",
+    "no-answer",
+    "canceled",
+)
+
+
+def transcript_of(summary: CallSummary) -> list[dict[str, Any]]:
+    """The conversation as caller/agent entries, agent turns cut to what was heard."""
+    entries: list[dict[str, Any]] = []
+    for turn in summary.turns:
+        at_s = turn.get("at_s")
+        caller = str(turn.get("caller") or "").strip()
+        if caller:
+            # Each side is dated when it began speaking (older records: when the turn ended).
+            entries.append(
+                {"role": "caller", "text": caller, "at_s": turn.get("caller_at_s", at_s)}
+            )
+        generated = str(turn.get("agent") or "").strip()
+        if not generated:
+            continue
+        entry: dict[str, Any] = {
+            "role": "agent",
+            "text": generated,
+            "at_s": turn.get("agent_at_s", at_s),
+        }
+        if turn.get("interrupted"):
+            entry["text"] = str(turn.get("agent_heard") or "").strip()
+            entry["interrupted"] = True
+            entry["generated"] = generated
+        if turn.get("response_ms") is not None:
+            entry["response_ms"] = turn["response_ms"]
+        entries.append(entry)
+    return entries
+
+
+def _latency(summary: CallSummary) -> dict[str, Any]:
+    responses = [float(t["response_ms"]) for t in summary.turns if t.get("response_ms")]
+    clears = [i.clear_latency_ms for i in summary.interruptions]
+    return {
+        "model_connect_ms": summary.model_connect_ms,
+        "greeting_ms": summary.first_audio_ms,
+        "response_ms": responses,
+        "response_ms_p50": round(statistics.median(responses), 1) if responses else None,
+        "response_ms_max": round(max(responses), 1) if responses else None,
+        "clear_ms_max": round(max(clears), 3) if clears else None,
+    }
+
+
+def _duration(summary: CallSummary, ended_at: float | None) -> float:
+    # A call cut off at shutdown has no duration of its own yet: take it from the clock.
+    if summary.duration_s or ended_at is None:
+        return summary.duration_s
+    return round(max(0.0, ended_at - summary.started_at), 3)
+
+
+def record_from_summary(
+    summary: CallSummary,
+    *,
+    in_progress: bool = False,
+    redact: bool = False,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The database row for a call (``in_progress``: a snapshot of a call still running).
+
+    ``redact`` masks phone numbers: the caller/callee fields and any number spoken in the
+    transcript, tool arguments/results or DTMF-free text (see ``telephony.ops.pii``).
+    """
+    ended_at = None if in_progress else (now if now is not None else time.time())
+    latency = _latency(summary)
+    transcript = transcript_of(summary)
+    tool_calls: list[dict[str, Any]] = [dict(t) for t in summary.tool_calls]
+    interruptions = [asdict(i) for i in summary.interruptions]
+    caller, callee = summary.caller, summary.callee
+    if redact:
+        caller, callee = mask_number(caller), mask_number(callee)
+        transcript = redact_value(transcript)
+        tool_calls = redact_value(tool_calls)
+        interruptions = redact_value(interruptions)
+    return {
+        "call_sid": summary.call_sid,
+        "stream_sid": summary.stream_sid,
+        "direction": summary.direction or "inbound",
+        "caller": caller,
+        "callee": callee,
+        "outcome": IN_PROGRESS if in_progress else str(summary.outcome),
+        "reason": "" if in_progress else summary.reason,
+        "started_at": summary.started_at,
+        "ended_at": ended_at,
+        "duration_s": None if in_progress else _duration(summary, ended_at),
+        "turns": len(summary.turns),
+        "interruptions": len(summary.interruptions),
+        "reconnects": summary.reconnects,
+        "stalls": summary.stalls,
+        "tokens_total": summary.tokens.get("total", 0),
+        "greeting_ms": latency["greeting_ms"],
+        "response_ms_p50": latency["response_ms_p50"],
+        "transcript": transcript,
+        "detail": {
+            "tool_calls": tool_calls,
+            "dtmf": list(summary.dtmf),
+            "latency": latency,
+            "tokens": dict(summary.tokens),
+            "reconnects": summary.reconnects,
+            "stalls": summary.stalls,
+            "stalls_recovered": summary.stalls_recovered,
+            "model_connections": [dict(c) for c in summary.model_connections],
+            "interruptions": interruptions,
+            "frames_in": summary.frames_in,
+            "frames_out": summary.frames_out,
+            "bad_frames": summary.bad_frames,
+            "caller_audio_ms": summary.caller_audio_ms,
+            "caller_audio_dropped_ms": summary.caller_audio_dropped_ms,
+            "rest_failures": summary.rest_failures,
+            "recording_failed": summary.recording_failed,
+            "redacted": redact,
+        },
+    }
+
+
+def dialing_record(
+    call_sid: str, caller: str, callee: str, *, redact: bool = False
+) -> dict[str, Any]:
+    """The record of an outbound call Twilio accepted, until its stream starts."""
+    row = record_from_summary(
+        CallSummary(call_sid=call_sid, direction="outbound", caller=caller, callee=callee),
+        in_progress=True,
+        redact=redact,
+    )
+    row["outcome"] = DIALING
+    return row

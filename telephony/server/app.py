@@ -1,0 +1,322 @@
+"""The HTTP/WebSocket surface Twilio talks to (the process-wide state is ``service``).
+
+Routes (keep the paths: users paste them into the Twilio console):
+
+- ``POST /twilio/voice``  the voice webhook: ``<Connect action=/twilio/after><Stream url=wss://…/twilio/media>``
+- ``WS   /twilio/media``  the bidirectional Media Stream (one ``Call`` per connection)
+- ``POST /twilio/after``  ``<Connect action>``: what Twilio does once the stream ends
+- ``GET  /healthz``       alive;  ``GET /readyz``  ready for new calls (not draining, not full)
+- ``GET  /metrics``       Prometheus text exposition (``telephony.server.metrics``)
+- ``POST /twilio/status`` status callback of outbound calls (busy, no answer, failed)
+- ``/calls``, ``/ui``      the operator API and page (``telephony.ops.api``)
+
+With no model credentials, the lifespan starts the local Live API simulator in-process and
+the service talks to it through the real google-genai SDK (loudly logged: not a real model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from agent.logs import call_id_var, fields
+from agent.resilient import ResiliencePolicy
+from telephony.call.bridge import Call
+from telephony.call.recorder import CallRecorder
+from telephony.ops import api as operator_api
+from telephony.ops.store import CallStore, RecordWriter
+from telephony.server.metrics import CONTENT_TYPE_LATEST
+from telephony.server.service import Service, start_model
+from telephony.settings import Settings
+from telephony.twilio import twiml
+from telephony.twilio.rest import TwilioRest
+from telephony.twilio.signature import SIGNATURE_HEADER, is_valid
+
+log = logging.getLogger(__name__)
+
+XML = "application/xml"
+
+
+class _StarletteSocket:
+    """Adapts Starlette's WebSocket to ``telephony.call.TwilioSocket``."""
+
+    __slots__ = ("ws",)
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+
+    async def receive(self) -> str | bytes | None:
+        if self.ws.client_state == WebSocketState.DISCONNECTED:
+            return None
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        if text is not None:
+            return str(text)
+        return bytes(message.get("bytes") or b"")
+
+    async def send(self, text: str) -> None:
+        await self.ws.send_text(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        if (
+            self.ws.application_state != WebSocketState.DISCONNECTED
+            and self.ws.client_state != WebSocketState.DISCONNECTED
+        ):
+            # The peer may have gone first: the socket is closed either way.
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await self.ws.close(code, reason)
+
+
+def _dial_outcome(status: str, form: dict[str, str]) -> tuple[str | None, str]:
+    """The record outcome of an outbound call that ended with Twilio status ``status``."""
+    if status in {"busy", "no-answer", "canceled"}:
+        return status, f"Twilio: {status}"
+    if status == "failed":
+        return "failed", f"Twilio: call failed (SIP {form.get('SipResponseCode', '?')})"
+    if status == "completed":
+        # Only applies if the stream never started (the record is still "dialing").
+        return "failed", "answered, but the agent's media stream never started"
+    return None, ""
+
+
+def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
+    """The ASGI app. ``app.state.service`` holds the shared state.
+
+    ``freeze_gc``: after startup, move every object that exists (FastAPI, the SDK, pydantic
+    schemas: ~100 MiB) out of the cyclic garbage collector's reach. Otherwise each full
+    collection walks all of them and stalls every call for 100+ ms (measured: 148 ms at 100
+    calls). For the real server process; not for servers run inside a test process.
+    """
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for warning in settings.warnings:
+            log.warning("config.warning", extra=fields(message=warning))
+        if settings.database_url is not None:
+            # Opening may create the file or the table: off the loop, and fatal if it fails
+            # (a service that silently keeps no records is worse than one that won't start).
+            store = await asyncio.to_thread(CallStore, settings.database_url)
+            service.records = RecordWriter(store, on_failure=service.record_failed)
+            log.info("records.ready", extra=fields(database=store.url))
+        await start_model(service)
+        if settings.rest_enabled:
+            assert settings.twilio_account_sid and settings.twilio_auth_token
+            service.rest = TwilioRest(
+                settings.twilio_account_sid,
+                settings.twilio_auth_token,
+                base_url=settings.twilio_api_base_url,
+            )
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
+        log.info(
+            "server.ready",
+            extra=fields(
+                model=settings.model.model,
+                model_backend=settings.model.backend,
+                model_path=service.agent.path if service.agent is not None else None,
+                persona_voice=settings.persona.voice,
+                language=settings.persona.language,
+                tools=list(settings.persona.tools),
+                max_concurrent_calls=settings.max_concurrent_calls,
+                signatures=settings.signatures_enforced,
+                rest=settings.rest_enabled,
+                operator_api="on (/calls, /ui)" if settings.api_token else "off: set API_TOKEN",
+                record_calls=str(settings.record_calls) if settings.record_calls else None,
+            ),
+        )
+        try:
+            yield
+        finally:
+            await service.aclose()
+
+    app = FastAPI(title="Gemini Live phone agent", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = service
+
+    def signature_ok(request_url: str, params: dict[str, str], signature: str | None) -> bool:
+        token = settings.twilio_auth_token
+        return token is None or is_valid(token, request_url, params, signature)
+
+    async def signed_form(request: Request, path: str) -> dict[str, str] | None:
+        """A Twilio webhook's form, or None (logged) if its signature does not match."""
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        url = settings.public_http_url(path, request.headers.get("host"))
+        if not signature_ok(url, form, request.headers.get(SIGNATURE_HEADER)):
+            log.warning("webhook.bad_signature", extra=fields(url=url))
+            return None
+        return form
+
+    def forbidden() -> Response:
+        return Response("invalid signature", status_code=403)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        body = {
+            "ready": service.ready,
+            "draining": service.draining,
+            "active_calls": service.streams,
+            "load": service.load,
+            "max_concurrent_calls": settings.max_concurrent_calls,
+            "model_backend": settings.model.backend,
+        }
+        return JSONResponse(body, status_code=200 if service.ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/twilio/voice")
+    async def voice(request: Request) -> Response:
+        form = await signed_form(request, "/twilio/voice")
+        if form is None:
+            return forbidden()
+        host = request.headers.get("host")
+        call_sid = form.get("CallSid", "")
+        token = call_id_var.set(call_sid or None)
+        try:
+            if not service.ready:
+                log.warning(
+                    "call.turned_away",
+                    extra=fields(
+                        draining=service.draining, load=service.load, caller=form.get("From", "")
+                    ),
+                )
+                service.metrics.call_turned_away(draining=service.draining)
+                body = twiml.say_and_hang_up(settings.busy_message, settings.persona.language)
+                return Response(body, media_type=XML)
+            if call_sid:
+                service.preconnect(call_sid)
+            params = {
+                "from": form.get("From", ""),
+                "to": form.get("To", ""),
+                "direction": form.get("Direction", ""),
+            }
+            body = twiml.connect_stream(
+                settings.stream_url(host),
+                settings.public_http_url("/twilio/after", host),
+                {k: v for k, v in params.items() if v},
+            )
+            log.info("webhook.answered", extra=fields(caller=params["from"], callee=params["to"]))
+            return Response(body, media_type=XML)
+        finally:
+            call_id_var.reset(token)
+
+    @app.post("/twilio/after")
+    async def after(request: Request) -> Response:
+        form = await signed_form(request, "/twilio/after")
+        if form is None:
+            return forbidden()
+        call_sid = form.get("CallSid", "")
+        outcome = service.outcome_of(call_sid)
+        token = call_id_var.set(call_sid or None)
+        try:
+            log.info("call.after_stream", extra=fields(outcome=outcome))
+        finally:
+            call_id_var.reset(token)
+        body = twiml.after_stream(
+            outcome,
+            unavailable_message=settings.unavailable_message,
+            transfer_number=settings.transfer_number,
+            language=settings.persona.language,
+        )
+        return Response(body, media_type=XML)
+
+    @app.post("/twilio/status")
+    async def status(request: Request) -> Response:
+        """Outbound calls: how a call ended when it never reached the agent."""
+        form = await signed_form(request, "/twilio/status")
+        if form is None:
+            return forbidden()
+        call_sid = form.get("CallSid", "")
+        call_status = form.get("CallStatus", "")
+        token = call_id_var.set(call_sid or None)
+        try:
+            log.info("call.status", extra=fields(status=call_status))
+            if service.records is not None and call_sid:
+                outcome, reason = _dial_outcome(call_status, form)
+                if outcome is not None:
+                    try:
+                        await service.records.in_order(
+                            service.records.store.set_outcome_if_open, call_sid, outcome, reason
+                        )
+                    except Exception:  # the database: logged; Twilio must not retry us
+                        log.exception("records.status_write_failed", extra=fields(outcome=outcome))
+        finally:
+            call_id_var.reset(token)
+        return Response(status_code=204)
+
+    operator_api.install(app, service)
+
+    @app.websocket("/twilio/media")
+    async def media(ws: WebSocket) -> None:
+        host = ws.headers.get("host")
+        if not signature_ok(settings.stream_url(host), {}, ws.headers.get(SIGNATURE_HEADER)):
+            log.warning("stream.bad_signature", extra=fields(url=settings.stream_url(host)))
+            await ws.close(code=1008)  # before accept: the upgrade is refused (HTTP 403)
+            return
+        if service.draining or service.streams >= settings.max_concurrent_calls:
+            log.warning(
+                "stream.refused", extra=fields(draining=service.draining, active=service.streams)
+            )
+            service.metrics.call_turned_away(draining=service.draining)
+            await ws.close(code=1013)
+            return
+        await ws.accept()
+        service.stream_opened()
+        service.metrics.call_started()
+        call = Call(
+            _StarletteSocket(ws),
+            service.open_session,
+            agent=service.agent,
+            policy=ResiliencePolicy(
+                connect_attempts=settings.reconnect_attempts,
+                stall_timeout_s=settings.stall_timeout_s,
+                caller_silence_end_ms=settings.persona.vad.silence_duration_ms,
+            ),
+            greeting=settings.persona.greeting,
+            max_call_s=settings.max_call_s,
+            caller_silence_s=settings.caller_silence_s,
+            stream_start_timeout_s=settings.stream_start_timeout_s,
+            transfer_number=settings.transfer_number,
+            rest=service.rest,
+            on_started=service.call_started,
+            recorder=(
+                CallRecorder(settings.record_calls, max_audio_s=settings.record_calls_max_s)
+                if settings.record_calls is not None
+                else None
+            ),
+            outbound_greeting=settings.outbound_greeting,
+            answer_timeout_s=settings.outbound_answer_timeout_s,
+        )
+        try:
+            await call.run()
+        except Exception:
+            # The per-call boundary: a bug in one call must not take the server down. The
+            # caller hears the apology (via <Connect action>) rather than silence.
+            log.exception("call.crashed")
+            call.fail("internal error")
+        finally:
+            # No await between these two: a <Connect action> request always finds the outcome.
+            service.calls.pop(call.summary.call_sid, None)
+            service.remember(call.summary)
+            service.write_record(call)
+            service.stream_closed()
+            service.metrics.call_finished(call.summary)
+            await call.socket.close(1000, "call ended")
+
+    return app

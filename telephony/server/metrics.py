@@ -1,0 +1,194 @@
+"""Prometheus metrics for one server (``GET /metrics``).
+
+Each app gets its own ``CollectorRegistry`` (never the process-wide default): tests run many
+apps in one process, and each must start from zero. Almost everything is recorded once per
+call, from its ``CallSummary``, when the call ends; only what must be live (active calls,
+calls turned away) is updated as it happens. The per-frame audio path has no metric calls.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from telephony.call.summary import CallSummary, Outcome
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+#: Phone latencies: tens of milliseconds to a few seconds.
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+#: Setting up a Live session: a few hundred ms, up to the retries' backoff.
+CONNECT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+#: `interrupted` received → `clear` sent: one socket write (~30 µs measured), up to ~100 ms.
+CLEAR_BUCKETS_S = (
+    0.00002,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+)
+
+PREFIX = "voice_agent_"
+
+log = logging.getLogger(__name__)
+
+
+class Metrics:
+    """The metric families of one server, on their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        p = PREFIX
+        self.active_calls = Gauge(p + "active_calls", "Media Streams in progress.", registry=r)
+        self.calls = Counter(p + "calls", "Calls ended, by outcome.", ["outcome"], registry=r)
+        self.turned_away = Counter(
+            p + "calls_turned_away",
+            "Calls refused at the webhook or the stream (busy: at capacity; draining).",
+            ["reason"],
+            registry=r,
+        )
+        self.greeting_latency = Histogram(
+            p + "greeting_latency_seconds",
+            "Stream start to the first agent audio sent to Twilio.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.response_latency = Histogram(
+            p + "response_latency_seconds",
+            "End of the caller's utterance (our VAD) to the first audio of the agent's answer "
+            "sent to Twilio.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.model_connect = Histogram(
+            p + "model_connect_seconds",
+            "Time to have the call's first model session ready (pre-connect included).",
+            buckets=CONNECT_BUCKETS_S,
+            registry=r,
+        )
+        self.barge_ins = Counter(p + "barge_ins", "Caller barge-ins (agent cut off).", registry=r)
+        self.clear_latency = Histogram(
+            p + "clear_latency_seconds",
+            "Barge-in: `interrupted` received to `clear` sent to Twilio.",
+            buckets=CLEAR_BUCKETS_S,
+            registry=r,
+        )
+        self.reconnects = Counter(
+            p + "model_reconnects",
+            "Moves to a new model connection during a call, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.stalls = Counter(p + "model_stalls", "Model stalls detected.", registry=r)
+        self.stalls_recovered = Counter(
+            p + "model_stalls_recovered", "Stalls after which the model answered.", registry=r
+        )
+        self.errors = Counter(p + "errors", "Errors, by kind.", ["kind"], registry=r)
+        self.frames_in = Counter(
+            p + "audio_frames_in", "Caller audio frames received from Twilio.", registry=r
+        )
+        self.frames_out = Counter(
+            p + "audio_frames_out", "Agent audio messages sent to Twilio.", registry=r
+        )
+        self.caller_audio_dropped = Counter(
+            p + "caller_audio_dropped_ms",
+            "Caller audio lost beyond the reconnect buffer, in milliseconds (should stay 0).",
+            registry=r,
+        )
+        # Label values known up front, so dashboards see zeros instead of missing series.
+        for outcome in Outcome:
+            self.calls.labels(outcome=outcome.value)
+        for reason in ("busy", "draining"):
+            self.turned_away.labels(reason=reason)
+        for reason in ("go_away", "error", "stall"):
+            self.reconnects.labels(reason=reason)
+        self.outbound = Counter(
+            p + "outbound_calls",
+            "Outbound calls requested through Twilio, by result (placed, failed).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("placed", "failed"):
+            self.outbound.labels(result=result)
+        for kind in (
+            "bad_frame",
+            "model_failed",
+            "rest_failed",
+            "recording_failed",
+            "call_record_failed",
+            "crashed",
+        ):
+            self.errors.labels(kind=kind)
+
+    # -- live -----------------------------------------------------------------------------
+
+    def call_started(self) -> None:
+        self.active_calls.inc()
+
+    def call_finished(self, summary: CallSummary) -> None:
+        """A stream ended: no longer active, and everything its summary says is recorded."""
+        self.active_calls.dec()
+        try:
+            self.record(summary)
+        except Exception:  # metrics must never break a call's cleanup
+            log.exception("metrics.record_failed")
+
+    def call_turned_away(self, *, draining: bool) -> None:
+        self.turned_away.labels(reason="draining" if draining else "busy").inc()
+
+    # -- at the end of a call -------------------------------------------------------------
+
+    def record(self, s: CallSummary) -> None:
+        """Everything one finished call contributes (its summary is final)."""
+        self.calls.labels(outcome=str(s.outcome)).inc()
+        if s.first_audio_ms is not None:
+            self.greeting_latency.observe(s.first_audio_ms / 1000)
+        for turn in s.turns:
+            if turn.get("response_ms") is not None:
+                self.response_latency.observe(float(turn["response_ms"]) / 1000)
+        if s.model_connect_ms is not None:
+            self.model_connect.observe(s.model_connect_ms / 1000)
+        for interruption in s.interruptions:
+            self.barge_ins.inc()
+            self.clear_latency.observe(interruption.clear_latency_ms / 1000)
+        for conn in s.model_connections:
+            reason = str(conn.get("reason", ""))
+            if reason and reason != "initial":
+                self.reconnects.labels(reason=reason).inc()
+        _add(self.stalls, s.stalls)
+        _add(self.stalls_recovered, s.stalls_recovered)
+        _add(self.frames_in, s.frames_in)
+        _add(self.frames_out, s.frames_out)
+        _add(self.caller_audio_dropped, s.caller_audio_dropped_ms)
+        _add(self.errors.labels(kind="bad_frame"), s.bad_frames)
+        _add(self.errors.labels(kind="rest_failed"), s.rest_failures)
+        if s.recording_failed:
+            self.errors.labels(kind="recording_failed").inc()
+        if s.outcome is Outcome.FAILED:
+            kind = "model_failed" if s.reason.startswith("model") else "crashed"
+            self.errors.labels(kind=kind).inc()
+
+    def exposition(self) -> bytes:
+        """The text exposition format (serve with ``CONTENT_TYPE_LATEST``)."""
+        return generate_latest(self.registry)
+
+
+def _add(counter: Counter, amount: float) -> None:
+    if amount > 0:
+        counter.inc(amount)

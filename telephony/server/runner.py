@@ -1,0 +1,153 @@
+"""Running the server: uvicorn with a drain on SIGTERM, and in-process for tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+import httpx
+import uvicorn
+
+from agent.logs import fields
+from telephony.server.app import create_app
+from telephony.server.service import Service
+from telephony.settings import Settings
+from telephony.twilio.media_stream import MAX_FRAME_BYTES
+
+log = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with a drain before shutdown.
+
+    On its own, uvicorn fails every open WebSocket with 1012 as soon as it starts shutting
+    down, which would cut every call on each deploy. Here the first SIGTERM/SIGINT only makes
+    the service stop taking calls (``/readyz`` turns 503, the webhook turns callers away); the
+    server exits once the calls in progress have ended or the drain timeout has passed.
+    A second signal exits at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, drain_timeout_s: float) -> None:
+        super().__init__(config)
+        self.drain_timeout_s = drain_timeout_s
+        self._drain_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)  # type: ignore[arg-type]
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        app = getattr(self.config, "loaded_app", None)
+        service = _find_service(app)
+        if (
+            self._drain_task is not None
+            or service is None
+            or self._loop is None
+            or not self.started
+        ):
+            super().handle_exit(sig, frame)
+            return
+        log.warning("server.signal", extra=fields(signal=signal.Signals(sig).name))
+        # Signal handlers run between bytecodes of the loop's thread: hand over to the loop.
+        self._loop.call_soon_threadsafe(self._begin_drain, service)
+
+    def _begin_drain(self, service: object) -> None:
+        async def drain_then_exit() -> None:
+            await service.drain(self.drain_timeout_s)  # type: ignore[attr-defined]
+            self.should_exit = True
+
+        assert self._loop is not None
+        self._drain_task = self._loop.create_task(drain_then_exit(), name="drain")
+
+
+def _find_service(app: object) -> object | None:
+    # uvicorn wraps the app in middleware; walk down to the FastAPI instance.
+    for _ in range(10):
+        if app is None:
+            return None
+        state = getattr(app, "state", None)
+        if state is not None and hasattr(state, "service"):
+            return state.service  # type: ignore[no-any-return]
+        app = getattr(app, "app", None)
+    return None
+
+
+def build_server(
+    settings: Settings, host: str, port: int, *, in_process: bool = False
+) -> DrainingServer:
+    """uvicorn configured for Media Streams: small frames, no compression, our logging."""
+
+    config = uvicorn.Config(
+        create_app(settings, freeze_gc=not in_process),
+        host=host,
+        port=port,
+        lifespan="on",
+        log_config=None,  # our logging setup, not uvicorn's
+        ws="websockets-sansio",
+        ws_max_size=MAX_FRAME_BYTES,  # larger frames close that stream with 1009
+        ws_per_message_deflate=False,  # Twilio doesn't compress; spare the CPU
+        ws_ping_interval=20.0,
+        ws_ping_timeout=30.0,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+    return DrainingServer(config, settings.drain_timeout_s)
+
+
+async def wait_ready(base_url: str, timeout_s: float = 30.0) -> None:
+    """Poll ``/readyz`` of a server (e.g. a ``voice-agent serve`` subprocess) until it says
+    ready; ``TimeoutError`` after ``timeout_s``."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass  # not listening yet
+                await asyncio.sleep(0.1)
+
+
+@dataclass
+class LocalServer:
+    """A server running in this event loop on a loopback port."""
+
+    server: DrainingServer
+    service: Service
+    port: int
+
+    @property
+    def media_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/twilio/media"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@asynccontextmanager
+async def local_server(settings: Settings, port: int = 0) -> AsyncIterator[LocalServer]:
+    """Run the real uvicorn server in this event loop on 127.0.0.1 (tests, benchmarks)."""
+    server = build_server(settings, "127.0.0.1", port, in_process=True)
+    task = asyncio.create_task(server.serve(), name="uvicorn")
+    async with asyncio.timeout(30):
+        while not server.started:
+            if task.done():
+                task.result()  # startup failed: raise its error
+                raise RuntimeError("the server stopped during startup")
+            await asyncio.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    service = _find_service(server.config.loaded_app)
+    assert isinstance(service, Service)
+    try:
+        yield LocalServer(server, service, bound)
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(30):
+            await task

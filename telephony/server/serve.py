@@ -1,0 +1,132 @@
+"""``voice-agent serve``: check what can be checked, then run the server.
+
+Before anything is imported or started, the listening socket is bound and the call-record
+database is opened and written to once: a port in use or an unusable database is one line
+and exit status 2, never a traceback, and never after ``server.ready`` has been logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import socket
+import sys
+
+from telephony.settings import Settings
+
+__all__ = ["StartupError", "bind_socket", "main", "preflight"]
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is one line for the operator."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="voice-agent serve",
+        description=(
+            "Serve the agent: Twilio's voice webhook (POST /twilio/voice), the Media Stream "
+            "(WS /twilio/media), the operator API and page (/calls, /ui), /healthz, /readyz, "
+            "/metrics. With no model credentials it runs the embedded Live API simulator "
+            "(not a real model)."
+        ),
+        epilog=(
+            "Configuration: environment variables, and .env in the working directory for what "
+            "the environment leaves unset. Every variable, with its default, is in "
+            ".env.example (voice-agent config env-example); `voice-agent config check` shows "
+            "what a server started here would use."
+        ),
+    )
+    p.add_argument(
+        "--host",
+        default=os.environ.get("HOST", "0.0.0.0"),
+        help="listening address (default: HOST, else 0.0.0.0)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="listening port (default: PORT, else 8080; 0 picks a free one)",
+    )
+    return p
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port, or ``StartupError`` saying why not."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _name, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"cannot listen on {host}:{port}: the port is already in use (another "
+                "voice-agent?); stop it or choose another with --port or PORT"
+            ) from None
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def preflight(settings: Settings) -> None:
+    """Open the call-record database and write to it once (``StartupError`` if it fails)."""
+    if settings.database_url is None:
+        return
+    from telephony.ops.store import CallStore, StoreError
+
+    try:
+        store = CallStore(settings.database_url)
+        try:
+            store.check_writable()
+        finally:
+            store.close()
+    except StoreError as exc:
+        raise StartupError(f"DATABASE_URL: {exc}") from None
+
+
+def _port(args: argparse.Namespace) -> int:
+    if args.port is not None:
+        return int(args.port)
+    raw = os.environ.get("PORT", "").strip() or "8080"
+    try:
+        port = int(raw)
+    except ValueError:
+        raise StartupError(
+            f"configuration error: PORT: expected a port number, got {raw!r}"
+        ) from None
+    if not 0 <= port <= 65535:
+        raise StartupError(f"configuration error: PORT: must be between 0 and 65535, got {port}")
+    return port
+
+
+def main(argv: list[str]) -> int:
+    from telephony.cli import load_settings
+
+    args = _parser().parse_args(argv)
+    settings = load_settings()
+    try:
+        sock = bind_socket(args.host, _port(args))
+        preflight(settings)
+    except StartupError as exc:
+        print(f"voice-agent: {exc}", file=sys.stderr)
+        return 2
+    from telephony.server import logs
+    from telephony.server.runner import build_server
+
+    logs.configure(
+        settings.log_level, settings.log_format, redact_numbers=settings.redact_phone_numbers
+    )
+    host, port = sock.getsockname()[:2]
+    server = build_server(settings, str(host), int(port))
+    server.run(sockets=[sock])
+    return 0

@@ -1,0 +1,113 @@
+"""The fast path reads and writes Live API messages exactly as the SDK would (golden wire
+messages)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from google.genai import _live_converters, types
+
+from agent.events import AudioOut, GoAway, Interrupted, TurnComplete
+from agent.live_wire import AUDIO_PREFIX, AUDIO_SUFFIX, WireError, audio_message, events_from_wire
+from agent.session import events_from_sdk
+
+PCM = bytes(range(256)) * 4
+
+GOLDEN: list[dict[str, Any]] = [
+    {"setupComplete": {}},
+    {
+        "serverContent": {
+            "modelTurn": {
+                "parts": [
+                    {
+                        "inlineData": {
+                            "mimeType": "audio/pcm;rate=24000",
+                            "data": base64.b64encode(PCM).decode(),
+                        }
+                    },
+                    {
+                        "inlineData": {
+                            "mimeType": "audio/pcm;rate=24000",
+                            "data": base64.b64encode(b"\x01\x00").decode(),
+                        }
+                    },
+                ]
+            }
+        }
+    },
+    {"serverContent": {"inputTranscription": {"text": "book a table"}}},
+    {"serverContent": {"outputTranscription": {"text": "Sure."}}},
+    {"serverContent": {"generationComplete": True}},
+    {
+        "serverContent": {"turnComplete": True},
+        "usageMetadata": {"promptTokenCount": 12, "responseTokenCount": 30, "totalTokenCount": 42},
+    },
+    {"serverContent": {"interrupted": True}},
+    {
+        "toolCall": {
+            "functionCalls": [{"id": "fc-1", "name": "end_call", "args": {"reason": "done"}}]
+        }
+    },
+    {"toolCallCancellation": {"ids": ["fc-1", "fc-2"]}},
+    {"goAway": {"timeLeft": "50s"}},
+    {"sessionResumptionUpdate": {"newHandle": "h-123", "resumable": True}},
+    {"sessionResumptionUpdate": {"resumable": False}},
+]
+
+
+def sdk_events(message: dict[str, Any]) -> list[object]:
+    converted = _live_converters._LiveServerMessage_from_mldev(message)
+    return events_from_sdk(types.LiveServerMessage._from_response(response=converted, kwargs={}))
+
+
+@pytest.mark.parametrize("message", GOLDEN, ids=lambda m: next(iter(m)))
+def test_fast_path_matches_the_sdk(message: dict[str, Any]) -> None:
+    raw = json.dumps(message).encode()
+    assert events_from_wire(raw) == sdk_events(message)
+
+
+def test_audio_in_url_safe_base64_is_accepted() -> None:
+    data = base64.urlsafe_b64encode(PCM).decode()
+    assert "-" in data or "_" in data
+    msg = {"serverContent": {"modelTurn": {"parts": [{"inlineData": {"data": data}}]}}}
+    assert events_from_wire(json.dumps(msg)) == [AudioOut(PCM)]
+
+
+def test_interrupted_then_turn_complete_in_one_message() -> None:
+    msg = {"serverContent": {"interrupted": True, "turnComplete": True}}
+    assert events_from_wire(json.dumps(msg)) == [Interrupted(), TurnComplete()]
+
+
+def test_go_away_with_fractional_seconds() -> None:
+    assert events_from_wire('{"goAway":{"timeLeft":"1.5s"}}') == [GoAway(1.5)]
+
+
+@pytest.mark.parametrize(
+    "frame", [b"not json", b"[1,2]", b'{"error":{"code":8,"message":"quota"}}']
+)
+def test_unreadable_or_error_messages_raise(frame: bytes) -> None:
+    with pytest.raises(WireError):
+        events_from_wire(frame)
+
+
+def test_audio_message_matches_what_the_sdk_sends() -> None:
+    sent = json.loads(AUDIO_PREFIX + base64.b64encode(PCM).decode() + AUDIO_SUFFIX)
+    sdk = {
+        "realtime_input": {
+            "audio": {
+                "data": base64.urlsafe_b64encode(PCM).decode(),
+                "mime_type": "audio/pcm;rate=16000",
+            }
+        }
+    }
+    assert sent.keys() == sdk.keys()
+    assert sent["realtime_input"]["audio"].keys() == sdk["realtime_input"]["audio"].keys()
+    assert sent["realtime_input"]["audio"]["mime_type"] == "audio/pcm;rate=16000"
+    assert base64.b64decode(sent["realtime_input"]["audio"]["data"]) == PCM
+
+
+def test_audio_message_is_the_prefix_payload_and_suffix() -> None:
+    assert audio_message(PCM) == AUDIO_PREFIX + base64.b64encode(PCM).decode() + AUDIO_SUFFIX

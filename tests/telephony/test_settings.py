@@ -1,0 +1,225 @@
+"""Settings from the environment: defaults, persona, and one clear error per bad variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.config import DEFAULT_GREETING, DEFAULT_MODEL
+from agent.env import EnvReader, Variable
+from support import ROOT
+from telephony.settings import VARIABLES, ConfigError, Settings
+
+
+def settings(**env: str) -> Settings:
+    return Settings.from_env(env)
+
+
+def test_defaults_use_the_embedded_simulator_and_warn_about_signatures() -> None:
+    s = settings()
+    assert s.model.backend == "simulator"
+    assert s.model.model == DEFAULT_MODEL
+    assert s.persona.greeting == DEFAULT_GREETING
+    assert s.persona.voice == "Puck"
+    assert s.persona.language == "en-US"
+    assert s.persona.tools == ("end_call",)  # no transfer number: no transfer tool
+    assert s.max_concurrent_calls == 100
+    assert not s.signatures_enforced
+    assert any("TWILIO_AUTH_TOKEN" in w for w in s.warnings)
+
+
+def test_api_key_selects_gemini_and_model_override() -> None:
+    s = settings(GEMINI_API_KEY="k", GEMINI_MODEL="gemini-2.5-flash-native-audio-preview-12-2025")
+    assert s.model.backend == "gemini"
+    assert s.model.api_key == "k"
+    assert s.model.model == "gemini-2.5-flash-native-audio-preview-12-2025"
+
+
+def test_vertex_needs_a_project() -> None:
+    with pytest.raises(ConfigError) as err:
+        settings(GOOGLE_GENAI_USE_VERTEXAI="true")
+    assert err.value.variable == "GOOGLE_CLOUD_PROJECT"
+    s = settings(GOOGLE_GENAI_USE_VERTEXAI="true", GOOGLE_CLOUD_PROJECT="p")
+    assert s.model.backend == "vertex"
+    assert s.model.model == "gemini-live-2.5-flash-native-audio"
+
+
+def test_simulator_off_without_credentials_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="GEMINI_API_KEY"):
+        settings(LIVE_SIMULATOR="off")
+
+
+def test_persona_from_env(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "instructions.txt"
+    f.write_text("You are Ada, the bakery's assistant.\n")
+    s = settings(
+        AGENT_INSTRUCTIONS_FILE=str(f),
+        AGENT_VOICE="Kore",
+        AGENT_LANGUAGE="de-DE",
+        AGENT_GREETING="Guten Tag!",
+        AGENT_TRANSFER_NUMBER="+14155550100",
+        AGENT_VAD_START_SENSITIVITY="HIGH",
+        AGENT_VAD_SILENCE_MS="800",
+    )
+    assert s.persona.instructions == "You are Ada, the bakery's assistant."
+    assert s.persona.voice == "Kore"
+    assert s.persona.language == "de-DE"
+    assert s.persona.greeting == "Guten Tag!"
+    assert s.persona.tools == ("end_call", "transfer_call")
+    assert s.persona.vad.start_sensitivity == "high"
+    assert s.persona.vad.silence_duration_ms == 800
+
+
+def test_fast_path_can_be_turned_off() -> None:
+    assert settings().model.fast_path is True
+    assert settings(MODEL_FAST_PATH="false").model.fast_path is False
+
+
+def test_empty_greeting_means_caller_speaks_first() -> None:
+    assert settings(AGENT_GREETING="").persona.greeting is None
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"MAX_CONCURRENT_CALLS": "lots"}, "MAX_CONCURRENT_CALLS"),
+        ({"MAX_CONCURRENT_CALLS": "0"}, "MAX_CONCURRENT_CALLS"),
+        ({"AGENT_LANGUAGE": "english please"}, "AGENT_LANGUAGE"),
+        ({"AGENT_VOICE": "Kore; rm -rf"}, "AGENT_VOICE"),
+        ({"AGENT_TRANSFER_NUMBER": "0800 123"}, "AGENT_TRANSFER_NUMBER"),
+        ({"AGENT_VAD_END_SENSITIVITY": "medium"}, "AGENT_VAD_END_SENSITIVITY"),
+        ({"AGENT_TOOLS": "end_call,launch_rocket"}, "AGENT_TOOLS"),
+        ({"AGENT_INSTRUCTIONS": "a", "AGENT_INSTRUCTIONS_FILE": "/x"}, "AGENT_INSTRUCTIONS_FILE"),
+        ({"AGENT_INSTRUCTIONS_FILE": "/nonexistent/file"}, "AGENT_INSTRUCTIONS_FILE"),
+        ({"TWILIO_AUTH_TOKEN": "t"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "agent.example.com"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://a.example.com/?x=1"}, "PUBLIC_URL"),
+        ({"TWILIO_ACCOUNT_SID": "nope"}, "TWILIO_ACCOUNT_SID"),
+        ({"DRAIN_TIMEOUT_S": "-1"}, "DRAIN_TIMEOUT_S"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"LIVE_SIMULATOR": "maybe"}, "LIVE_SIMULATOR"),
+        ({"GOOGLE_GENAI_USE_VERTEXAI": "perhaps"}, "GOOGLE_GENAI_USE_VERTEXAI"),
+        ({"DATABASE_URL": "calls.db"}, "DATABASE_URL"),
+        ({"API_TOKEN": "short"}, "API_TOKEN"),
+        ({"REDACT_PHONE_NUMBERS": "sometimes"}, "REDACT_PHONE_NUMBERS"),
+        ({"OUTBOUND_CALLER_ID": "555-0100"}, "OUTBOUND_CALLER_ID"),
+        ({"OUTBOUND_ANSWER_TIMEOUT_S": "0"}, "OUTBOUND_ANSWER_TIMEOUT_S"),
+        ({"TWILIO_API_BASE_URL": "api.twilio.com"}, "TWILIO_API_BASE_URL"),
+        ({"TWILIO_API_BASE_URL": "https://proxy.example.com/twilio"}, "TWILIO_API_BASE_URL"),
+    ],
+)
+def test_invalid_values_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(env)
+    assert err.value.variable == variable
+    assert variable in str(err.value)
+
+
+def test_records_api_and_outbound_defaults_and_overrides() -> None:
+    defaults = Settings.from_env({})
+    assert defaults.database_url == "sqlite:///calls.db"
+    assert defaults.api_token is None and not defaults.redact_phone_numbers
+    assert defaults.outbound_caller_id is None and defaults.outbound_answer_timeout_s == 5.0
+    assert defaults.twilio_api_base_url is None
+    s = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql+psycopg://agent:pw@db/calls",
+            "API_TOKEN": "x" * 16,
+            "REDACT_PHONE_NUMBERS": "yes",
+            "OUTBOUND_CALLER_ID": "+14155550100",
+            "OUTBOUND_ANSWER_TIMEOUT_S": "2.5",
+            "AGENT_OUTBOUND_GREETING": "Hi, it's the clinic calling.",
+            "TWILIO_API_BASE_URL": "http://127.0.0.1:9999/",
+        }
+    )
+    assert s.database_url == "postgresql+psycopg://agent:pw@db/calls"
+    assert s.api_token == "x" * 16 and s.redact_phone_numbers
+    assert (s.outbound_caller_id, s.outbound_answer_timeout_s) == ("+14155550100", 2.5)
+    assert s.outbound_greeting == "Hi, it's the clinic calling."
+    assert s.twilio_api_base_url == "http://127.0.0.1:9999"
+    assert any("TWILIO_API_BASE_URL" in w for w in s.warnings)
+    off = Settings.from_env({"DATABASE_URL": "off"})
+    assert off.database_url is None and any("no record" in w for w in off.warnings)
+
+
+def test_public_urls() -> None:
+    s = settings(PUBLIC_URL="https://agent.example.com/base/", TWILIO_AUTH_TOKEN="t")
+    assert s.signatures_enforced
+    assert s.stream_url() == "wss://agent.example.com/base/twilio/media"
+    assert s.public_http_url("/twilio/voice") == "https://agent.example.com/base/twilio/voice"
+    dev = settings()
+    assert dev.stream_url("abc.ngrok.app") == "wss://abc.ngrok.app/twilio/media"
+
+
+def test_unknown_voice_is_passed_on_with_a_warning() -> None:
+    s = settings(AGENT_VOICE="Newvoice")
+    assert s.persona.voice == "Newvoice"
+    assert any("Newvoice" in w for w in s.warnings)
+
+
+class _Recording(dict[str, str]):
+    """An environment that remembers every name looked up in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def test_every_variable_read_is_declared_and_documented() -> None:
+    import re
+
+    env = _Recording()
+    Settings.from_env(env)
+    assert len(env.asked) > 30
+    names = {v.name for v in VARIABLES}
+    assert env.asked <= names
+    assert len(names) == len(VARIABLES), "a variable is declared twice"
+    # The command line reads a few more straight from the environment.
+    root = ROOT
+    sources = " ".join(p.read_text() for p in (root / "telephony").rglob("*.py"))
+    direct = set(re.findall(r'environ\.get\(\s*"([A-Z0-9_]+)"', sources))
+    assert direct <= names
+    readme = (root / "README.md").read_text()
+    docs = readme + " ".join(p.read_text() for p in (root / "docs").glob("*.md"))
+    undocumented = [name for name in names if f"`{name}`" not in docs]
+    assert undocumented == []
+
+
+def test_reading_an_undeclared_variable_is_a_bug() -> None:
+    reader = EnvReader({"X": "1"}, [Variable("Y", "", "y", "s")])
+    with pytest.raises(KeyError, match="not a declared variable"):
+        reader.raw("X")
+
+
+def test_errors_say_where_the_value_came_from() -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(
+            {"MAX_CONCURRENT_CALLS": "lots"}, sources={"MAX_CONCURRENT_CALLS": ".env"}
+        )
+    assert str(err.value) == (
+        "configuration error: MAX_CONCURRENT_CALLS (set in .env): expected a whole number, "
+        "got 'lots'"
+    )
+
+
+def test_env_example_is_generated_from_the_declarations() -> None:
+
+    from telephony.settings import env_example_text
+
+    committed = (ROOT / ".env.example").read_text()
+    assert committed == env_example_text(), "run: voice-agent config env-example > .env.example"
+
+
+def test_env_example_shows_the_real_defaults() -> None:
+    """Uncommenting every line of .env.example changes nothing: its values are the defaults."""
+    import re
+
+    from telephony.settings import env_example_text
+
+    lines = re.findall(r"^# ([A-Z][A-Z0-9_]+)=(.*)$", env_example_text(), re.M)
+    assert {name for name, _ in lines} == {v.name for v in VARIABLES}
+    env = {name: value.strip('"') for name, value in lines}
+    assert Settings.from_env(env) == Settings.from_env({})
