@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from telephony.call.summary import CallSummary, Interruption, Outcome
+from telephony.call.summary import CallSummary, Interruption, Outcome, Turn
 from telephony.ops.records import record_from_summary
 from telephony.ops.store import CallStore, RecordWriter
 
@@ -42,14 +42,14 @@ def summary(i: int, turns: int) -> CallSummary:
         first_audio_ms=310.0,
         model_connect_ms=120.0,
         turns=[
-            {
-                "at_s": 5.0 * t,
-                "caller": "I would like to change my booking to Thursday evening please " * 2,
-                "agent": "Of course. Thursday at seven is available; shall I book it for you?",
-                "interrupted": t % 5 == 0,
-                "agent_heard": "Of course. Thursday at",
-                "response_ms": 700.0 + t,
-            }
+            Turn(
+                at_s=5.0 * t,
+                caller="I would like to change my booking to Thursday evening please " * 2,
+                agent="Of course. Thursday at seven is available; shall I book it for you?",
+                interrupted=t % 5 == 0,
+                agent_heard="Of course. Thursday at",
+                response_ms=700.0 + t,
+            )
             for t in range(turns)
         ],
         interruptions=[

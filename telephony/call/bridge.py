@@ -1,36 +1,41 @@
-"""One phone call: a Twilio Media Stream joined to one agent session.
+"""One phone call: a Twilio Media Stream joined to one conversation with the model.
 
 This is where a reader finds what happens on barge-in (``_on_interrupted``), when a call ends
-(``_finish`` and the ``Outcome``s), and what the caller actually heard (``Heard``, fed by
-Twilio's mark echoes).
+(``_begin_ending``, ``_finish`` and the ``Outcome``s), and how the model's events become
+Twilio messages (``_model_side``). What the caller heard (``heard``), the turn log
+(``turns``), outbound answer detection (``answer``), the caller's activity
+(``agent.activity``) and the lifecycle (``state``) are pure helpers it drives.
 
-Shape of a call: ``Call.run()`` waits for Twilio's ``start`` (with a timeout), then runs two
+Shape of a call: ``Call.run()`` waits for Twilio's ``start`` (with a timeout), then runs three
 tasks in one TaskGroup: the *caller side* reads Twilio frames and forwards audio, digits and
-mark echoes; the *model side* opens the session (or adopts one pre-connected when the webhook
-was answered), sends the greeting cue, and turns model events into Twilio messages. Whichever
-side ends first decides the outcome; the other is cancelled; the session and the socket are
-closed; ``run()`` returns a ``CallSummary``.
+mark echoes; the *model side* opens the conversation (adopting a session pre-connected when
+the webhook was answered), sends the greeting cue, and turns model events into Twilio
+messages; the *limits* enforce the call's length and the caller-silence policy. Whichever
+side ends first decides the outcome; the others are cancelled; the conversation and the
+socket are closed; ``run()`` returns a ``CallSummary``.
+
+The peers are small protocols (``TwilioSocket``, ``Conversation``) and time comes from an
+injected clock, so unit tests drive a whole call with in-process fakes on virtual time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final, Protocol
 
 from agent.activity import CallerActivity
 from agent.events import (
     AgentError,
     AudioOut,
+    ConversationEvent,
     GenerationComplete,
     GoAway,
     InputTranscript,
     Interrupted,
-    ModelUnavailable,
     OutputTranscript,
     Reconnected,
     ResumptionUpdate,
@@ -48,48 +53,46 @@ from agent.prompts import (
     outbound_greeting_prompt,
     wrap_up_prompt,
 )
-from agent.resilient import ResiliencePolicy, ResilientSession, SessionOpener, open_conversation
-from agent.session import LiveAgent
+from agent.resilient import ResilienceStats
 from agent.tools import END_CALL, TRANSFER_CALL
-from agent.vad import EnergyVad
 from telephony.audio import CallerToModel, ModelToCaller
+from telephony.call.answer import AnswerDetector
+from telephony.call.heard import Heard
 from telephony.call.recorder import CallRecorder
-from telephony.call.summary import CallSummary, Interruption, Outcome, join_fragments
+from telephony.call.state import CallState, State
+from telephony.call.summary import CallSummary, Interruption, Outcome
+from telephony.call.turns import TurnLog
+from telephony.errors import TelephonyError
 from telephony.twilio import media_stream as ms
 from telephony.twilio import twiml
 from telephony.twilio.rest import TwilioRest, TwilioRestError
 
+__all__ = [
+    "Call",
+    "Conversation",
+    "ConversationOpener",
+    "SocketClosed",
+    "TwilioSocket",
+]
+
 log = logging.getLogger(__name__)
 
 #: Caller audio kept while the model session is still being opened (bounded: 5 s).
-PRE_SESSION_BUFFER_FRAMES = 250
+PRE_SESSION_BUFFER_FRAMES: Final = 250
 #: Bad frames tolerated on one stream before we give up on it.
-MAX_BAD_FRAMES = 50
+MAX_BAD_FRAMES: Final = 50
 #: The longest we wait for the agent's last words to play before ending/transferring.
-END_DRAIN_TIMEOUT_S = 30.0
+END_DRAIN_TIMEOUT_S: Final = 30.0
 #: After end_call/transfer_call, the agent is done talking once a turn completes after the
 #: tool call, or, failing that, after this long without audio.
-MODEL_QUIET_S = 2.0
-#: A mark follows at most this much agent audio (200 ms): fine enough to know what the caller
-#: heard, coarse enough not to double the messages to Twilio (model chunks are often 40 ms).
-MARK_INTERVAL_BYTES = 1600
+MODEL_QUIET_S: Final = 2.0
 #: The agent is told to wrap up this long before MAX_CALL_SECONDS.
-WRAP_UP_S = 30.0
-LIMITS_TICK_S = 0.5
-#: An agent answer starting later than this after the caller stopped talking is not counted
-#: as a response to it (the model let that utterance pass; something else prompted it).
-RESPONSE_WINDOW_S = 10.0
-#: Outbound calls: the callee's first words may run this long (a voicemail greeting) before
-#: the agent speaks anyway.
-ANSWER_MAX_SPEECH_S = 30.0
+WRAP_UP_S: Final = 30.0
+LIMITS_TICK_S: Final = 0.5
 
 
-class State(enum.Enum):
-    WAITING_FOR_START = "waiting_for_start"
-    CONNECTING_MODEL = "connecting_model"
-    ACTIVE = "active"
-    ENDING = "ending"
-    ENDED = "ended"
+class SocketClosed(TelephonyError):
+    """The Twilio socket is gone: a send or close found the peer disconnected."""
 
 
 class TwilioSocket(Protocol):
@@ -98,91 +101,41 @@ class TwilioSocket(Protocol):
     async def receive(self) -> str | bytes | None:
         """The next frame, or None once the peer has gone."""
 
-    async def send(self, text: str) -> None: ...
+    async def send(self, text: str) -> None:
+        """Send one text frame; ``SocketClosed`` if the peer has gone."""
 
-    async def close(self, code: int, reason: str) -> None: ...
+    async def close(self, code: int, reason: str) -> None:
+        """Close the socket (a no-op once it is closed)."""
 
 
-class Heard:
-    """What of the agent's speech the caller has actually heard, from Twilio's mark echoes.
+class Conversation(Protocol):
+    """What a call needs from the model side (``agent.resilient.ResilientSession``)."""
 
-    Agent audio is followed by marks (``mark()``: one per ``MARK_INTERVAL_BYTES``, and a final
-    one with ``force``) named after their end offset in the turn. An echo proves the audio
-    before it played, unless a ``clear`` came first: ``clear`` echoes every pending mark at
-    once, so marks pending at a clear are remembered and their echoes ignored.
-    """
-
-    def __init__(self) -> None:
-        self.turn = 0
-        self.sent_bytes = 0  # μ-law bytes of this turn sent
-        self.confirmed_bytes = 0  # of which confirmed played
-        self.confirmed_at = 0.0  # monotonic time of that confirmation
-        self.first_sent_at = 0.0
-        self._seq = 0
-        self._unmarked = 0  # bytes sent since the last mark
-        self._pending: dict[str, tuple[int, int]] = {}  # mark → (turn, end offset)
-        self._cleared: set[str] = set()
-        self.last_mark: str | None = None
-
-    def new_turn(self) -> None:
-        self.turn += 1
-        self.sent_bytes = 0
-        self.confirmed_bytes = 0
-
-    def sent(self, nbytes: int, now: float) -> None:
-        """Record audio sent to Twilio."""
-        if self.sent_bytes == 0:
-            self.first_sent_at = now
-            self.confirmed_at = now
-        self.sent_bytes += nbytes
-        self._unmarked += nbytes
-
-    def mark(self, force: bool = False) -> str | None:
-        """The name of a mark to send now, if one is due (``force``: any unmarked audio)."""
-        if self._unmarked == 0 or (not force and self._unmarked < MARK_INTERVAL_BYTES):
-            return None
-        self._unmarked = 0
-        self._seq += 1
-        name = f"{self.turn}:{self.sent_bytes}:{self._seq}"
-        self._pending[name] = (self.turn, self.sent_bytes)
-        self.last_mark = name
-        return name
-
-    def echoed(self, name: str, now: float) -> bool:
-        """A mark came back; True if it proves audio was heard (not a clear's echo)."""
-        if name in self._cleared:
-            self._cleared.discard(name)
-            return False
-        entry = self._pending.pop(name, None)
-        if entry is None:
-            return False
-        turn, offset = entry
-        if turn == self.turn and offset > self.confirmed_bytes:
-            self.confirmed_bytes = offset
-            self.confirmed_at = now
-        if name == self.last_mark:
-            self.last_mark = None
-        return True
+    stats: ResilienceStats
 
     @property
-    def all_played(self) -> bool:
-        """All audio sent is marked and every mark was echoed (so all of it has played)."""
-        return not self._pending and self._unmarked == 0
+    def model_busy(self) -> bool:
+        """The model produced output in the last moment (it is talking or about to)."""
 
-    def cleared(self, now: float) -> tuple[float, float, float]:
-        """Twilio was told to clear: (sent_ms, heard_ms, confirmed_ms) of this turn."""
-        self._cleared.update(self._pending)
-        self._pending.clear()
-        self._unmarked = 0
-        self.last_mark = None
-        # Between the last echo and now, audio kept playing (if there was any left to play).
-        since = max(0.0, now - max(self.confirmed_at, self.first_sent_at))
-        estimate = min(self.sent_bytes, self.confirmed_bytes + round(since * ms.SAMPLE_RATE))
-        to_ms = 1000.0 / ms.SAMPLE_RATE
-        return self.sent_bytes * to_ms, estimate * to_ms, self.confirmed_bytes * to_ms
+    async def send_audio(self, pcm16k: bytes) -> None: ...
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def send_tool_response(
+        self, call_id: str, name: str, response: dict[str, Any]
+    ) -> None: ...
+
+    def events(self) -> AsyncIterator[ConversationEvent]:
+        """Every event, across connections; raises ``AgentError`` once the model is lost."""
+
+    async def close(self) -> None: ...
 
 
-class _StreamEnded(Exception):
+#: Opens a call's conversation: (call SID, the call's caller activity, the call's clock origin).
+ConversationOpener = Callable[[str, CallerActivity, float], Awaitable[Conversation]]
+
+
+class _StreamEnded(TelephonyError):
     """Internal: the caller side is done (stop, hang-up, or a fatal protocol error)."""
 
     def __init__(self, reason: str, outcome: Outcome = Outcome.COMPLETED) -> None:
@@ -196,13 +149,12 @@ class Call:
     def __init__(
         self,
         socket: TwilioSocket,
-        open_session: SessionOpener,
+        open_conversation: ConversationOpener,
         *,
-        agent: LiveAgent | None = None,
-        policy: ResiliencePolicy | None = None,
         greeting: str | None,
         max_call_s: float = 3600.0,
         caller_silence_s: float = 0.0,
+        caller_silence_end_ms: int = 500,
         stream_start_timeout_s: float = 10.0,
         transfer_number: str | None = None,
         rest: TwilioRest | None = None,
@@ -210,51 +162,42 @@ class Call:
         recorder: CallRecorder | None = None,
         outbound_greeting: str | None = None,
         answer_timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.socket = socket
-        self._open_session = open_session
-        self._agent = agent
-        self._policy = policy or ResiliencePolicy()
+        self._open_conversation = open_conversation
         self._max_call_s = max_call_s
         self._caller_silence_s = caller_silence_s
         self._greeting = greeting
         self._outbound_greeting = outbound_greeting
         self._answer_timeout_s = answer_timeout_s
-        # Outbound calls: the callee's audio goes to this VAD, not to the model, until they
-        # have answered (their first words, or answer_timeout_s of silence). None: answered.
-        self._answer_vad: EnergyVad | None = None
-        self._answer_speech_at: float | None = None
         self._start_timeout = stream_start_timeout_s
         self._transfer_number = transfer_number
         self._rest = rest
         self._on_started = on_started
         self._rec = recorder  # None unless RECORD_CALLS is set: then every hook is one test
-        self.state = State.WAITING_FOR_START
+        self._now = clock
+        self.state = CallState()
         self.summary = CallSummary()
         self.outcome_decided = asyncio.Event()
 
-        self._t0 = time.monotonic()
+        self._t0 = clock()
         self._out: ms.OutboundBuilder | None = None
-        self._session: ResilientSession | None = None
+        self._session: Conversation | None = None
         self._to_model = CallerToModel()
-        self._activity = CallerActivity(self._t0, end_ms=self._policy.caller_silence_end_ms)
         self._to_caller = ModelToCaller()
+        self._activity = CallerActivity(self._t0, end_ms=caller_silence_end_ms)
+        # Outbound calls: the callee's audio goes to this detector, not to the model, until
+        # they have answered. None: answered (or an inbound call).
+        self._answer: AnswerDetector | None = None
         self._pre_session: deque[bytes] = deque()
         self._pre_session_digits: list[str] = []
         self._heard = Heard()
-        self._discarding = False  # dropping the rest of an interrupted turn
-        self._turn_closed = True  # the last agent turn is complete; the next audio starts one
-        self._turn_in: list[str] = []
-        self._turn_out: list[str] = []
-        self._turn_caller_at: float | None = None  # when the caller began this turn's words
-        self._turn_audio_started = False
-        self._turn_response_ms: float | None = None
+        self._turns = TurnLog(self._t0, self.summary.turns)
         self._last_audio_at = 0.0
         self._progress = asyncio.Event()  # something changed that an end-drain waits for
-        self._ending = False
         self._pending_tool_id: str | None = None
         self._end_reason = ""
-        self._turns_done = 0
         self._turns_at_tool = 0
         self._end_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -268,7 +211,7 @@ class Call:
             start = await self._wait_for_start()
         except _StreamEnded as exc:
             self._decide(Outcome.REJECTED, str(exc))
-            self.state = State.ENDED
+            self.state.to(State.ENDED)
             log.info(
                 "call.rejected", extra=fields(reason=str(exc), bad_frames=self.summary.bad_frames)
             )
@@ -292,11 +235,11 @@ class Call:
             self._decide(Outcome.SHUTDOWN, "server stopped")
             raise
         finally:
-            self.state = State.ENDED
+            self.state.to(State.ENDED)
             if self._session is not None:
                 await self._session.close()
-                self._collect_stats(self._session)
-            self.summary.duration_s = round(time.monotonic() - self._t0, 3)
+                self._collect_stats(self._session.stats)
+            self.summary.duration_s = round(self._now() - self._t0, 3)
             log.info(
                 "call.ended",
                 extra=fields(
@@ -316,7 +259,7 @@ class Call:
             )
             if self._rec is not None:  # written off the event loop; bounded; never raises
                 await self._rec.finish(
-                    time.monotonic(),
+                    self._now(),
                     outcome=str(self.summary.outcome),
                     reason=self.summary.reason,
                     duration_s=self.summary.duration_s,
@@ -324,8 +267,7 @@ class Call:
                 self.summary.recording_failed = self._rec.failed
         return self.summary
 
-    def _collect_stats(self, session: ResilientSession) -> None:
-        stats = session.stats
+    def _collect_stats(self, stats: ResilienceStats) -> None:
         self.summary.reconnects = stats.reconnects
         self.summary.stalls = stats.stalls
         self.summary.stalls_recovered = stats.stalls_recovered
@@ -343,11 +285,11 @@ class Call:
         outbound = params.get("direction", "").startswith("outbound")
         self.summary.direction = "outbound" if outbound else "inbound"
         if outbound:
-            self._answer_vad = EnergyVad(16_000)
+            self._answer = AnswerDetector(self._t0, self._answer_timeout_s)
         self._out = ms.OutboundBuilder(start.stream_sid)
         if self._rec is not None:
-            self._rec.start(start, time.monotonic())
-        self.state = State.CONNECTING_MODEL
+            self._rec.start(start, self._now())
+        self.state.to(State.CONNECTING)
         log.info(
             "call.started",
             extra=fields(
@@ -375,7 +317,7 @@ class Call:
         self._done.set()
 
     def _elapsed(self) -> float:
-        return time.monotonic() - self._t0
+        return self._now() - self._t0
 
     # -- caller side ----------------------------------------------------------------------
 
@@ -433,14 +375,14 @@ class Call:
                     await self._on_caller_audio(event.payload)
                 elif isinstance(event, ms.Mark):
                     if self._rec is not None:
-                        self._rec.event("mark", time.monotonic(), name=event.name)
-                    if self._heard.echoed(event.name, time.monotonic()):
+                        self._rec.event("mark", self._now(), name=event.name)
+                    if self._heard.echoed(event.name, self._now()):
                         self._progress.set()
                 elif isinstance(event, ms.Dtmf):
                     await self._on_dtmf(event.digit)
                 elif isinstance(event, ms.Stop):
                     if self._rec is not None:
-                        self._rec.event("stop", time.monotonic())
+                        self._rec.event("stop", self._now())
                     # After a transfer or hang-up the agent asked for, the outcome is already
                     # decided and this does not change it (first decision wins).
                     self._decide(Outcome.COMPLETED, "caller hung up")
@@ -455,10 +397,13 @@ class Call:
     async def _on_caller_audio(self, ulaw: bytes) -> None:
         self.summary.frames_in += 1
         pcm = self._to_model.process(ulaw)
-        if self._answer_vad is not None:
-            await self._listen_for_answer(pcm)
+        now = self._now()
+        if self._answer is not None:
+            how = self._answer.push(pcm, now)
+            if how is not None:
+                await self._answered(how)
             return
-        self._activity.push(pcm, time.monotonic())
+        self._activity.push(pcm, now)
         if self._session is None:
             if len(self._pre_session) >= PRE_SESSION_BUFFER_FRAMES:
                 self._pre_session.popleft()
@@ -467,39 +412,20 @@ class Call:
             return
         await self._session.send_audio(pcm)
 
-    async def _listen_for_answer(self, pcm: bytes) -> None:
-        """Outbound: has the callee answered? (Their first words have ended.)"""
-        assert self._answer_vad is not None
-        for event in self._answer_vad.push(pcm):
-            if event.is_start:
-                self._answer_speech_at = time.monotonic()
-            else:
-                await self._answered("callee spoke")
-                return
-
     async def _answered(self, how: str) -> None:
         """The callee is on the line: the agent may speak (and hear them) from now on."""
-        if self._answer_vad is None:
+        if self._answer is None:
             return
-        self._answer_vad = None
+        self._answer = None
         log.info("call.answered", extra=fields(how=how, at_s=round(self._elapsed(), 3)))
         if self._session is not None and self._outbound_greeting:
             await self._session.send_text(outbound_greeting_prompt(self._outbound_greeting))
-
-    def _on_input_transcript(self, text: str) -> None:
-        if self._turn_caller_at is None:
-            # Transcripts arrive while or just after the caller speaks: the turn's words began
-            # with the utterance the call's own VAD saw start last (or now, if it saw none).
-            now = time.monotonic()
-            started = self._activity.started_at
-            self._turn_caller_at = started if started is not None and started <= now else now
-        self._turn_in.append(text)
 
     async def _on_dtmf(self, digit: str) -> None:
         self.summary.dtmf.append(digit)
         log.info("call.dtmf", extra=fields(digit=digit))
         if self._rec is not None:
-            self._rec.event("dtmf", time.monotonic(), digit=digit)
+            self._rec.event("dtmf", self._now(), digit=digit)
         if self._session is None:
             self._pre_session_digits.append(digit)  # told to the model once it is connected
         else:
@@ -521,9 +447,8 @@ class Call:
                 elif isinstance(event, InputTranscript):
                     self._on_input_transcript(event.text)
                 elif isinstance(event, OutputTranscript):
-                    if not self._discarding:
-                        self._open_turn()
-                        self._turn_out.append(event.text)
+                    if self._turns.agent_words(event.text):
+                        self._heard.new_turn()
                 elif isinstance(event, ToolCall):
                     await self._on_tool_call(event)
                 elif isinstance(event, ToolCallCancellation):
@@ -544,25 +469,17 @@ class Call:
         except AgentError as exc:
             await self._model_failed(exc)
 
-    async def _connect_model(self) -> ResilientSession:
-        began = time.monotonic()
-        if self._agent is None:
-            raise ModelUnavailable("no model client to reconnect with", retryable=False)
-        session = await open_conversation(
-            self._open_session,
-            self._agent,
-            self.summary.call_sid,
-            activity=self._activity,
-            policy=self._policy,
-            clock_origin=self._t0,
-        )
+    async def _connect_model(self) -> Conversation:
+        began = self._now()
+        session = await self._open_conversation(self.summary.call_sid, self._activity, self._t0)
         self._session = session
-        self.summary.model_connect_ms = round((time.monotonic() - began) * 1000, 1)
-        self.state = State.ACTIVE
+        self.summary.model_connect_ms = round((self._now() - began) * 1000, 1)
+        if self.state.is_(State.CONNECTING):
+            self.state.to(State.ACTIVE)
         log.info("model.connected", extra=fields(connect_ms=self.summary.model_connect_ms))
         if self.summary.direction == "outbound":
             # The agent speaks first only once a person has answered (``_answered``).
-            if self._answer_vad is None and self._outbound_greeting:
+            if self._answer is None and self._outbound_greeting:
                 await session.send_text(outbound_greeting_prompt(self._outbound_greeting))
         elif self._greeting:
             await session.send_text(greeting_prompt(self._greeting))
@@ -584,24 +501,29 @@ class Call:
     async def _send(self, text: str) -> None:
         try:
             await self.socket.send(text)
-        except Exception as exc:  # the socket is gone: the caller side will see it too
+        except SocketClosed as exc:  # the caller side will see it too
             log.debug("twilio.send_failed", extra=fields(error=str(exc)))
             self._decide(Outcome.COMPLETED, "socket closed by Twilio")
 
+    def _on_input_transcript(self, text: str) -> None:
+        # Transcripts arrive while or just after the caller speaks: the turn's words began
+        # with the utterance the call's own VAD saw start last (or now, if it saw none).
+        now = self._now()
+        started = self._activity.started_at
+        self._turns.caller_words(text, started if started is not None and started <= now else now)
+
     async def _on_model_audio(self, pcm: bytes) -> None:
-        if self._discarding:
+        if self._turns.discarding:
             return  # late audio of an interrupted turn: never play it
         ulaw = self._to_caller.process(pcm)
         if not ulaw or self._out is None:
             return
-        self._open_turn()
-        now = time.monotonic()
+        if self._turns.open():
+            self._heard.new_turn()
+        now = self._now()
         self._last_audio_at = now
-        if not self._turn_audio_started:
-            self._turn_audio_started = True
-            ended = self._activity.take_speech_end()
-            if ended is not None and now - ended <= RESPONSE_WINDOW_S:
-                self._turn_response_ms = round((now - ended) * 1000, 1)
+        if not self._turns.audio_started:
+            self._turns.first_audio(now, self._activity.take_speech_end())
         if self.summary.first_audio_ms is None:
             self.summary.first_audio_ms = round((now - self._t0) * 1000, 1)
             log.info("call.first_audio", extra=fields(ms=self.summary.first_audio_ms))
@@ -629,36 +551,23 @@ class Call:
                 pause_ms=event.pause_ms,
             ),
         )
-        self._discarding = False
-        if not self._turn_closed:
+        self._turns.discarding = False
+        if not self._turns.closed:
             await self._send_mark(force=True)
             self._on_turn_complete()
 
-    def _open_turn(self) -> None:
-        """The first output of an agent turn starts it (lazily, see ``_on_turn_complete``)."""
-        if self._turn_closed:
-            self._turn_closed = False
-            self._heard.new_turn()
-            self._turn_out.clear()
-            self._turn_audio_started = False
-            self._turn_response_ms = None
-
     async def _on_interrupted(self) -> None:
         """Barge-in: the caller talks over the agent. Stop the agent's voice *now*."""
-        received = time.monotonic()
+        received = self._now()
         if self._out is not None:
             await self._send(self._out.clear())
             if self._rec is not None:
-                self._rec.clear(time.monotonic())
-        clear_ms = (time.monotonic() - received) * 1000
+                self._rec.clear(self._now())
+        clear_ms = (self._now() - received) * 1000
         self._to_caller.reset()
-        # Drop the rest of the generation that was cut off, until its turnComplete. If the turn
-        # had already completed (its audio was still playing at Twilio), nothing more of it
-        # will come, and discarding would swallow the next answer instead.
-        self._discarding = not self._turn_closed
         sent_ms, heard_ms, confirmed_ms = self._heard.cleared(received)
-        text = join_fragments(self._turn_out)
-        cut = text[: round(len(text) * heard_ms / sent_ms)] if sent_ms else ""
+        # Drop the rest of the generation that was cut off, until its turnComplete.
+        cut = self._turns.interrupted(heard_ms, sent_ms)
         record = Interruption(
             at_s=round(self._elapsed(), 3),
             clear_latency_ms=round(clear_ms, 3),
@@ -678,8 +587,6 @@ class Call:
                 clear_latency_ms=record.clear_latency_ms,
                 heard_text=record.transcript_heard,
             )
-        if self._turn_closed and self.summary.turns:
-            self.summary.turns[-1].update(interrupted=True, agent_heard=cut)
         log.info(
             "call.interrupted",
             extra=fields(
@@ -693,39 +600,23 @@ class Call:
         self._progress.set()
 
     def _on_turn_complete(self) -> None:
-        interrupted = self._discarding
-        self._discarding = False
-        if self._turn_closed and not self._turn_in:
-            self._turns_done += 1
-            self._progress.set()
-            return  # nothing new since the last turn (e.g. the turnComplete after a late clear)
-        agent_at = self._heard.first_sent_at if self._heard.sent_bytes else None
-        turn: dict[str, Any] = {
-            "at_s": round(self._elapsed(), 3),
-            "caller": join_fragments(self._turn_in),
-            "agent": join_fragments(self._turn_out),
-            "interrupted": interrupted,
-            "agent_audio_ms": round(self._heard.sent_bytes * 1000 / ms.SAMPLE_RATE),
-        }
-        if self._turn_caller_at is not None and turn["caller"]:
-            turn["caller_at_s"] = round(self._turn_caller_at - self._t0, 3)
-        if agent_at is not None and turn["agent"]:
-            turn["agent_at_s"] = round(agent_at - self._t0, 3)
-        if self._turn_response_ms is not None:
-            turn["response_ms"] = self._turn_response_ms
-        if interrupted and self.summary.interruptions:
-            turn["agent_heard"] = self.summary.interruptions[-1].transcript_heard
-        self.summary.turns.append(turn)
-        if self._rec is not None:
-            self._rec.event("turn", time.monotonic(), **{k: turn[k] for k in turn if k != "at_s"})
-        log.info("call.turn", extra=fields(**turn))
-        # The agent's text and mark positions stay until its next turn starts: a barge-in can
-        # still arrive for this turn while its audio plays at Twilio.
-        self._turn_in.clear()
-        self._turn_caller_at = None
-        self._turn_closed = True
-        self._turns_done += 1
+        heard = (
+            self.summary.interruptions[-1].transcript_heard if self.summary.interruptions else None
+        )
+        sent = self._heard.sent_bytes
+        turn = self._turns.complete(
+            self._now(),
+            agent_audio_ms=round(sent * 1000 / ms.SAMPLE_RATE),
+            agent_at=self._heard.first_sent_at if sent else None,
+            heard=heard,
+        )
         self._progress.set()
+        if turn is None:
+            return  # nothing new since the last turn (e.g. the turnComplete after a late clear)
+        logged = turn.fields()
+        if self._rec is not None:
+            self._rec.event("turn", self._now(), **{k: v for k, v in logged.items() if k != "at_s"})
+        log.info("call.turn", extra=fields(**logged))
 
     # -- tools ----------------------------------------------------------------------------
 
@@ -734,13 +625,14 @@ class Call:
         for fc in event.calls:
             record: dict[str, Any] = {"id": fc.id, "name": fc.name, "args": fc.args}
             self.summary.tool_calls.append(record)
-            if fc.name == END_CALL and not self._ending:
+            ending = self.state.is_(State.ENDING)
+            if fc.name == END_CALL and not ending:
                 result: dict[str, Any] = {
                     "result": "ok",
                     "note": "The call ends after you finish speaking.",
                 }
                 self._begin_ending(Outcome.ENDED_BY_AGENT, fc.id)
-            elif fc.name == TRANSFER_CALL and self._transfer_number and not self._ending:
+            elif fc.name == TRANSFER_CALL and self._transfer_number and not ending:
                 result = {
                     "result": "ok",
                     "note": "The caller is transferred after you finish speaking.",
@@ -752,7 +644,7 @@ class Call:
                 result = {"result": "error", "error": f"unknown tool {fc.name!r}"}
             record["result"] = result
             if self._rec is not None:
-                self._rec.event("tool_call", time.monotonic(), **record)
+                self._rec.event("tool_call", self._now(), **record)
             log.info(
                 "call.tool_call",
                 extra=fields(tool=fc.name, args=fc.args, result=result.get("result")),
@@ -765,8 +657,9 @@ class Call:
             # The model took it back before we acted: the call goes on.
             self._end_task.cancel()
             self._end_task = None
-            self._ending = False
-            self.state = State.ACTIVE
+            self.state.to(State.ACTIVE)
+
+    # -- limits ---------------------------------------------------------------------------
 
     async def _limits(self) -> None:
         """The call's length limit and the caller-silence timeout."""
@@ -775,10 +668,12 @@ class Call:
         asked_at: float | None = None  # when we asked "are you still there?"
         while True:
             await asyncio.sleep(LIMITS_TICK_S)
-            if self._answer_vad is not None:
-                await self._check_answer_timeout()
+            if self._answer is not None:
+                how = self._answer.check(self._now())
+                if how is not None:
+                    await self._answered(how)
             session = self._session
-            if session is None or self._ending:
+            if session is None or not self.state.is_(State.ACTIVE):
                 continue
             elapsed = self._elapsed()
             if elapsed >= self._max_call_s:
@@ -791,7 +686,7 @@ class Call:
                 await session.send_text(wrap_up_prompt(left))
             if self._caller_silence_s <= 0:
                 continue
-            now = time.monotonic()
+            now = self._now()
             activity = self._activity
             if activity.speaking or session.model_busy or not self._heard.all_played:
                 continue
@@ -810,22 +705,14 @@ class Call:
                 self._begin_ending(Outcome.ENDED_BY_AGENT, None, "caller silent")
                 return
 
-    async def _check_answer_timeout(self) -> None:
-        """Outbound: a callee who picks up and says nothing (or talks on and on) is greeted."""
-        now = time.monotonic()
-        if self._answer_speech_at is None:
-            if self._elapsed() >= self._answer_timeout_s:
-                await self._answered("silence")
-        elif now - self._answer_speech_at >= ANSWER_MAX_SPEECH_S:
-            await self._answered("long speech")
+    # -- ending ---------------------------------------------------------------------------
 
     def _begin_ending(self, outcome: Outcome, tool_id: str | None, reason: str = "") -> None:
         assert self._tg is not None
-        self._ending = True
+        self.state.to(State.ENDING)
         self._end_reason = reason
         self._pending_tool_id = tool_id
-        self._turns_at_tool = self._turns_done
-        self.state = State.ENDING
+        self._turns_at_tool = self._turns.completed
         # Owned by the call's TaskGroup; cancelled by run() if the call ends first.
         self._end_task = self._tg.create_task(
             self._end_after_playback(outcome), name=f"end:{self.summary.call_sid}"
@@ -833,12 +720,12 @@ class Call:
 
     async def _end_after_playback(self, outcome: Outcome) -> None:
         """Let the agent's last words finish playing (marks prove it), then act."""
-        deadline = time.monotonic() + END_DRAIN_TIMEOUT_S
+        deadline = self._now() + END_DRAIN_TIMEOUT_S
         while True:
             await self._send_mark(force=True)
-            now = time.monotonic()
+            now = self._now()
             silent_for = now - self._last_audio_at
-            spoken = self._turns_done > self._turns_at_tool or silent_for >= MODEL_QUIET_S
+            spoken = self._turns.completed > self._turns_at_tool or silent_for >= MODEL_QUIET_S
             if spoken and self._heard.all_played:
                 break
             remaining = deadline - now
@@ -878,5 +765,5 @@ class Call:
     async def _close_socket(self, code: int, reason: str) -> None:
         try:
             await self.socket.close(code, reason)
-        except Exception as exc:  # already closed: nothing left to do
+        except SocketClosed as exc:  # already closed: nothing left to do
             log.debug("twilio.close_failed", extra=fields(error=str(exc)))

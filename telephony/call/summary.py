@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CallSummary", "Interruption", "Outcome", "join_fragments"]
+__all__ = ["CallSummary", "Interruption", "Outcome", "Turn", "join_fragments"]
 
 
 class Outcome(enum.StrEnum):
@@ -23,6 +23,40 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"  # the model could not be reached or was lost
     REJECTED = "rejected"  # the stream itself was invalid (never started, hostile)
     SHUTDOWN = "shutdown"  # the server stopped before the call ended
+
+
+@dataclass(slots=True)
+class Turn:
+    """One exchange: what the caller said since the last turn, and the agent's answer.
+
+    Times are seconds since the stream started. ``agent`` is what the model generated; when
+    the caller talked over it (``interrupted``), ``agent_heard`` is the part they heard.
+    """
+
+    at_s: float  # when the turn completed
+    caller: str = ""
+    agent: str = ""
+    interrupted: bool = False
+    agent_audio_ms: int = 0  # agent audio of the turn sent to Twilio
+    caller_at_s: float | None = None  # when the caller began this turn's words
+    agent_at_s: float | None = None  # when the agent's first audio of the turn was sent
+    response_ms: float | None = None  # end of the caller's speech → that first audio
+    agent_heard: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """As logged (``call.turn``) and recorded: the optional fields only when known."""
+        out: dict[str, Any] = {
+            "at_s": self.at_s,
+            "caller": self.caller,
+            "agent": self.agent,
+            "interrupted": self.interrupted,
+            "agent_audio_ms": self.agent_audio_ms,
+        }
+        for name in ("caller_at_s", "agent_at_s", "response_ms", "agent_heard"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
 
 
 @dataclass
@@ -52,7 +86,7 @@ class CallSummary:
     duration_s: float = 0.0
     model_connect_ms: float | None = None
     first_audio_ms: float | None = None  # stream start → first agent audio sent to Twilio
-    turns: list[dict[str, Any]] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
     interruptions: list[Interruption] = field(default_factory=list)
     dtmf: list[str] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)

@@ -58,33 +58,29 @@ def transcript_of(summary: CallSummary) -> list[dict[str, Any]]:
     """The conversation as caller/agent entries, agent turns cut to what was heard."""
     entries: list[dict[str, Any]] = []
     for turn in summary.turns:
-        at_s = turn.get("at_s")
-        caller = str(turn.get("caller") or "").strip()
-        if caller:
-            # Each side is dated when it began speaking (older records: when the turn ended).
-            entries.append(
-                {"role": "caller", "text": caller, "at_s": turn.get("caller_at_s", at_s)}
-            )
-        generated = str(turn.get("agent") or "").strip()
-        if not generated:
+        if turn.caller:
+            # Each side is dated when it began speaking (else when the turn ended).
+            at = turn.caller_at_s if turn.caller_at_s is not None else turn.at_s
+            entries.append({"role": "caller", "text": turn.caller, "at_s": at})
+        if not turn.agent:
             continue
         entry: dict[str, Any] = {
             "role": "agent",
-            "text": generated,
-            "at_s": turn.get("agent_at_s", at_s),
+            "text": turn.agent,
+            "at_s": turn.agent_at_s if turn.agent_at_s is not None else turn.at_s,
         }
-        if turn.get("interrupted"):
-            entry["text"] = str(turn.get("agent_heard") or "").strip()
+        if turn.interrupted:
+            entry["text"] = (turn.agent_heard or "").strip()
             entry["interrupted"] = True
-            entry["generated"] = generated
-        if turn.get("response_ms") is not None:
-            entry["response_ms"] = turn["response_ms"]
+            entry["generated"] = turn.agent
+        if turn.response_ms is not None:
+            entry["response_ms"] = turn.response_ms
         entries.append(entry)
     return entries
 
 
 def _latency(summary: CallSummary) -> dict[str, Any]:
-    responses = [float(t["response_ms"]) for t in summary.turns if t.get("response_ms")]
+    responses = [t.response_ms for t in summary.turns if t.response_ms]
     clears = [i.clear_latency_ms for i in summary.interruptions]
     return {
         "model_connect_ms": summary.model_connect_ms,

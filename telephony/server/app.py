@@ -28,8 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from agent.logs import call_id_var, fields
-from agent.resilient import ResiliencePolicy
-from telephony.call.bridge import Call
+from telephony.call.bridge import Call, SocketClosed
 from telephony.call.recorder import CallRecorder
 from telephony.ops import api as operator_api
 from telephony.ops.store import CallStore, RecordWriter
@@ -65,7 +64,12 @@ class _StarletteSocket:
         return bytes(message.get("bytes") or b"")
 
     async def send(self, text: str) -> None:
-        await self.ws.send_text(text)
+        try:
+            await self.ws.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+            # Starlette raises RuntimeError after a close, uvicorn ClientDisconnected (an
+            # OSError) once the peer has gone.
+            raise SocketClosed(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self, code: int, reason: str) -> None:
         if (
@@ -281,14 +285,9 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
         service.metrics.call_started()
         call = Call(
             _StarletteSocket(ws),
-            service.open_session,
-            agent=service.agent,
-            policy=ResiliencePolicy(
-                connect_attempts=settings.reconnect_attempts,
-                stall_timeout_s=settings.stall_timeout_s,
-                caller_silence_end_ms=settings.persona.vad.silence_duration_ms,
-            ),
+            service.open_conversation,
             greeting=settings.persona.greeting,
+            caller_silence_end_ms=settings.persona.vad.silence_duration_ms,
             max_call_s=settings.max_call_s,
             caller_silence_s=settings.caller_silence_s,
             stream_start_timeout_s=settings.stream_start_timeout_s,

@@ -160,8 +160,8 @@ class Metrics:
         if s.first_audio_ms is not None:
             self.greeting_latency.observe(s.first_audio_ms / 1000)
         for turn in s.turns:
-            if turn.get("response_ms") is not None:
-                self.response_latency.observe(float(turn["response_ms"]) / 1000)
+            if turn.response_ms is not None:
+                self.response_latency.observe(turn.response_ms / 1000)
         if s.model_connect_ms is not None:
             self.model_connect.observe(s.model_connect_ms / 1000)
         for interruption in s.interruptions:

@@ -10,8 +10,10 @@ import time
 from collections import OrderedDict, deque
 from typing import Any
 
-from agent.events import AgentError
+from agent.activity import CallerActivity
+from agent.events import AgentError, ModelUnavailable
 from agent.logs import call_id_var, fields
+from agent.resilient import ResiliencePolicy, ResilientSession, open_conversation
 from agent.session import AgentSession, LiveAgent
 from telephony.call.bridge import Call
 from telephony.call.summary import CallSummary
@@ -179,6 +181,28 @@ class Service:
         if task is not None:
             log.warning("call.preconnect_unclaimed", extra=fields(call_sid=call_sid))
             _discard_session(task)
+
+    async def open_conversation(
+        self, call_sid: str, activity: CallerActivity, clock_origin: float
+    ) -> ResilientSession:
+        """A call's conversation with the model: its first session (the pre-connected one if
+        the webhook opened it) with the settings' retry policy, kept up across connections."""
+        if self.agent is None:
+            raise ModelUnavailable("the model client is not ready", retryable=False)
+        settings = self.settings
+        policy = ResiliencePolicy(
+            connect_attempts=settings.reconnect_attempts,
+            stall_timeout_s=settings.stall_timeout_s,
+            caller_silence_end_ms=settings.persona.vad.silence_duration_ms,
+        )
+        return await open_conversation(
+            self.open_session,
+            self.agent,
+            call_sid,
+            activity=activity,
+            policy=policy,
+            clock_origin=clock_origin,
+        )
 
     async def open_session(self, call_sid: str) -> AgentSession:
         """The call's model session: the pre-connected one if any, else a new one."""

@@ -43,7 +43,7 @@ async def test_barge_in_clears_at_once_and_no_stale_audio_follows(
     assert 900 < cut.heard_ms < 2000
     assert DEFAULT_GREETING.startswith(cut.transcript_heard)
     assert 0 < len(cut.transcript_heard) < len(DEFAULT_GREETING)
-    assert summary.turns[0]["interrupted"] is True
+    assert summary.turns[0].interrupted is True
 
 
 async def test_end_call_waits_for_the_goodbye_to_play(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,7 +81,7 @@ async def test_dtmf_reaches_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     assert summary.dtmf == ["4"]
     # The simulator answers "You pressed 4." and the caller hears it.
     assert result.played and result.played[0].start > 1.0
-    assert any("You pressed 4" in turn["agent"] for turn in summary.turns)
+    assert any("You pressed 4" in turn.agent for turn in summary.turns)
 
 
 async def test_persona_env_reaches_the_setup_message(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,7 +39,7 @@ async def test_greeting_is_heard_without_the_caller_speaking(
     summary = await stack.summary()
     assert summary.outcome == "completed"
     assert summary.first_audio_ms is not None
-    assert summary.turns and DEFAULT_GREETING in summary.turns[0]["agent"]
+    assert summary.turns and DEFAULT_GREETING in summary.turns[0].agent
 
 
 async def test_a_caller_turn_is_answered(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,4 +70,4 @@ async def test_the_sdk_path_works_without_the_fast_path(monkeypatch: pytest.Monk
     answered = [t for t in result.turns if t.latency_s is not None]
     assert answered and 0.3 < answered[-1].latency_s < 2.0  # type: ignore[operator]
     assert summary.tokens["total"] > 0
-    assert DEFAULT_GREETING in summary.turns[0]["agent"]
+    assert DEFAULT_GREETING in summary.turns[0].agent

@@ -21,7 +21,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from support import run_stack
-from telephony.call.summary import CallSummary, Interruption, Outcome
+from telephony.call.summary import CallSummary, Interruption, Outcome, Turn
 from telephony.ops.records import record_from_summary
 
 CHROMIUM = "/usr/bin/chromium"
@@ -75,19 +75,19 @@ def seeded(sid: str, started_at: float, **changes: Any) -> dict[str, Any]:
         duration_s=31.0,
         first_audio_ms=300.0,
         turns=[
-            {
-                "at_s": 2.0,
-                "caller": "",
-                "agent": "Hello! Thanks for calling. How can I help you today?",
-                "interrupted": True,
-                "agent_heard": "Hello! Thanks",
-            },
-            {
-                "at_s": 6.0,
-                "caller": "I'd like to book a table <img src=x onerror=alert(1)>",
-                "agent": "Sure, for how many?",
-                "response_ms": 640.0,
-            },
+            Turn(
+                at_s=2.0,
+                caller="",
+                agent="Hello! Thanks for calling. How can I help you today?",
+                interrupted=True,
+                agent_heard="Hello! Thanks",
+            ),
+            Turn(
+                at_s=6.0,
+                caller="I'd like to book a table <img src=x onerror=alert(1)>",
+                agent="Sure, for how many?",
+                response_ms=640.0,
+            ),
         ],
         interruptions=[Interruption(1.5, 0.03, 2400, 800, 800, "Hello! Thanks")],
         dtmf=["5"],

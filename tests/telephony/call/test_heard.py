@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telephony.call.bridge import Heard
+from telephony.call.heard import Heard
 
 
 def test_echoes_confirm_audio_in_order() -> None:

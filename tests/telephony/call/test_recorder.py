@@ -364,7 +364,7 @@ async def test_a_recorded_call_has_both_legs_on_one_timeline(
     assert types[-2:] == ["stop", "end"]
     assert "mark" in types and "media_gap" not in types
     turns = [e for e in events if e["type"] == "turn"]
-    assert [t["agent"] for t in turns] == [t["agent"] for t in summary.turns]
+    assert [t["agent"] for t in turns] == [t.agent for t in summary.turns]
     assert turns[-1]["caller"] and turns[-1]["agent"]  # the utterance and its answer
     assert events[-1]["outcome"] == "completed"
     assert events[-1]["caller_frames"] == result.frames_sent

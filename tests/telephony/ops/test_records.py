@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from telephony.call.summary import CallSummary, Interruption, Outcome
+from telephony.call.summary import CallSummary, Interruption, Outcome, Turn
 from telephony.ops.records import (
     DIALING,
     IN_PROGRESS,
@@ -34,16 +34,16 @@ def summary(sid: str = "CA1", **changes: Any) -> CallSummary:
         model_connect_ms=120.0,
         first_audio_ms=310.0,
         turns=[
-            {"at_s": 3.0, "caller": "", "agent": "Hello! How can I help?", "interrupted": False},
-            {
-                "at_s": 9.0,
-                "caller": "I need a table, call me on 415 555 0100",
-                "agent": "Of course, for how many people and at what time?",
-                "interrupted": True,
-                "agent_heard": "Of course, for how",
-                "response_ms": 800.0,
-            },
-            {"at_s": 14.0, "caller": "four", "agent": "Done. Bye!", "response_ms": 600.0},
+            Turn(at_s=3.0, caller="", agent="Hello! How can I help?", interrupted=False),
+            Turn(
+                at_s=9.0,
+                caller="I need a table, call me on 415 555 0100",
+                agent="Of course, for how many people and at what time?",
+                interrupted=True,
+                agent_heard="Of course, for how",
+                response_ms=800.0,
+            ),
+            Turn(at_s=14.0, caller="four", agent="Done. Bye!", response_ms=600.0),
         ],
         interruptions=[
             Interruption(
@@ -285,13 +285,13 @@ def test_each_side_of_a_turn_is_dated_when_it_began_speaking() -> None:
     s = CallSummary(
         call_sid="CA2",
         turns=[
-            {
-                "at_s": 12.0,
-                "caller": "what time do you open",
-                "caller_at_s": 5.2,
-                "agent": "At nine.",
-                "agent_at_s": 7.9,
-            }
+            Turn(
+                at_s=12.0,
+                caller="what time do you open",
+                caller_at_s=5.2,
+                agent="At nine.",
+                agent_at_s=7.9,
+            )
         ],
     )
     assert transcript_of(s) == [

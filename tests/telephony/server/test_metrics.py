@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from support import run_stack, silence
-from telephony.call.summary import CallSummary, Interruption, Outcome
+from telephony.call.summary import CallSummary, Interruption, Outcome, Turn
 from telephony.server.metrics import Metrics
 
 
@@ -66,9 +66,9 @@ def test_a_call_summary_is_recorded() -> None:
         rest_failures=1,
         recording_failed=True,
         turns=[
-            {"caller": "", "agent": "Hello!"},  # the greeting: no response latency
-            {"caller": "hi", "agent": "Hi there", "response_ms": 640.0},
-            {"caller": "and?", "agent": "Well", "response_ms": 1200.0},
+            Turn(at_s=1.0, caller="", agent="Hello!"),  # the greeting: no response latency
+            Turn(at_s=5.0, caller="hi", agent="Hi there", response_ms=640.0),
+            Turn(at_s=9.0, caller="and?", agent="Well", response_ms=1200.0),
         ],
         model_connections=[
             {"reason": "initial"},
