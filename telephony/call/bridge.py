@@ -690,9 +690,11 @@ class Call:
             activity = self._activity
             if activity.speaking or session.model_busy or not self._heard.all_played:
                 continue
-            quiet_since = max(activity.last_speech_at, self._last_audio_at)
             if asked_at is not None and activity.last_speech_at > asked_at:
                 asked_at = None  # the caller answered
+            # Quiet since the caller or the agent last spoke, or since we asked: "as long
+            # again" counts from the question even if the model never says it.
+            quiet_since = max(activity.last_speech_at, self._last_audio_at, asked_at or 0.0)
             if now - quiet_since < self._caller_silence_s:
                 continue
             if asked_at is None:

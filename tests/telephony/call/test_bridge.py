@@ -1,0 +1,454 @@
+"""The per-call bridge with in-process fakes of both peers, on virtual time (milliseconds each).
+
+``FakeTwilio`` plays Twilio's side (marks echoed as the audio plays, all at once on a clear);
+``FakeConversation`` plays the model's. No sockets, no threads, no wall-clock sleeps: the
+whole-stack behaviour is proven again end to end in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.events import (
+    AudioOut,
+    FunctionCall,
+    InputTranscript,
+    Interrupted,
+    OutputTranscript,
+    SessionClosed,
+    ToolCall,
+    ToolCallCancellation,
+    TurnComplete,
+)
+from agent.prompts import (
+    SILENT_GOODBYE_PROMPT,
+    STILL_THERE_PROMPT,
+    dtmf_prompt,
+    greeting_prompt,
+    outbound_greeting_prompt,
+    wrap_up_prompt,
+)
+from support.fakes import SILENCE, FakeConversation, FakeTwilio
+from support.virtual_time import run_virtual
+from telephony.audio import ulaw_encode
+from telephony.call.bridge import END_DRAIN_TIMEOUT_S, Call
+from telephony.call.state import State
+from telephony.call.summary import CallSummary, Outcome
+from telephony.twilio import media_stream as ms
+
+GREETING = "Hello! How can I help?"
+
+
+def agent_audio(seconds: float, chunk_s: float = 0.04) -> tuple[AudioOut, ...]:
+    """Model speech: a 440 Hz tone at 24 kHz in 40 ms chunks, as the Live API sends it (the
+    conversion to 8 kHz μ-law is the real one)."""
+    t = np.arange(round(seconds * 24_000)) / 24_000
+    pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes()
+    step = round(chunk_s * 24_000) * 2
+    return tuple(AudioOut(pcm[i : i + step]) for i in range(0, len(pcm), step))
+
+
+def caller_speech(seconds: float) -> bytes:
+    """A caller talking: a loud 300 Hz tone as 8 kHz μ-law."""
+    t = np.arange(round(seconds * 8000)) / 8000
+    return ulaw_encode((np.sin(2 * np.pi * 300 * t) * 12000).astype("<i2").tobytes())
+
+
+async def until(condition: Callable[[], object], timeout_s: float = 60.0) -> None:
+    """Wait (virtual time) until ``condition()`` holds."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - polling state the fakes expose
+            await asyncio.sleep(0.005)
+
+
+class Scene:
+    """A started call with its two fakes."""
+
+    def __init__(self, **options: Any) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.twilio = FakeTwilio(echo_marks=options.pop("echo_marks", True))
+        self.model = FakeConversation()
+        opener = options.pop("opener", self.model.open)
+        self.call = Call(
+            self.twilio,
+            opener,
+            greeting=options.pop("greeting", GREETING),
+            clock=self.loop.time,
+            **options,
+        )
+        self.task: asyncio.Task[CallSummary] | None = None
+        self.silence_task: asyncio.Task[None] | None = None
+
+    async def start(self, **parameters: str) -> Scene:
+        self.twilio.start(**parameters)
+        self.task = asyncio.create_task(self.call.run())
+        return self
+
+    async def connected(self, **parameters: str) -> Scene:
+        await self.start(**parameters)
+        await until(lambda: self.call.state.current is State.ACTIVE)
+        return self
+
+    def keep_line_open(self) -> None:
+        """Twilio sends a frame every 20 ms, silence when the caller says nothing."""
+
+        async def frames() -> None:
+            while True:
+                self.twilio.media(SILENCE)
+                await asyncio.sleep(0.02)
+
+        self.silence_task = asyncio.create_task(frames())
+
+    async def ended(self, timeout_s: float = 120.0) -> CallSummary:
+        assert self.task is not None
+        async with asyncio.timeout(timeout_s):
+            summary = await self.task
+        if self.silence_task is not None:
+            self.silence_task.cancel()
+        return summary
+
+    async def hang_up(self) -> CallSummary:
+        self.twilio.stop()
+        return await self.ended()
+
+
+def virtual(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run an async test on its own virtual-time loop."""
+
+    def run() -> None:
+        run_virtual(test())
+
+    run.__name__ = test.__name__
+    run.__doc__ = test.__doc__
+    return run
+
+
+# --- starting -----------------------------------------------------------------------------
+
+
+@virtual
+async def test_the_agent_is_cued_to_greet_and_its_audio_reaches_the_caller() -> None:
+    s = await Scene().connected(**{"from": "+14155550100", "to": "+14155550199"})
+    assert s.model.texts == [greeting_prompt(GREETING)]
+    assert s.model.opened is not None and s.model.opened.call_sid == s.call.summary.call_sid
+    assert s.model.opened.clock_origin == s.call._t0
+    s.model.push(*agent_audio(1.0), OutputTranscript(GREETING), TurnComplete())
+    await until(lambda: s.twilio.audio_bytes == 8000)
+    summary = await s.hang_up()
+    assert summary.outcome is Outcome.COMPLETED and summary.reason == "caller hung up"
+    assert (summary.caller, summary.callee, summary.direction) == (
+        "+14155550100",
+        "+14155550199",
+        "inbound",
+    )
+    assert summary.first_audio_ms is not None and summary.first_audio_ms < 50
+    [turn] = summary.turns
+    assert (turn.agent, turn.agent_audio_ms, turn.interrupted) == (GREETING, 1000, False)
+    # A mark follows every 200 ms of audio, and one closes the turn: what was heard is known.
+    marks = s.twilio.of(ms.OutboundMark)
+    assert len(marks) == 5
+    assert s.call.state.current is State.ENDED
+
+
+@virtual
+async def test_no_start_within_the_timeout_is_rejected() -> None:
+    s = Scene(stream_start_timeout_s=2.0)
+    s.twilio.frame(s.twilio.builder.connected())
+    s.task = asyncio.create_task(s.call.run())
+    summary = await s.ended()
+    assert summary.outcome is Outcome.REJECTED
+    assert s.twilio.closed == (1008, "no start event")
+    assert s.loop.time() == pytest.approx(2.0)
+    assert s.model.opened is None  # no session for a stream that never started
+
+
+@virtual
+async def test_digits_pressed_while_the_model_connects_reach_it_in_order() -> None:
+    model = FakeConversation()
+
+    async def slow_open(*args: Any) -> FakeConversation:
+        await asyncio.sleep(1.5)
+        return await model.open(*args)
+
+    s = Scene(opener=slow_open)
+    s.model = model
+    await s.start()
+    s.twilio.media(caller_speech(0.2))
+    s.twilio.dtmf("4")
+    s.twilio.dtmf("2")
+    await until(lambda: s.call.state.current is State.ACTIVE)
+    await until(lambda: len(model.texts) == 3)
+    assert model.texts == [greeting_prompt(GREETING), dtmf_prompt("4"), dtmf_prompt("2")]
+    assert len(model.audio) == 10  # the buffered caller audio, delivered before the digits
+    assert s.call.summary.model_connect_ms == pytest.approx(1500, abs=1)
+    await s.hang_up()
+
+
+# --- barge-in ------------------------------------------------------------------------------
+
+
+@virtual
+async def test_barge_in_clears_at_once_and_drops_the_rest_of_the_turn() -> None:
+    s = await Scene().connected()
+    text = "Sure, I can help you with that booking today."
+    s.model.push(*agent_audio(2.0), OutputTranscript(text))
+    await until(lambda: s.twilio.audio_bytes == 16_000)
+    await asyncio.sleep(0.8)  # the caller hears 0.8 s of it, then talks over it
+    interrupted_at = s.loop.time()
+    s.model.push(Interrupted())
+    await until(lambda: s.twilio.of(ms.OutboundClear))
+    [(cleared_at, _)] = s.twilio.of(ms.OutboundClear)
+    assert cleared_at == pytest.approx(interrupted_at, abs=0.01)
+    # The rest of the interrupted generation never plays.
+    sent_before = s.twilio.audio_bytes
+    s.model.push(*agent_audio(0.5), OutputTranscript(" more"), TurnComplete())
+    await until(lambda: len(s.call.summary.turns) == 1)
+    assert s.twilio.audio_bytes == sent_before
+    [interruption] = s.call.summary.interruptions
+    assert interruption.sent_ms == 2000
+    assert interruption.heard_ms == pytest.approx(800, abs=40)
+    assert interruption.confirmed_ms == pytest.approx(800, abs=200)  # last mark before it
+    assert text.startswith(interruption.transcript_heard)
+    assert len(interruption.transcript_heard) == round(len(text) * interruption.heard_ms / 2000)
+    [turn] = s.call.summary.turns
+    assert turn.interrupted and turn.agent == text
+    assert turn.agent_heard == interruption.transcript_heard
+    # The clear's echoes are not taken as proof that audio played.
+    assert any(cleared for _, _, cleared in s.twilio.echoed)
+    # The next answer plays again.
+    s.model.push(*agent_audio(0.4), OutputTranscript("Go ahead."), TurnComplete())
+    await until(lambda: s.twilio.audio_bytes == sent_before + 3200)
+    summary = await s.hang_up()
+    assert [t.agent for t in summary.turns] == [text, "Go ahead."]
+
+
+@virtual
+async def test_a_clear_after_the_turn_completed_marks_that_turn_heard_in_part() -> None:
+    """The model finished generating; its audio still plays at Twilio when the caller cuts in."""
+    s = await Scene().connected()
+    s.model.push(*agent_audio(3.0), OutputTranscript("A long answer."), TurnComplete())
+    await until(lambda: len(s.call.summary.turns) == 1)
+    await asyncio.sleep(1.0)
+    s.model.push(Interrupted(), TurnComplete())
+    await until(lambda: s.call.summary.interruptions)
+    # Not discarding: the next answer is played, not swallowed.
+    s.model.push(*agent_audio(0.2), OutputTranscript("Yes?"), TurnComplete())
+    await until(lambda: len(s.call.summary.turns) == 2)
+    summary = await s.hang_up()
+    first, second = summary.turns
+    assert first.interrupted and first.agent_heard is not None
+    assert 0 < len(first.agent_heard) < len("A long answer.")
+    assert second.agent == "Yes?" and not second.interrupted
+
+
+# --- ending --------------------------------------------------------------------------------
+
+
+@virtual
+async def test_end_call_waits_until_the_goodbye_has_played() -> None:
+    s = await Scene().connected()
+    s.model.push(
+        OutputTranscript("Goodbye!"),
+        ToolCall((FunctionCall("fc-1", "end_call", {"reason": "done"}),)),
+        *agent_audio(2.0),
+        TurnComplete(),
+    )
+    await until(lambda: s.model.tool_responses)
+    [(call_id, name, response)] = s.model.tool_responses
+    assert (call_id, name, response["result"]) == ("fc-1", "end_call", "ok")
+    assert s.call.state.current is State.ENDING
+    summary = await s.ended()
+    assert summary.outcome is Outcome.ENDED_BY_AGENT and summary.reason == "agent ended the call"
+    assert s.twilio.closed == (1000, "agent ended the call")
+    # Closed once the last mark came back, i.e. after the 2 s goodbye played, not before.
+    last_echo = max(t for t, _, _ in s.twilio.echoed)
+    assert last_echo >= 2.0 and s.loop.time() == pytest.approx(last_echo, abs=0.05)
+
+
+@virtual
+async def test_a_second_end_call_while_ending_is_ignored() -> None:
+    s = await Scene().connected()
+    s.model.push(ToolCall((FunctionCall("a", "end_call", {}), FunctionCall("b", "end_call", {}))))
+    await until(lambda: len(s.model.tool_responses) == 2)
+    assert [r[2]["result"] for r in s.model.tool_responses] == ["ok", "ignored"]
+    await s.ended()
+
+
+@virtual
+async def test_the_end_drain_is_bounded_when_marks_never_come_back() -> None:
+    s = await Scene(echo_marks=False).connected()
+    s.model.push(
+        ToolCall((FunctionCall("fc-1", "end_call", {}),)), *agent_audio(1.0), TurnComplete()
+    )
+    summary = await s.ended()
+    assert summary.outcome is Outcome.ENDED_BY_AGENT
+    assert s.loop.time() == pytest.approx(END_DRAIN_TIMEOUT_S, abs=0.1)
+
+
+@virtual
+async def test_a_cancelled_end_call_lets_the_call_go_on() -> None:
+    s = await Scene().connected()
+    s.model.push(ToolCall((FunctionCall("fc-1", "end_call", {}),)), *agent_audio(1.0))
+    await until(lambda: s.call.state.current is State.ENDING)
+    s.model.push(ToolCallCancellation(("fc-1",)))
+    await until(lambda: s.call.state.current is State.ACTIVE)
+    s.model.push(TurnComplete())
+    await asyncio.sleep(5)  # far past the playback and the quiet period: still up
+    assert s.twilio.closed is None and not s.task.done()  # type: ignore[union-attr]
+    summary = await s.hang_up()
+    assert summary.outcome is Outcome.COMPLETED
+
+
+@virtual
+async def test_an_unknown_tool_gets_an_error_answer() -> None:
+    s = await Scene().connected()
+    s.model.push(ToolCall((FunctionCall("fc-9", "launch_rocket", {}),)))
+    await until(lambda: s.model.tool_responses)
+    assert s.model.tool_responses == [
+        ("fc-9", "launch_rocket", {"result": "error", "error": "unknown tool 'launch_rocket'"})
+    ]
+    await s.hang_up()
+
+
+@virtual
+async def test_transfer_needs_a_number_and_ends_as_a_transfer() -> None:
+    s = await Scene(transfer_number="+14155550123").connected()
+    s.model.push(ToolCall((FunctionCall("t", "transfer_call", {}),)), TurnComplete())
+    summary = await s.ended()
+    assert summary.outcome is Outcome.TRANSFER
+    assert s.twilio.closed == (1000, "agent transferred")
+
+
+@virtual
+async def test_a_lost_model_ends_the_call_for_the_apology() -> None:
+    s = await Scene().connected()
+    s.model.push(SessionClosed("the model could not be reached again", retryable=False))
+    summary = await s.ended()
+    assert summary.outcome is Outcome.FAILED
+    assert s.twilio.closed == (1011, "model unavailable")
+
+
+@virtual
+async def test_a_model_that_cannot_be_opened_fails_the_call() -> None:
+    s = Scene()
+    s.model.refuse = SessionClosed("quota", retryable=False)
+    await s.start()
+    summary = await s.ended()
+    assert summary.outcome is Outcome.FAILED and "quota" in summary.reason
+
+
+# --- the limits ----------------------------------------------------------------------------
+
+
+@virtual
+async def test_a_silent_caller_is_asked_then_told_goodbye() -> None:
+    s = await Scene(caller_silence_s=5.0).connected()
+    s.keep_line_open()
+    await until(lambda: STILL_THERE_PROMPT in s.model.texts)
+    asked = s.loop.time()
+    assert asked == pytest.approx(5.0, abs=0.6)  # checked every 0.5 s
+    # "After as long again": counted from the question, even if the model stays silent.
+    await until(lambda: SILENT_GOODBYE_PROMPT in s.model.texts)
+    assert s.loop.time() == pytest.approx(asked + 5.0, abs=0.6)
+    summary = await s.ended()
+    assert (summary.outcome, summary.reason) == (Outcome.ENDED_BY_AGENT, "caller silent")
+
+
+@virtual
+async def test_a_caller_who_speaks_is_not_asked() -> None:
+    s = await Scene(caller_silence_s=5.0).connected()
+    for _ in range(4):
+        await s.twilio.speak(caller_speech(0.5), then_silence_s=3.0)
+    assert STILL_THERE_PROMPT not in s.model.texts
+    assert len(s.model.audio) == 4 * 175  # every frame reached the model
+    await s.hang_up()
+
+
+@virtual
+async def test_silence_is_not_counted_while_the_agent_talks() -> None:
+    s = await Scene(caller_silence_s=3.0).connected()
+    s.keep_line_open()
+    s.model.busy = True
+    await asyncio.sleep(10)
+    assert STILL_THERE_PROMPT not in s.model.texts
+    await s.hang_up()
+
+
+@virtual
+async def test_a_long_call_is_wrapped_up_then_ended() -> None:
+    s = await Scene(max_call_s=60.0).connected()
+    await until(lambda: len(s.model.texts) == 2)
+    # 30 s before the end, or a quarter of the call for short limits.
+    assert s.model.texts[1] == wrap_up_prompt(15)
+    assert s.loop.time() == pytest.approx(45.0, abs=0.6)
+    summary = await s.ended()
+    assert summary.reason == "maximum call duration reached"
+    # The agent had nothing left to play: the call ends at the limit.
+    assert s.loop.time() == pytest.approx(60.0, abs=0.6)
+
+
+# --- outbound calls ------------------------------------------------------------------------
+
+
+@virtual
+async def test_outbound_the_agent_speaks_once_the_callee_has_answered() -> None:
+    s = await Scene(outbound_greeting="Hi, it's the clinic.").connected(direction="outbound-api")
+    assert s.model.texts == []  # nothing until a person answers
+    await s.twilio.speak(caller_speech(0.6), then_silence_s=1.0)
+    assert s.model.texts == [outbound_greeting_prompt("Hi, it's the clinic.")]
+    # The callee's "hello?" was never passed to the model: only the quiet after it was.
+    heard = np.frombuffer(b"".join(s.model.audio), "<i2")
+    assert 0 < len(s.model.audio) <= 26 and np.abs(heard).max() < 100
+    before = len(s.model.audio)
+    await s.twilio.speak(caller_speech(0.2))
+    assert len(s.model.audio) == before + 10
+    await s.hang_up()
+
+
+@virtual
+async def test_outbound_a_silent_callee_is_greeted_after_the_timeout() -> None:
+    s = await Scene(outbound_greeting="Hello?", answer_timeout_s=4.0).connected(
+        direction="outbound-api"
+    )
+    s.keep_line_open()
+    await until(lambda: s.model.texts)
+    assert s.loop.time() == pytest.approx(4.0, abs=0.6)
+    await s.hang_up()
+
+
+# --- what the record says ------------------------------------------------------------------
+
+
+@virtual
+async def test_turns_are_dated_when_each_side_began_speaking() -> None:
+    s = await Scene(greeting=None).connected()
+    await asyncio.sleep(1.0)
+    await s.twilio.speak(caller_speech(1.0), then_silence_s=0.6)
+    s.model.push(InputTranscript("what time"), InputTranscript(" do you open"))
+    await asyncio.sleep(0.2)
+    s.model.push(*agent_audio(0.5), OutputTranscript("At nine."), TurnComplete())
+    await until(lambda: s.call.summary.turns)
+    [turn] = s.call.summary.turns
+    assert turn.caller == "what time do you open"
+    assert turn.caller_at_s == pytest.approx(1.0, abs=0.05)
+    assert turn.agent_at_s == pytest.approx(2.8, abs=0.05)
+    # End of speech (dated back to the last loud frame) → the answer's first audio.
+    assert turn.response_ms == pytest.approx(800, abs=50)
+    await s.hang_up()
+
+
+def test_a_call_logs_without_the_fakes_leaking(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        s = await Scene().connected()
+        await s.hang_up()
+
+    with caplog.at_level(logging.INFO, logger="telephony.call.bridge"):
+        run_virtual(scenario())
+    events = [r.getMessage() for r in caplog.records]
+    assert events[:2] == ["call.started", "model.connected"] and events[-1] == "call.ended"
