@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from agent.events import AgentError
+
 __all__ = ["ConfigError", "EnvReader", "Variable", "env_example"]
 
 T = TypeVar("T")
@@ -23,12 +25,12 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
-class ConfigError(ValueError):
+class ConfigError(AgentError, ValueError):
     """A configuration variable has an invalid value. The message names the variable."""
 
     def __init__(self, variable: str, problem: str, *, source: str | None = None) -> None:
         where = f" (set in {source})" if source else ""
-        super().__init__(f"configuration error: {variable}{where}: {problem}")
+        super().__init__(f"configuration error: {variable}{where}: {problem}", retryable=False)
         self.variable = variable
         self.problem = problem
         self.source = source

@@ -10,7 +10,7 @@ them against the SDK's own parsing, message by message.
 from __future__ import annotations
 
 import binascii
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -79,7 +79,8 @@ def _b64(data: str) -> bytes:
 def events_from_wire(frame: bytes | str) -> list[AgentEvent]:
     """One raw Live API server message (JSON, camelCase) → our events, like ``events_from_sdk``.
 
-    Raises ``WireError`` for a message that is not JSON or that reports an error.
+    Raises ``WireError`` for a message that is not JSON, that reports an error, or whose
+    fields are not the types the protocol gives them.
     """
     try:
         msg = orjson.loads(frame)
@@ -89,6 +90,13 @@ def events_from_wire(frame: bytes | str) -> list[AgentEvent]:
         raise WireError("Live API message is not an object")
     if "error" in msg:
         raise WireError(f"Live API error: {msg['error']}")
+    try:
+        return _events(msg)
+    except (AttributeError, TypeError, ValueError) as exc:  # a field of the wrong type
+        raise WireError(f"malformed message from the Live API: {exc!r}") from None
+
+
+def _events(msg: dict[str, Any]) -> list[AgentEvent]:
     out: list[AgentEvent] = []
     content = msg.get("serverContent")
     if content:

@@ -58,6 +58,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: What a lost or broken connection raises: the socket's close, the SDK's error for it, an
+#: OS-level failure, or a message that cannot be read (the SDK's pydantic validation and our
+#: codec's WireError are ValueErrors). Anything else is a bug and must not pass for a lost
+#: connection (that would turn it into a silent reconnect).
+_CONNECTION_ERRORS = (ConnectionClosed, genai_errors.APIError, OSError, ValueError)
+
 
 _NOT_RETRYABLE = re.compile(
     r"quota|resource[_ ]exhausted|permission|api key|unauthori[sz]ed|forbidden|not found|"
@@ -273,14 +279,14 @@ class AgentSession:
                 await self._session.send_realtime_input(
                     audio=types.Blob(data=pcm16k, mime_type=INPUT_MIME)
                 )
-        except Exception as exc:
+        except _CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
 
     async def send_text(self, text: str) -> None:
         """Tell the model something as text (the greeting cue, a keypad digit)."""
         try:
             await self._session.send_realtime_input(text=text)
-        except Exception as exc:
+        except _CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
 
     async def send_tool_response(self, call_id: str, name: str, response: dict[str, Any]) -> None:
@@ -290,7 +296,7 @@ class AgentSession:
                     types.FunctionResponse(id=call_id, name=name, response=response)
                 ]
             )
-        except Exception as exc:
+        except _CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
 
     async def events(self) -> AsyncIterator[AgentEvent]:
@@ -312,7 +318,7 @@ class AgentSession:
                     for event in events_from_sdk(message):
                         self._note(event)
                         yield event
-            except Exception as exc:
+            except _CONNECTION_ERRORS as exc:
                 if self._closed:
                     return
                 raise self._lost(exc) from exc

@@ -24,16 +24,16 @@ import statistics
 from agent.simulator.voice import synthesize
 from telephony.audio import pcm16_to_ulaw_8k
 from telephony.caller import BargeIn, CallResult, place_call
+from telephony.loadtest.metrics import percentile
 from telephony.server.runner import local_server
 from telephony.settings import Settings
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+def pct(values: list[float], q: float) -> float:
+    """``telephony.loadtest.metrics.percentile`` (one definition for every report), NaN
+    for no samples so that the tables print."""
+    value = percentile(values, q)
+    return float("nan") if value is None else value
 
 
 def stale_audio_after_clear(result: CallResult) -> int:
@@ -89,15 +89,15 @@ async def run(calls: int, concurrency: int) -> dict[str, object]:
         "concurrency": concurrency,
         "interruptions": len(server_ms),
         "server_interrupted_to_clear_ms": {
-            "p50": percentile(server_ms, 50),
-            "p95": percentile(server_ms, 95),
-            "p99": percentile(server_ms, 99),
+            "p50": pct(server_ms, 50),
+            "p95": pct(server_ms, 95),
+            "p99": pct(server_ms, 99),
             "max": max(server_ms, default=float("nan")),
             "mean": statistics.fmean(server_ms) if server_ms else float("nan"),
         },
         "caller_speech_to_clear_ms": {
-            "p50": percentile(caller_ms, 50),
-            "p95": percentile(caller_ms, 95),
+            "p50": pct(caller_ms, 50),
+            "p95": pct(caller_ms, 95),
             "max": max(caller_ms, default=float("nan")),
         },
         "barge_ins_without_clear": missed,

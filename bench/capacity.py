@@ -33,7 +33,6 @@ import bisect
 import gc
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -47,7 +46,8 @@ import httpx
 from agent.simulator.voice import synthesize
 from telephony.audio import pcm16_to_ulaw_8k
 from telephony.caller import BargeIn, CallResult, place_call
-from telephony.server.runner import wait_ready
+from telephony.loadtest.metrics import percentile
+from telephony.server.runner import free_port, wait_ready
 from telephony.twilio.media_stream import ULAW_SILENCE
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -56,11 +56,11 @@ STAGGER_S = 0.04
 SENTENCE = "I would like to check the opening hours for the weekend please"
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+def pct(values: list[float], q: float) -> float:
+    """``telephony.loadtest.metrics.percentile`` (one definition for every report), NaN
+    for no samples so that the tables print."""
+    value = percentile(values, q)
+    return float("nan") if value is None else value
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -71,12 +71,6 @@ def proc_cpu_s(pid: int) -> float:
 
 def proc_rss_mib(pid: int) -> float:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -303,23 +297,23 @@ async def main_async(levels: list[int], window_s: float, sdk_path: bool) -> dict
                 else None,
                 "server_rss_mib": round(lv.rss_mib, 1),
                 "rss_mib_per_call": round(lv.rss_mib_per_call, 3),
-                "added_latency_ms_p50": round(percentile(lv.added_latency_ms, 50), 2),
-                "added_latency_ms_p99": round(percentile(lv.added_latency_ms, 99), 2),
+                "added_latency_ms_p50": round(pct(lv.added_latency_ms, 50), 2),
+                "added_latency_ms_p99": round(pct(lv.added_latency_ms, 99), 2),
                 "latency_samples": len(lv.added_latency_ms),
-                "greeting_s_p50": round(percentile(lv.greeting_s, 50), 3),
-                "response_s_p50": round(percentile(lv.response_s, 50), 3),
-                "response_s_p95": round(percentile(lv.response_s, 95), 3),
+                "greeting_s_p50": round(pct(lv.greeting_s, 50), 3),
+                "response_s_p50": round(pct(lv.response_s, 50), 3),
+                "response_s_p95": round(pct(lv.response_s, 95), 3),
                 "audio_gaps": lv.gaps,
                 "failed_calls": lv.failed,
-                "loadgen_loop_lag_ms_p50": round(percentile(lv.loop_lag_ms, 50), 2),
-                "loadgen_loop_lag_ms_p99": round(percentile(lv.loop_lag_ms, 99), 2),
+                "loadgen_loop_lag_ms_p50": round(pct(lv.loop_lag_ms, 50), 2),
+                "loadgen_loop_lag_ms_p99": round(pct(lv.loop_lag_ms, 99), 2),
             }
             for lv in results
         ],
         "clear_latency_ms": {
             "count": len(clear_ms),
-            "p50": round(percentile(clear_ms, 50), 3),
-            "p99": round(percentile(clear_ms, 99), 3),
+            "p50": round(pct(clear_ms, 50), 3),
+            "p99": round(pct(clear_ms, 99), 3),
             "max": round(max(clear_ms, default=float("nan")), 3),
             "mean": round(statistics.fmean(clear_ms), 3) if clear_ms else None,
         },

@@ -47,7 +47,14 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from telephony.audio import CallerToModel, ModelToCaller, phone_resampler
+from telephony.audio import (
+    MODEL_IN_RATE,
+    MODEL_OUT_RATE,
+    PHONE_RATE,
+    CallerToModel,
+    ModelToCaller,
+    phone_resampler,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -56,7 +63,7 @@ with warnings.catch_warnings():
 Frame = Callable[[bytes], bytes]
 F64 = NDArray[np.float64]
 
-PHONE, UP_OUT, DOWN_IN = 8000, 16000, 24000
+PHONE, UP_OUT, DOWN_IN = PHONE_RATE, MODEL_IN_RATE, MODEL_OUT_RATE
 AMP = 16384.0  # test tone amplitude (-6 dBFS)
 SEG_S = 0.25  # analysis segment: 4 Hz bins, so 100 Hz tones fall on bins
 WARM_S = 0.06  # skipped before the segment (filter warm-up)

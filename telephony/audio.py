@@ -32,7 +32,9 @@ from typing import Final
 
 import numpy as np
 
+from agent.live_wire import INPUT_RATE, OUTPUT_RATE
 from agent.pcm import StreamResampler, resample
+from telephony.twilio.media_stream import SAMPLE_RATE
 
 # ``audioop`` is the G.711 reference (CPython's C code, ~0.3 µs per frame, about 3x
 # faster than a numpy lookup table at this size).  It is deprecated in 3.11/3.12 and
@@ -60,9 +62,10 @@ __all__ = [
     "ulaw_encode",
 ]
 
-PHONE_RATE: Final = 8000
-MODEL_IN_RATE: Final = 16000  # what Gemini Live expects from us
-MODEL_OUT_RATE: Final = 24000  # what Gemini Live sends
+#: The rates, each defined once: Twilio's (8 kHz μ-law) and the Live API's (16 k in, 24 k out).
+PHONE_RATE: Final = SAMPLE_RATE
+MODEL_IN_RATE: Final = INPUT_RATE  # what Gemini Live expects from us
+MODEL_OUT_RATE: Final = OUTPUT_RATE  # what Gemini Live sends
 PHONE_PASSBAND_HZ: Final = 3400.0
 PHONE_STOPBAND_HZ: Final = 4600.0
 # 70 dB design target; the μ-law step itself sits ~38 dB under a loud signal, so the

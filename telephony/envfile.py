@@ -13,10 +13,12 @@ from collections.abc import Collection, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from telephony.errors import TelephonyError
+
 __all__ = ["EnvFile", "EnvFileError", "env_sources", "load_env_file"]
 
 
-class EnvFileError(ValueError):
+class EnvFileError(TelephonyError, ValueError):
     """The ``.env`` file cannot be read or parsed (the message names the file and line)."""
 
 

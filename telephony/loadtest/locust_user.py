@@ -51,6 +51,7 @@ from locust import argument_parser as locust_arguments
 from locust.env import Environment
 
 from telephony.caller import CallFailed, TurnTaking
+from telephony.errors import TelephonyError
 from telephony.loadtest.metrics import CallRecord, failed_record, record_call
 from telephony.loadtest.scenario import Scenario, expand_recordings, load_scripts
 from telephony.loadtest.sync_call import run_call_sync
@@ -76,7 +77,7 @@ setattr(  # noqa: B010 - replacing a module function, not setting a known attrib
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-class CallError(Exception):
+class CallError(TelephonyError):
     """How a call (or one of its measures) failed, as Locust shows it."""
 
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from telephony.caller import SIMULATED_FROM, SIMULATED_TO
+from telephony.errors import TelephonyError
 from telephony.twilio.signature import SIGNATURE_HEADER, sign
 
 __all__ = [
@@ -45,7 +46,7 @@ WebhookFailure = Literal[
 API_VERSION: Final = "2010-04-01"
 
 
-class DialFailed(Exception):
+class DialFailed(TelephonyError):
     """The webhook step failed: ``kind`` says how (HTTP 403 → ``webhook_rejected``; a TwiML
     without ``<Connect><Stream>``, such as the busy message → ``turned_away``)."""
 

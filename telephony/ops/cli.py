@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from telephony.errors import TelephonyError
 from telephony.ops.records import OUTCOMES
 from telephony.settings import DEFAULT_DATABASE_URL
 
@@ -27,7 +28,7 @@ __all__ = ["calls_main", "dial_main"]
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 
-class CommandError(Exception):
+class CommandError(TelephonyError):
     """Printed as one line, exit status 1."""
 
 

@@ -51,6 +51,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from agent.logs import fields
+from telephony.errors import TelephonyError
 from telephony.ops.records import DIALING, IN_PROGRESS
 
 __all__ = ["CallStore", "RecordWriter", "StoreError"]
@@ -99,7 +100,7 @@ SUMMARY_COLUMNS: Final = tuple(c for c in calls.c if c.name not in {"transcript"
 _OPEN_OUTCOMES: Final = (IN_PROGRESS, DIALING)
 
 
-class StoreError(Exception):
+class StoreError(TelephonyError):
     """The database can't be opened or used (the message says which URL and why)."""
 
 

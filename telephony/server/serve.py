@@ -13,12 +13,13 @@ import os
 import socket
 import sys
 
+from telephony.errors import TelephonyError
 from telephony.settings import Settings
 
 __all__ = ["StartupError", "bind_socket", "main", "preflight"]
 
 
-class StartupError(Exception):
+class StartupError(TelephonyError):
     """The server cannot start; the message is one line for the operator."""
 
 

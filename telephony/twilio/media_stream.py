@@ -22,6 +22,8 @@ from typing import Any, Final
 
 import orjson
 
+from telephony.errors import TelephonyError
+
 #: Bytes of 8 kHz μ-law in one 20 ms Twilio frame.
 FRAME_BYTES: Final = 160
 #: Duration of one Twilio frame.
@@ -35,7 +37,7 @@ MAX_FRAME_BYTES: Final = 64 * 1024
 ULAW_SILENCE: Final = b"\xff"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(TelephonyError, ValueError):
     """A frame that is not a valid Twilio Media Streams message."""
 
 

@@ -16,20 +16,25 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+from twilio.base.exceptions import TwilioException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
 from agent.logs import fields
+from telephony.errors import TelephonyError
 
 log = logging.getLogger(__name__)
 
 
-class TwilioRestError(Exception):
+class TwilioRestError(TelephonyError):
     """A REST action failed; the caller falls back to closing the stream."""
 
 
 TWILIO_API: str = "https://api.twilio.com"
+#: What a REST request can fail with: Twilio's answer, or aiohttp's transport errors.
+_REST_ERRORS = (TwilioException, aiohttp.ClientError, TimeoutError, OSError)
 
 
 class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
@@ -110,7 +115,7 @@ class TwilioRest:
                 status_callback_event=["completed"],
                 timeout=timeout_s,
             )
-        except Exception as exc:
+        except _REST_ERRORS as exc:
             log.warning("twilio.place_call_failed", extra=fields(error=str(exc)))
             raise TwilioRestError(str(exc)) from exc
         return PlacedCall(str(call.sid), str(call.status or "queued"), to, from_)
@@ -125,9 +130,9 @@ class TwilioRest:
     async def _update(self, call_sid: str, **kwargs: str) -> None:
         try:
             await self._client.calls(call_sid).update_async(**kwargs)
-        except Exception as exc:  # twilio raises its own and aiohttp's errors
+        except _REST_ERRORS as exc:
             log.warning("twilio.rest_failed", extra=fields(action=sorted(kwargs), error=str(exc)))
-            raise TwilioRestError(str(exc)) from exc
+            raise TwilioRestError(str(exc), call_sid=call_sid) from exc
 
     async def aclose(self) -> None:
         await self._http.close()

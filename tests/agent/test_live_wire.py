@@ -111,3 +111,16 @@ def test_audio_message_matches_what_the_sdk_sends() -> None:
 
 def test_audio_message_is_the_prefix_payload_and_suffix() -> None:
     assert audio_message(PCM) == AUDIO_PREFIX + base64.b64encode(PCM).decode() + AUDIO_SUFFIX
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b'{"serverContent": "not an object"}',
+        b'{"serverContent": {"modelTurn": {"parts": [{"inlineData": {"data": "abcde"}}]}}}',
+        b'{"toolCall": {"functionCalls": [7]}}',
+    ],
+)
+def test_fields_of_the_wrong_type_are_a_wire_error_not_a_crash(frame: bytes) -> None:
+    with pytest.raises(WireError, match="malformed"):
+        events_from_wire(frame)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from support import run_stack, silence, speech
+from support import free_port, run_stack, silence, speech
 from telephony.caller import CallFailed, place_call
 from telephony.ops.store import CallStore
 from telephony.server.runner import wait_ready
@@ -204,18 +203,12 @@ async def test_webhook_preconnects_the_model_session(monkeypatch: pytest.MonkeyP
     assert result.time_to_first_audio_s is not None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @asynccontextmanager
 async def serve_subprocess(
     tmp_path: Path, drain_timeout_s: float
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, Path]]:
     """``voice-agent serve`` as its own process (embedded simulator), ready; killed if left."""
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE"))},
         "LIVE_SIMULATOR": "on",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,17 +21,12 @@ import pytest
 import soundfile as sf
 
 from agent.simulator.voice import synthesize
+from support import free_port
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("locust") is None, reason="locust is not installed (.[loadtest])"
 )
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from telephony.audio import pcm16_to_ulaw_8k
 from telephony.call.summary import CallSummary
 from telephony.caller import CallResult, place_call
 from telephony.server.runner import LocalServer, local_server
+from telephony.server.runner import free_port as free_port  # one helper, shared
 from telephony.settings import VARIABLE_NAMES, Settings
 from telephony.twilio.media_stream import FRAME_BYTES, ULAW_SILENCE
 
@@ -86,15 +87,6 @@ async def run_stack(
             monkeypatch.setenv(key, value)
         async with local_server(Settings.from_env(os.environ)) as local:
             yield Stack(local.server, local.service, local.port, sim)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for servers run as subprocesses)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 #: The repository (the project's root directory).
