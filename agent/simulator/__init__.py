@@ -9,9 +9,11 @@ and load tests, and standalone (``python -m agent.simulator``).
 """
 
 from agent.simulator.behaviour import FaultPlan, SimBehaviour
+from agent.simulator.player import AUDIO_TOKENS_PER_S
 from agent.simulator.server import LiveSimulator
-from agent.simulator.session import AUDIO_TOKENS_PER_S, SimSession, Utterance
+from agent.simulator.session import SimSession
 from agent.simulator.standalone import main, run_standalone
+from agent.simulator.utterances import Utterance
 
 __all__ = [
     "AUDIO_TOKENS_PER_S",

@@ -1,10 +1,10 @@
 """Random fault draws for soak runs: when the next fault comes, and what it is. Pure.
 
 A :class:`FaultSchedule` turns a :class:`~agent.simulator.behaviour.FaultPlan` and a random
-stream into concrete :class:`Fault` values; the session (:mod:`agent.simulator.session`) acts
-them out on its connection. Keeping the draws apart from the I/O lets a test check the
-distribution without a socket, and keeps a seeded run's faults independent of how many audio
-chunks the session happened to send.
+stream into concrete :class:`Fault` values; the session's injector
+(:mod:`agent.simulator.fault_injection`) acts them out on its connection. Keeping the draws
+apart from the I/O lets a test check the distribution without a socket, and keeps a seeded
+run's faults independent of how many audio chunks the session happened to send.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ from websockets.http11 import Request, Response
 
 from agent.simulator import wire
 from agent.simulator.behaviour import SimBehaviour
-from agent.simulator.session import HandleRegistry, SimSession
+from agent.simulator.handles import HandleRegistry
+from agent.simulator.session import SimSession
 
 __all__ = ["LiveSimulator"]
 

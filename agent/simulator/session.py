@@ -1,8 +1,9 @@
-"""One simulated Live API connection: the protocol, the reply player and the script API.
+"""One simulated Live API connection: the protocol and the script API.
 
 Concurrency: each session runs one ``asyncio.TaskGroup``. The receive loop is the body; the
-reply player (one turn at a time) and timers are tasks of that group, all cancelled when the
-connection ends, so an abrupt disconnect leaves nothing running. Sending never raises: a
+reply player (:mod:`agent.simulator.player`, one turn at a time), injected faults
+(:mod:`agent.simulator.fault_injection`) and timers are tasks of that group, all cancelled when
+the connection ends, so an abrupt disconnect leaves nothing running. Sending never raises: a
 closed or stalled connection just makes it return ``False``.
 
 "What happens on barge-in" lives in :meth:`SimSession._on_speech_started`.
@@ -11,14 +12,8 @@ closed or stalled connection just makes it return ``False``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
 import logging
-import math
-import secrets
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,112 +21,33 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from agent.pcm import StreamResampler
 from agent.simulator import wire
 from agent.simulator.behaviour import SimBehaviour
 from agent.simulator.dialogue import describe_caller_speech, describe_echo, reply_for_text
-from agent.simulator.faults import Fault, FaultSchedule
-from agent.simulator.utterances import SpeechEnded, SpeechStarted, UtteranceDetector
-from agent.simulator.voice import OUTPUT_RATE, synthesize
-from agent.simulator.wire import JsonDict, nested
+from agent.simulator.fault_injection import FaultActions, FaultInjector
+from agent.simulator.faults import FaultSchedule
+from agent.simulator.handles import HandleRegistry
+from agent.simulator.player import ModelTurn, Phase, ReplyPlayer
+from agent.simulator.setup import SessionSetup
+from agent.simulator.utterances import SpeechEnded, SpeechStarted, Utterance, UtteranceDetector
+from agent.simulator.wire import DEFAULT_INPUT_RATE, JsonDict
 from agent.simulator.wire import field as wfield
 
-__all__ = ["AUDIO_TOKENS_PER_S", "HandleRegistry", "SimSession", "Utterance"]
+__all__ = ["SimSession"]
 
 log = logging.getLogger(__name__)
 
-#: Documented token rate of audio in the Gemini API.
-AUDIO_TOKENS_PER_S = 25
-_DEFAULT_INPUT_RATE = 16_000
 _DEFAULT_WAIT_S = 10.0
 #: What the real service says when it ends a connection at its time limit (after goAway).
 _DEADLINE = (1011, "Deadline expired before operation could complete.")
 
 
-@dataclass(frozen=True, slots=True)
-class Utterance:
-    """A caller utterance found by the simulator's VAD (ms of caller audio since connect)."""
-
-    start_ms: float
-    end_ms: float
-
-    @property
-    def duration_ms(self) -> float:
-        return self.end_ms - self.start_ms
-
-
-class HandleRegistry:
-    """Session resumption handles issued by one simulator; valid across its sessions."""
-
-    def __init__(self) -> None:
-        self._owner: dict[str, str] = {}
-        self._revoked: set[str] = set()
-
-    def issue(self, session_id: str, handle: str | None = None) -> str:
-        handle = handle or secrets.token_urlsafe(32)
-        self._owner[handle] = session_id
-        return handle
-
-    def revoke(self, session_id: str) -> None:
-        """Invalidate every handle of a session (its state is lost: it cannot be resumed)."""
-        self._revoked.add(session_id)
-
-    def __contains__(self, handle: object) -> bool:
-        """The handle was issued here and is still valid."""
-        owner = self._owner.get(handle) if isinstance(handle, str) else None
-        return owner is not None and owner not in self._revoked
-
-    def session_of(self, handle: str) -> str | None:
-        """Id of the session that was given ``handle``."""
-        return self._owner.get(handle)
-
-
-class _Phase(enum.Enum):
-    QUEUED = enum.auto()
-    THINKING = enum.auto()
-    SPEAKING = enum.auto()  # sending audio
-    HOLDING = enum.auto()  # all audio sent; turnComplete waits for real-time playback
-    DONE = enum.auto()
-    INTERRUPTED = enum.auto()
-    DROPPED = enum.auto()  # superseded, stalled or closed before it finished
-
-
-@dataclass(eq=False, slots=True)
-class _Turn:
-    """One model turn: an echo of a caller utterance or synthesized speech."""
-
-    done: asyncio.Future[bool]  # True once all its audio was sent
-    think_s: float
-    speech_text: str | None = None  # synthesized speech
-    echo_pcm: bytes = b""  # or caller audio to play back ...
-    echo_rate: int = _DEFAULT_INPUT_RATE  # ... at this rate
-    echo_label: str = ""
-    phase: _Phase = _Phase.QUEUED
-    task: asyncio.Task[None] | None = None
-    first_chunk_at: float | None = None  # loop time
-    audio_sent_s: float = 0.0
-
-    @property
-    def is_echo(self) -> bool:
-        return self.speech_text is None
-
-    def playing_until(self) -> float:
-        """Loop time at which the audio sent so far has finished playing for the caller."""
-        if self.first_chunk_at is None:
-            return -math.inf
-        return self.first_chunk_at + self.audio_sent_s
-
-    def finish(self, complete: bool) -> None:
-        if not self.done.done():
-            self.done.set_result(complete)
-
-
 class SimSession:
     """One client connection to the simulator: what it sent, and methods to script replies.
 
-    Recorded state is plain attributes (read them any time). Script methods that send return
-    ``False`` instead of raising when the connection is closed or stalled; ``wait_*`` methods
-    raise ``TimeoutError`` after ``timeout`` seconds.
+    Recorded state is plain attributes and read-only properties (read them any time). Script
+    methods that send return ``False`` instead of raising when the connection is closed or
+    stalled; ``wait_*`` methods raise ``TimeoutError`` after ``timeout`` seconds.
     """
 
     def __init__(
@@ -165,6 +81,8 @@ class SimSession:
         self.api_key = (wire.credential(request.headers, self.path) if request else None) or ""
         #: The ``setup`` message exactly as received (``None`` until it arrives).
         self.setup: JsonDict | None = None
+        #: The settings of the ``setup`` message, parsed (all empty until it arrives).
+        self.config = SessionSetup()
         #: ``setupComplete`` was sent.
         self.setup_completed = False
         #: Every text input (``realtimeInput.text`` and ``clientContent`` text parts), in order.
@@ -177,25 +95,12 @@ class SimSession:
         self.other_messages: list[JsonDict] = []
         #: Caller audio received, ms.
         self.audio_in_ms = 0.0
-        #: Model audio sent, ms.
-        self.audio_out_ms = 0.0
-        #: (loop time the chunk was handed to the socket, 24 kHz samples sent before it) for
-        #: every audio chunk: lets a benchmark time each chunk's trip to the caller.
-        self.chunk_log: list[tuple[float, int]] = []
-        self._samples_out = 0
         #: Caller utterances detected, in order.
         self.utterances: list[Utterance] = []
-        #: Model turns cut short by caller speech (barge-in).
-        self.interruptions = 0
-        #: Model turns that ran to ``turnComplete`` without being interrupted.
-        self.turns_completed = 0
         #: The resumption handle this session was resumed from.
         self.resumed_from: str | None = None
         #: Setup asked to resume and was refused (unknown, revoked or refused handle).
         self.resumption_refused = False
-        #: Faults injected by ``SimBehaviour.faults``: (seconds since connect, kind), in order.
-        #: Kinds are described in :class:`~agent.simulator.behaviour.FaultPlan`.
-        self.faults_injected: list[tuple[float, str]] = []
         #: Resumption handles sent to this session, in order.
         self.handles_issued: list[str] = []
         #: The connection has ended.
@@ -208,85 +113,101 @@ class SimSession:
         self._running = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
-        self._closed_event = asyncio.Event()
         self._stalled = False
-        self._queue: deque[_Turn] = deque()
-        self._queue_ready = asyncio.Event()
-        self._current: _Turn | None = None  # the turn the player is working on
-        self._audible: _Turn | None = None  # the last turn that sent audio
         self._detector: UtteranceDetector | None = None
         self._pending_client_text: list[str] = []
-        self._ctx_text_tokens = 0
-        self._ctx_audio_tokens = 0
+        self._player = ReplyPlayer(
+            self._send,
+            spawn=self._spawn,
+            behaviour=lambda: self.behaviour,
+            rng=rng,
+            on_change=self._notify,
+            on_turn_end=self._after_turn,
+        )
+        actions = FaultActions(
+            stall=self.stall,
+            go_away=self.go_away,
+            close=ws.close,
+            revoke_handles=lambda: handles.revoke(session_id),
+            wait_for_speech=self._wait_for_speech,
+        )
+        self._faults = FaultInjector(
+            actions, session_id=session_id, connected_at=self.connected_at, on_change=self._notify
+        )
 
-    # --- Setup-derived properties ----------------------------------------------------------
+    # --- Setup-derived properties (see SessionSetup) -----------------------------------------
 
     @property
     def model(self) -> str | None:
-        value = wfield(self.setup, "model")
-        return value if isinstance(value, str) else None
+        return self.config.model
 
     @property
     def voice(self) -> str | None:
         """``generationConfig.speechConfig.voiceConfig.prebuiltVoiceConfig.voiceName``."""
-        value = nested(
-            self.setup,
-            "generation_config",
-            "speech_config",
-            "voice_config",
-            "prebuilt_voice_config",
-            "voice_name",
-        )
-        return value if isinstance(value, str) else None
+        return self.config.voice
 
     @property
     def language(self) -> str | None:
-        value = nested(self.setup, "generation_config", "speech_config", "language_code")
-        return value if isinstance(value, str) else None
+        return self.config.language
 
     @property
     def system_instruction(self) -> str | None:
         """The text of the system instruction's parts, joined."""
-        si = wfield(self.setup, "system_instruction")
-        if isinstance(si, str):
-            return si
-        parts = wfield(si, "parts")
-        if not isinstance(parts, list):
-            return None
-        return "".join(t for p in parts if isinstance(t := wfield(p, "text"), str))
+        return self.config.system_instruction
 
     @property
     def tools(self) -> list[JsonDict]:
-        value = wfield(self.setup, "tools")
-        return value if isinstance(value, list) else []
+        return list(self.config.tools)
 
     @property
     def function_names(self) -> list[str]:
         """Names of all declared functions."""
-        names: list[str] = []
-        for tool in self.tools:
-            for decl in wfield(tool, "function_declarations") or []:
-                if isinstance(name := wfield(decl, "name"), str):
-                    names.append(name)
-        return names
+        return self.config.function_names
 
     @property
     def input_transcription(self) -> bool:
-        return wfield(self.setup, "input_audio_transcription") is not None
+        return self.config.input_transcription
 
     @property
     def output_transcription(self) -> bool:
-        return wfield(self.setup, "output_audio_transcription") is not None
+        return self.config.output_transcription
 
     @property
     def session_resumption(self) -> JsonDict | None:
-        value = wfield(self.setup, "session_resumption")
-        return value if isinstance(value, dict) else None
+        return self.config.session_resumption
 
     @property
     def context_window_compression(self) -> JsonDict | None:
-        value = wfield(self.setup, "context_window_compression")
-        return value if isinstance(value, dict) else None
+        return self.config.context_window_compression
+
+    # --- Recorded by the player and the fault injector ---------------------------------------
+
+    @property
+    def audio_out_ms(self) -> float:
+        """Model audio sent, ms."""
+        return self._player.audio_out_ms
+
+    @property
+    def chunk_log(self) -> list[tuple[float, int]]:
+        """(loop time the chunk was handed to the socket, 24 kHz samples sent before it) for
+        every audio chunk: lets a benchmark time each chunk's trip to the caller."""
+        return self._player.chunk_log
+
+    @property
+    def interruptions(self) -> int:
+        """Model turns cut short by caller speech (barge-in)."""
+        return self._player.interruptions
+
+    @property
+    def turns_completed(self) -> int:
+        """Model turns that ran to ``turnComplete`` without being interrupted."""
+        return self._player.turns_completed
+
+    @property
+    def faults_injected(self) -> list[tuple[float, str]]:
+        """Faults injected by ``SimBehaviour.faults``: (seconds since connect, kind), in order.
+        Kinds are described in :class:`~agent.simulator.behaviour.FaultPlan`."""
+        return self._faults.injected
 
     # --- Live state --------------------------------------------------------------------------
 
@@ -294,12 +215,7 @@ class SimSession:
     def model_speaking(self) -> bool:
         """A model turn is being heard: audio was sent and has not finished playing in real
         time (the moment a barge-in would interrupt)."""
-        audible = self._audible
-        return (
-            audible is not None
-            and audible.phase in (_Phase.SPEAKING, _Phase.HOLDING, _Phase.DONE)
-            and asyncio.get_running_loop().time() < audible.playing_until()
-        )
+        return self._player.model_speaking
 
     @property
     def caller_speaking(self) -> bool:
@@ -325,7 +241,7 @@ class SimSession:
         stalled or the connection closed first. ``turnComplete`` may follow later (see
         ``SimBehaviour.hold_turn_complete``).
         """
-        turn = self._enqueue(_Turn(self._future(), think_s=0.0, speech_text=text))
+        turn = self._reply(ModelTurn.speech(text))
         return await asyncio.wait_for(asyncio.shield(turn.done), timeout)
 
     async def send_tool_call(
@@ -346,7 +262,7 @@ class SimSession:
         expired…", like the real service) when ``time_left_s`` has passed."""
         sent = await self._send(wire.go_away(time_left_s))
         if close_after and self._running:
-            self._spawn(self._close_later(time_left_s, *_DEADLINE))
+            self._spawn(self._faults.close_later(time_left_s, *_DEADLINE))
         return sent
 
     async def send_resumption_update(
@@ -461,7 +377,6 @@ class SimSession:
                 async with asyncio.TaskGroup() as tg:
                     self._tg = tg
                     self._running = True
-                    self._spawn(self._player())
                     try:
                         await self._receive_loop()
                     finally:
@@ -502,10 +417,7 @@ class SimSession:
         self.close_reason = first.reason if first else ""
         self.closed = True
         self._running = False
-        for turn in [*self._queue, *([self._current] if self._current else [])]:
-            turn.finish(False)
-        self._queue.clear()
-        self._closed_event.set()
+        self._player.close()
         self._notify()
 
     @staticmethod
@@ -521,6 +433,7 @@ class SimSession:
     async def _on_setup(self, setup: JsonDict) -> bool:
         """Handle ``setup``; ``False`` if the connection was refused."""
         self.setup = setup
+        self.config = SessionSetup.parse(setup)
         self._notify()
         b = self.behaviour
         if b.reject_setup is not None:
@@ -529,33 +442,35 @@ class SimSession:
         schedule = FaultSchedule(b.faults, self._fault_rng) if b.faults is not None else None
         setup_fault = schedule.setup_fault() if schedule is not None else None
         if setup_fault is not None and setup_fault.close is not None:
-            self._record_fault(setup_fault.kind)
+            self._faults.record(setup_fault.kind)
             await self._ws.close(*setup_fault.close)
             return False
-        resumption = wfield(setup, "session_resumption")
-        handle = wfield(resumption, "handle")
+        handle = self.config.resumption_handle
         if handle:
-            if b.refuse_resumption or handle not in self._handles:
+            if b.refuse_resumption or not isinstance(handle, str) or handle not in self._handles:
                 self.resumption_refused = True
                 await self._ws.close(*b.resumption_refusal)
                 return False
             self.resumed_from = handle
-        self._ctx_text_tokens += _text_tokens(self.system_instruction or "")
-        self._ctx_text_tokens += _text_tokens(orjson.dumps(self.tools).decode())
+        self._player.context.add_text(self.system_instruction or "")
+        self._player.context.add_text(orjson.dumps(self.tools).decode())
         if b.setup_delay_s > 0:
             await asyncio.sleep(b.setup_delay_s)
         if setup_fault is not None:  # setup_hang
-            self._record_fault(setup_fault.kind)
+            self._faults.record(setup_fault.kind)
         if not b.complete_setup or setup_fault is not None:
             return True  # keep reading (and recording) but never say setupComplete
         self.setup_completed = await self._send(wire.setup_complete())
         self._notify()
-        if isinstance(resumption, dict):
+        if self.setup_completed:
+            # Nothing is spoken before setupComplete (a scripted say() waits for it).
+            self._spawn(self._player.run(self.config))
+        if self.session_resumption is not None:
             await self.send_resumption_update()
         if b.go_away_after_s is not None:
-            self._spawn(self._go_away_later(b.go_away_after_s, b.go_away_time_left_s))
+            self._spawn(self._faults.go_away_later(b.go_away_after_s, b.go_away_time_left_s))
         if schedule is not None and not schedule.exhausted:
-            self._spawn(self._inject_faults(schedule))
+            self._spawn(self._faults.run(schedule))
         return True
 
     async def _dispatch(self, message: JsonDict) -> None:
@@ -600,7 +515,7 @@ class SimSession:
         except ValueError:  # binascii.Error
             await self._ws.close(1007, "Invalid base64 in audio data.")
             return
-        detector = self._input(wire.parse_rate(mime_type, _DEFAULT_INPUT_RATE))
+        detector = self._input(wire.parse_rate(mime_type, DEFAULT_INPUT_RATE))
         self.audio_in_ms += len(pcm) / 2 / detector.sample_rate * 1000
         await self._on_events(detector.feed(pcm))
 
@@ -634,7 +549,7 @@ class SimSession:
 
     def _record_text(self, text: str) -> None:
         self.texts.append(text)
-        self._ctx_text_tokens += _text_tokens(text)
+        self._player.context.add_text(text)
         self._notify()
 
     # --- Caller speech ---------------------------------------------------------------------
@@ -646,21 +561,7 @@ class SimSession:
             return det
         if det is not None:
             log.warning("session %s: input rate changed to %s Hz; VAD restarted", self.id, rate)
-        b = self.behaviour
-        aad = nested(self.setup, "realtime_input_config", "automatic_activity_detection")
-        threshold = b.vad_threshold_dbfs
-        sensitivity = wfield(aad, "start_of_speech_sensitivity")
-        if sensitivity == "START_SENSITIVITY_HIGH":
-            threshold -= 6.0
-        elif sensitivity == "START_SENSITIVITY_LOW":
-            threshold += 6.0
-        self._detector = UtteranceDetector(
-            rate or _DEFAULT_INPUT_RATE,
-            threshold_dbfs=threshold,
-            start_ms=_number(wfield(aad, "prefix_padding_ms"), b.vad_start_ms),
-            silence_ms=_number(wfield(aad, "silence_duration_ms"), b.silence_ms),
-            manual=bool(wfield(aad, "disabled")),
-        )
+        self._detector = self.config.utterance_detector(rate or DEFAULT_INPUT_RATE, self.behaviour)
         return self._detector
 
     async def _on_events(self, events: list[SpeechStarted | SpeechEnded]) -> None:
@@ -673,200 +574,49 @@ class SimSession:
     async def _on_speech_started(self) -> None:
         """Caller speech began: supersede unspoken echoes, and barge in on audible speech."""
         self._notify()  # the caller is speaking (see caller_speaking)
-        for turn in self._queue:
-            if turn.is_echo:
-                turn.phase = _Phase.DROPPED
-                turn.finish(False)
-        current = self._current
-        if current is not None and current.is_echo and current.phase is _Phase.THINKING:
+        player = self._player
+        player.drop_queued(lambda turn: turn.is_echo)
+        current = player.current
+        if current is not None and current.is_echo and current.phase is Phase.THINKING:
             # The caller went on talking: the reply to their last pause is moot.
-            current.phase = _Phase.DROPPED
-            await self._stop(current)
-        audible = self._audible
-        handling = nested(self.setup, "realtime_input_config", "activity_handling")
+            await player.cancel(current)
+        audible = player.audible
         if (
             audible is not None
-            and handling != "NO_INTERRUPTION"
-            and audible.phase in (_Phase.SPEAKING, _Phase.HOLDING, _Phase.DONE)
-            and asyncio.get_running_loop().time() < audible.playing_until()
+            and self.config.activity_handling != "NO_INTERRUPTION"
+            and audible.is_heard(asyncio.get_running_loop().time())
         ):
-            await self._interrupt(audible)
-
-    async def _interrupt(self, turn: _Turn) -> None:
-        """Barge-in: stop the turn; ``interrupted`` and ``turnComplete`` follow, as with the
-        real service (no ``generationComplete`` if it was still generating)."""
-        if turn.phase is _Phase.DONE:  # hold_turn_complete=False: turnComplete already sent
-            turn.phase = _Phase.INTERRUPTED
-            await self._announce_interruption(turn, usage=False)
-        else:
-            turn.phase = _Phase.INTERRUPTED
-            await self._stop(turn)  # the turn's own task announces it (see _play)
-
-    async def _announce_interruption(self, turn: _Turn, *, usage: bool) -> None:
-        self.interruptions += 1
-        await self._send(wire.interrupted())
-        await self._send(wire.turn_complete(self._account(turn) if usage else None))
-        if self.session_resumption is not None:
-            await self.send_resumption_update()
-        self._notify()
+            await player.interrupt(audible)
 
     async def _on_speech_ended(self, event: SpeechEnded) -> None:
         self.utterances.append(Utterance(event.start_ms, event.end_ms))
-        self._ctx_audio_tokens += round(event.duration_s * AUDIO_TOKENS_PER_S)
+        self._player.context.add_audio(event.duration_s)
         self._notify()
         if self.input_transcription:
             await self._send(wire.input_transcription(describe_caller_speech(event.duration_s)))
         assert self._detector is not None
-        self._enqueue(
-            _Turn(
-                self._future(),
-                think_s=self.behaviour.think_ms / 1000,
-                echo_pcm=event.audio,
-                echo_rate=self._detector.sample_rate,
-                echo_label=describe_echo(event.duration_s),
-            )
-        )
+        label = describe_echo(event.duration_s)
+        think_s = self.behaviour.think_ms / 1000
+        self._reply(ModelTurn.echo(event.audio, self._detector.sample_rate, label, think_s=think_s))
 
     def _reply_to_text(self, text: str) -> None:
         reply = reply_for_text(text)
-        self._enqueue(
-            _Turn(self._future(), think_s=self.behaviour.think_ms / 1000, speech_text=reply)
-        )
+        self._reply(ModelTurn.speech(reply, think_s=self.behaviour.think_ms / 1000))
 
-    # --- The reply player ------------------------------------------------------------------
+    # --- Model turns -------------------------------------------------------------------------
 
-    def _enqueue(self, turn: _Turn) -> _Turn:
+    def _reply(self, turn: ModelTurn) -> ModelTurn:
+        """Queue ``turn`` for the player (it finishes unsent if the connection is ending)."""
         if not self._running:
             turn.finish(False)
             return turn
-        self._queue.append(turn)
-        self._queue_ready.set()
-        return turn
+        return self._player.enqueue(turn)
 
-    async def _player(self) -> None:
-        # Nothing is spoken before setupComplete (a scripted say() waits for it).
-        await self._wait_until(lambda: self.setup_completed, None, "setupComplete")
-        while True:
-            while not self._queue:
-                self._queue_ready.clear()
-                await self._queue_ready.wait()
-            turn = self._queue.popleft()
-            if turn.phase is not _Phase.QUEUED:
-                continue
-            self._current = turn
-            turn.task = self._spawn(self._play(turn))
-            # wait() rather than await: a cancelled turn (barge-in) must not stop the player.
-            await asyncio.wait({turn.task})
-            self._current = None
-
-    async def _play(self, turn: _Turn) -> None:
-        try:
-            await self._speak(turn)
-        except asyncio.CancelledError:
-            if turn.phase is _Phase.INTERRUPTED:
-                # Announced from the cancelled turn itself: the player starts the next turn
-                # only when this task ends, so nothing of it can get ahead of these messages.
-                await self._announce_interruption(turn, usage=True)
-            raise
-
-    async def _speak(self, turn: _Turn) -> None:
-        loop = asyncio.get_running_loop()
-        if turn.think_s > 0:
-            turn.phase = _Phase.THINKING
-            await asyncio.sleep(turn.think_s)
-        turn.phase = _Phase.SPEAKING
-        pcm, words = self._render(turn)
-        transcribe = self.output_transcription
-        pos = 0
-        next_word = 0
-        for n in self._chunk_sizes(len(pcm) // 2):
-            emitted_at = loop.time()
-            if not await self._send(wire.audio_chunk(pcm[pos * 2 : (pos + n) * 2])):
-                self._drop(turn)
-                return
-            self.chunk_log.append((emitted_at, self._samples_out))
-            self._samples_out += n
-            if turn.first_chunk_at is None:
-                turn.first_chunk_at = loop.time()
-                self._audible = turn
-                self._notify()  # the model is speaking (see model_speaking)
-            pos += n
-            turn.audio_sent_s = pos / OUTPUT_RATE
-            self.audio_out_ms += n * 1000 / OUTPUT_RATE
-            # Transcript pieces go out as the audio of their word starts.
-            while next_word < len(words) and words[next_word][1] < pos:
-                if transcribe:
-                    await self._send(wire.output_transcription(words[next_word][0]))
-                next_word += 1
-            await self._pace(turn, loop.time())
-        for piece, _ in words[next_word:]:
-            if transcribe:
-                await self._send(wire.output_transcription(piece))
-        if not await self._send(wire.generation_complete()):
-            self._drop(turn)
-            return
-        turn.finish(True)
-        if self.behaviour.hold_turn_complete:
-            # The real service waits for the audio to have played before turnComplete; the
-            # turn stays interruptible until then.
-            turn.phase = _Phase.HOLDING
-            await asyncio.sleep(max(0.0, turn.playing_until() - loop.time()))
-        turn.phase = _Phase.DONE
-        await self._send(wire.turn_complete(self._account(turn)))
-        self.turns_completed += 1
+    async def _after_turn(self, turn: ModelTurn) -> None:
+        """A model turn ended with ``turnComplete`` (spoken or interrupted)."""
         if self.session_resumption is not None:
             await self.send_resumption_update()
         self._notify()
-
-    def _render(self, turn: _Turn) -> tuple[bytes, list[tuple[str, int]]]:
-        """(24 kHz PCM, transcript pieces with their sample offsets) of a turn."""
-        if turn.speech_text is not None:
-            speech = synthesize(turn.speech_text, self.voice or "")
-            return speech.pcm, list(speech.words)
-        resampler = StreamResampler(turn.echo_rate, OUTPUT_RATE)
-        pcm = resampler.process(turn.echo_pcm) + resampler.flush()
-        return pcm, [(turn.echo_label, 0)]
-
-    def _chunk_sizes(self, total: int) -> list[int]:
-        lo_ms, hi_ms = self.behaviour.chunk_ms
-        lo = max(1, round(lo_ms * OUTPUT_RATE / 1000))
-        hi = max(lo, round(hi_ms * OUTPUT_RATE / 1000))
-        sizes = self._rng.integers(lo, hi + 1, size=total // lo + 1)
-        ends = np.cumsum(sizes)
-        count = int(np.searchsorted(ends, total)) + 1
-        sizes = sizes[:count]
-        sizes[-1] -= int(ends[count - 1]) - total  # the last chunk takes what is left
-        return [int(n) for n in sizes if n > 0]
-
-    async def _pace(self, turn: _Turn, now: float) -> None:
-        pace = self.behaviour.pace
-        if pace > 0 and math.isfinite(pace) and turn.first_chunk_at is not None:
-            due = turn.first_chunk_at + turn.audio_sent_s / pace
-            await asyncio.sleep(max(0.0, due - now))
-        else:
-            await asyncio.sleep(0)  # let other sessions run between chunks
-
-    def _drop(self, turn: _Turn) -> None:
-        turn.phase = _Phase.DROPPED
-        turn.finish(False)
-
-    async def _stop(self, turn: _Turn) -> None:
-        turn.finish(False)
-        task = turn.task
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            task.cancel()
-            await asyncio.wait({task})
-
-    def _account(self, turn: _Turn) -> JsonDict:
-        """``usageMetadata`` for a finished turn; its audio joins the context."""
-        response = round(turn.audio_sent_s * AUDIO_TOKENS_PER_S)
-        usage = wire.usage(
-            prompt_text=self._ctx_text_tokens,
-            prompt_audio=self._ctx_audio_tokens,
-            response_audio=response,
-        )
-        self._ctx_audio_tokens += response
-        return usage
 
     # --- Plumbing --------------------------------------------------------------------------
 
@@ -888,59 +638,10 @@ class SimSession:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _go_away_later(self, after_s: float, time_left_s: float) -> None:
-        await asyncio.sleep(after_s)
-        await self.go_away(time_left_s)
-
-    async def _close_later(self, delay_s: float, code: int, reason: str) -> None:
-        await asyncio.sleep(delay_s)
-        await self._ws.close(code, reason)
-
-    # --- Random faults (SimBehaviour.faults) -------------------------------------------------
-
-    async def _inject_faults(self, schedule: FaultSchedule) -> None:
-        """Act out the schedule's faults until one ends the connection (or none are left)."""
-        while not schedule.exhausted:
-            await asyncio.sleep(schedule.next_delay_s())
-            fault = schedule.next_fault()
-            if fault.kind == "stall":
-                await self._stall_for(fault.duration_s)
-            elif fault.kind == "go_away":
-                self._record_fault(fault.kind)
-                await self.go_away(fault.time_left_s)
-            else:
-                await self._close_for(fault, schedule.plan.align_s)
-            if fault.ends_connection:
-                return
-
-    async def _stall_for(self, duration_s: float) -> None:
-        self._record_fault("stall")
-        self.stall()
-        try:
-            await asyncio.sleep(duration_s)
-        finally:
-            self.stall(False)
-
-    async def _close_for(self, fault: Fault, align_s: float) -> None:
-        """Close mid-answer or mid-caller-speech when it happens within ``align_s``."""
-        with contextlib.suppress(TimeoutError):
-            await self._wait_until(
-                lambda: self.model_speaking or self.caller_speaking, align_s, "speech"
-            )
-        if fault.revokes_handles:
-            self._handles.revoke(self.id)
-        self._record_fault(fault.kind)
-        assert fault.close is not None
-        await self._ws.close(*fault.close)
-
-    def _record_fault(self, kind: str) -> None:
-        at = asyncio.get_running_loop().time() - self.connected_at
-        self.faults_injected.append((round(at, 3), kind))
-        log.debug("session %s: fault %s at %.3f s", self.id, kind, at)
-        self._notify()
-
-    def _future(self) -> asyncio.Future[bool]:
-        return asyncio.get_running_loop().create_future()
+    async def _wait_for_speech(self, timeout: float) -> None:  # noqa: ASYNC109
+        await self._wait_until(
+            lambda: self.model_speaking or self.caller_speaking, timeout, "speech"
+        )
 
     def _notify(self) -> None:
         # Wake every waiter; each re-checks its own condition and waits on the new event.
@@ -970,13 +671,3 @@ def _port(address: object) -> int | None:
     if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[1], int):
         return address[1]
     return None
-
-
-def _text_tokens(text: str) -> int:
-    return (len(text) + 3) // 4  # ~4 characters per token
-
-
-def _number(value: object, default: float) -> float:
-    return (
-        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
-    )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from agent.vad import EnergyVad
 
-__all__ = ["SpeechEnded", "SpeechStarted", "UtteranceDetector", "UtteranceEvent"]
+__all__ = ["SpeechEnded", "SpeechStarted", "Utterance", "UtteranceDetector", "UtteranceEvent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,18 @@ class SpeechEnded:
 
 
 UtteranceEvent = SpeechStarted | SpeechEnded
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """A caller utterance found by the simulator's VAD (ms of caller audio since connect)."""
+
+    start_ms: float
+    end_ms: float
+
+    @property
+    def duration_ms(self) -> float:
+        return self.end_ms - self.start_ms
 
 
 class UtteranceDetector:

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "DEFAULT_INPUT_RATE",
     "audio_chunk",
     "credential",
     "decode_b64",
@@ -42,6 +43,8 @@ JsonDict = dict[str, Any]
 
 #: Output audio format of the Live API.
 OUTPUT_MIME = "audio/pcm;rate=24000"
+#: Rate of caller audio whose MIME type does not say (``audio/pcm``).
+DEFAULT_INPUT_RATE = 16_000
 
 # Method "BidiGenerateContentConstrained" is what the SDK uses with ephemeral tokens.
 _GEMINI_PATH = re.compile(
@@ -104,7 +107,7 @@ def decode_b64(data: str | bytes) -> bytes:
     return binascii.a2b_base64(text)
 
 
-def parse_rate(mime_type: object, default: int = 16_000) -> int:
+def parse_rate(mime_type: object, default: int = DEFAULT_INPUT_RATE) -> int:
     """The ``rate=`` parameter of an ``audio/pcm`` MIME type."""
     if isinstance(mime_type, str) and (m := _RATE.search(mime_type)):
         return int(m.group(1))
