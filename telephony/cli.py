@@ -29,7 +29,7 @@ DISTRIBUTION: Final = "gemini-phone-agent"
 COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
     "serve": ("telephony.server.serve", "main", "run the server (FastAPI under uvicorn)"),
     "call": (
-        "telephony.caller",
+        "telephony.caller.cli",
         "main",
         "place a simulated phone call against a running server (bundled sample by default)",
     ),

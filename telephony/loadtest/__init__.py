@@ -8,12 +8,12 @@ Modules, each one concept:
   as Twilio does it, signed);
 - :mod:`~telephony.loadtest.metrics`: per-call measures, percentiles, summary, SLOs (pure);
 - :mod:`~telephony.loadtest.runner`: the asyncio load generator (one machine);
-- :mod:`~telephony.loadtest.sync_call`: the same call driven synchronously, for gevent;
 - :mod:`~telephony.loadtest.locust_user`: a Locust ``User`` for distributed load (imports
   Locust, which monkey-patches the process: never import it from asyncio code);
 - :mod:`~telephony.loadtest.report`: CSV/JSONL/JSON and the HTML page;
 - :mod:`~telephony.loadtest.cli`: ``voice-agent loadtest``.
 
 The caller itself (Twilio's wire format, playback emulation, turn-taking) is
-:mod:`telephony.caller`, the same core ``voice-agent call`` uses.
+:mod:`telephony.caller`, the same core ``voice-agent call`` uses; the Locust user drives it
+synchronously (:mod:`telephony.caller.drive_sync`).
 """

@@ -20,7 +20,8 @@ from typing import Any, TextIO
 import orjson
 import soundfile as sf
 
-from telephony.caller import GREETING_GAP_S, RecordingError, TurnTaking
+from telephony.caller import RecordingError, TurnTaking
+from telephony.caller.script import GREETING_GAP_S
 from telephony.loadtest.metrics import CallRecord, Slo, check_slos, result_warnings
 from telephony.loadtest.report import write_report
 from telephony.loadtest.runner import LoadPlan, Progress, run_load

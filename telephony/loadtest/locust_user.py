@@ -13,9 +13,9 @@ Each user is one phone line placing calls back to back (``--va-pause`` seconds a
 is exactly what ``voice-agent loadtest`` places: the same :class:`Scenario` (recordings,
 replay mode, turn-taking), the same webhook flow and signing (:mod:`.target`), the same
 Twilio wire format and playback emulation (:class:`telephony.caller.SimulatedCall`) and the
-same measures (:func:`.metrics.record_call`), driven synchronously by :mod:`.sync_call`
-because Locust runs users as gevent greenlets (see there). Measures reach Locust's
-statistics as ``request_type="call"`` entries, in milliseconds:
+same measures (:func:`.metrics.record_call`), driven synchronously by
+:mod:`telephony.caller.drive_sync` because Locust runs users as gevent greenlets (see there).
+Measures reach Locust's statistics as ``request_type="call"`` entries, in milliseconds:
 
 - ``greeting`` (one per call), ``response_latency`` (one per answered turn; an unanswered
   turn is a failure), ``barge_in_latency`` (a barge-in without ``clear`` is a failure),
@@ -51,10 +51,10 @@ from locust import argument_parser as locust_arguments
 from locust.env import Environment
 
 from telephony.caller import CallFailed, TurnTaking
+from telephony.caller.drive_sync import run_call_sync
 from telephony.errors import TelephonyError
 from telephony.loadtest.metrics import CallRecord, failed_record, record_call
 from telephony.loadtest.scenario import Scenario, expand_recordings, load_scripts
-from telephony.loadtest.sync_call import run_call_sync
 from telephony.loadtest.target import DialFailed, Target, dial_sync
 
 __all__ = ["CallError", "VoiceCallUser", "fire_measures"]

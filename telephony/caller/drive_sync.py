@@ -1,11 +1,12 @@
-"""One call driven synchronously: the sans-I/O :class:`~telephony.caller.SimulatedCall` over
-``websockets.sync.client``, for Locust's gevent workers.
+"""One call driven synchronously: the sans-I/O
+:class:`~telephony.caller.simulated.SimulatedCall` over ``websockets.sync.client``, for
+Locust's gevent workers.
 
 Why this shape: Locust runs every user in a gevent greenlet and monkey-patches the standard
 library at import (sockets, ``selectors``, ``threading``, ``time.sleep``). An asyncio event
 loop inside a greenlet would block every other user of that worker while it runs, so the
-asyncio driver (:func:`telephony.caller.drive_call`) cannot be used there. The sans-I/O core
-does not care who drives it: here a single loop sends what is due, then blocks in
+asyncio driver (:func:`telephony.caller.drive.drive_call`) cannot be used there. The sans-I/O
+core does not care who drives it: here a single loop sends what is due, then blocks in
 ``recv(timeout=until the next 20 ms frame)``. ``websockets.sync`` is built on blocking
 sockets, ``selectors`` and a reader thread; patched, those become cooperative greenlet
 switches, so hundreds of calls share one worker process. Without gevent (plain threads) the
@@ -20,13 +21,9 @@ from collections.abc import Callable, Mapping
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-from telephony.caller import (
-    CallResult,
-    SimulatedCall,
-    connect_failure,
-    connect_options,
-    websocket_url,
-)
+from telephony.caller.drive import connect_failure, connect_options, websocket_url
+from telephony.caller.result import CallResult
+from telephony.caller.simulated import SimulatedCall
 
 __all__ = ["drive_call_sync", "open_stream_sync", "run_call_sync"]
 
@@ -38,8 +35,8 @@ def open_stream_sync(
     connect_timeout_s: float = 10.0,
     close_timeout_s: float = 5.0,
 ) -> ClientConnection:
-    """Open the Media Stream as Twilio does; raises :class:`~telephony.caller.CallFailed`
-    classified like :func:`telephony.caller.open_stream`."""
+    """Open the Media Stream as Twilio does; raises :class:`~telephony.caller.drive.CallFailed`
+    classified like :func:`telephony.caller.drive.open_stream`."""
     try:
         ws: ClientConnection = connect(
             websocket_url(url), **connect_options(headers, connect_timeout_s, close_timeout_s)
@@ -103,7 +100,7 @@ def run_call_sync(
     close_timeout_s: float = 5.0,
 ) -> CallResult:
     """Connect, play ``call``, return its result (raises
-    :class:`~telephony.caller.CallFailed` when the connection cannot be made)."""
+    :class:`~telephony.caller.drive.CallFailed` when the connection cannot be made)."""
     ws = open_stream_sync(
         url, headers=headers, connect_timeout_s=connect_timeout_s, close_timeout_s=close_timeout_s
     )
