@@ -18,9 +18,11 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.live_wire import OUTPUT_RATE as LIVE_OUTPUT_RATE
+
 __all__ = ["OUTPUT_RATE", "Speech", "synthesize"]
 
-OUTPUT_RATE = 24_000
+OUTPUT_RATE = LIVE_OUTPUT_RATE
 
 _F64 = NDArray[np.float64]
 

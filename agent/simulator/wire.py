@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from agent.live_wire import INPUT_RATE, OUTPUT_RATE
+
 __all__ = [
     "DEFAULT_INPUT_RATE",
     "audio_chunk",
@@ -42,9 +44,9 @@ __all__ = [
 JsonDict = dict[str, Any]
 
 #: Output audio format of the Live API.
-OUTPUT_MIME = "audio/pcm;rate=24000"
+OUTPUT_MIME = f"audio/pcm;rate={OUTPUT_RATE}"
 #: Rate of caller audio whose MIME type does not say (``audio/pcm``).
-DEFAULT_INPUT_RATE = 16_000
+DEFAULT_INPUT_RATE = INPUT_RATE
 
 # Method "BidiGenerateContentConstrained" is what the SDK uses with ephemeral tokens.
 _GEMINI_PATH = re.compile(

@@ -21,6 +21,7 @@ from websockets.protocol import State
 from telephony.caller.result import CallResult
 from telephony.caller.script import BargeIn
 from telephony.caller.simulated import SimulatedCall
+from telephony.errors import TelephonyError
 from telephony.twilio.signature import SIGNATURE_HEADER, sign
 
 __all__ = [
@@ -44,7 +45,7 @@ FailureKind = Literal[
 ]
 
 
-class CallFailed(Exception):
+class CallFailed(TelephonyError):
     """The call could not be placed (connection refused, handshake rejected, timeout).
 
     ``kind`` classifies it; ``status`` is the HTTP status of a rejected handshake.

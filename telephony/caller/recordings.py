@@ -17,6 +17,7 @@ import soundfile as sf
 from telephony.audio import pcm16_to_ulaw_8k
 from telephony.call.recorder import FORMAT_VERSION as RECORDING_FORMAT_VERSION
 from telephony.caller.script import CallerTurn, split_turns
+from telephony.errors import TelephonyError
 from telephony.twilio.media_stream import DTMF_DIGITS, SAMPLE_RATE
 
 __all__ = [
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-class RecordingError(ValueError):
+class RecordingError(TelephonyError, ValueError):
     """A recorded call or audio file that cannot be replayed."""
 
 
