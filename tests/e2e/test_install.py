@@ -94,11 +94,6 @@ def new_venv(path: Path) -> Path:
 
 def source_tree(dest: Path) -> Path:
     shutil.copytree(ROOT, dest, ignore=_NOT_SOURCE)
-    # The wheel's package data (the bundled samples) must come along even though *.wav of
-    # the working tree are ignored above.
-    shutil.copytree(
-        ROOT / "telephony" / "samples", dest / "telephony" / "samples", dirs_exist_ok=True
-    )
     return dest
 
 
