@@ -29,7 +29,7 @@ $(TEST_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 	touch $@ $(RUN_STAMP)
 
 # checkov gets its own venv: it pins packaging<24, and its bc-python-hcl2 installs a module
-# named `hcl2` over python-hcl2's. tests/test_infra.py runs $(VENV)/checkov/bin/checkov.
+# named `hcl2` over python-hcl2's. tests/infra/test_infra.py runs $(VENV)/checkov/bin/checkov.
 $(CHECKOV_STAMP): infra/checkov-requirements.txt infra/checkov-constraints.txt | $(BIN)/python
 	$(PYTHON) -m venv $(VENV)/checkov
 	$(VENV)/checkov/bin/python -m pip install --quiet -r infra/checkov-requirements.txt \

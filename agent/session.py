@@ -173,7 +173,7 @@ class LiveAgent:
                 raw = fast_path_socket(session)
             except SdkContractError as exc:  # the SDK changed under us
                 # Calls must keep working on an SDK release we don't know: fall back to its
-                # public API for good, loudly (tests/test_sdk_contract.py fails on it).
+                # public API for good, loudly (tests/agent/test_sdk_contract.py fails on it).
                 self.fast_path = False
                 log.error(
                     "model.fast_path_unavailable",

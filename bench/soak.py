@@ -1,6 +1,6 @@
 """Soak test: do calls survive losing their Live API connection?
 
-Runs the real server in this process (uvicorn, ``telephony.runner.local_server``) against an
+Runs the real server in this process (uvicorn, ``telephony.server.runner.local_server``) against an
 in-process Live API simulator that injects random faults on every model connection
 (``agent.simulator.FaultPlan``: goAway with a short ``timeLeft``, abrupt 1011 closes mid-answer
 or mid-caller-speech, 1007/1008 closes, stalls, refused resumptions; optionally setup hangs and

@@ -2,7 +2,7 @@
 
 Enabled when ``TWILIO_ACCOUNT_SID`` and ``TWILIO_AUTH_TOKEN`` are both set. Without them the
 service still ends and transfers calls, by closing the stream and letting the ``<Connect
-action>`` answer decide what happens next (see ``telephony.twiml.after_stream``); placing
+action>`` answer decide what happens next (see ``telephony.twilio.twiml.after_stream``); placing
 calls needs them.
 
 ``base_url`` (``TWILIO_API_BASE_URL``) sends every request to another host instead of
