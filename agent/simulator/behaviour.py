@@ -117,8 +117,18 @@ class SimBehaviour:
     #: playing in real time (``generationComplete`` comes as soon as all audio is sent).
     #: ``False``: send ``turnComplete`` right after ``generationComplete``.
     hold_turn_complete: bool = True
-    #: Wait this long before answering ``setup`` with ``setupComplete``.
+    #: Wait this long before answering ``setup`` with ``setupComplete`` (the real service
+    #: takes hundreds of ms).
     setup_delay_s: float = 0.0
+    #: Fault: close every connection with this ``(code, reason)`` right after
+    #: ``setupComplete`` (a service that accepts connections and drops them).
+    close_after_setup: tuple[int, str] | None = None
+    #: Fault: reply audio is scaled by this (e.g. 0.001: full-length answers at near-zero
+    #: amplitude, as seen on real lines).
+    answer_gain: float = 1.0
+    #: Fault: answers to the caller are empty turns with ``turnCompleteReason:
+    #: RESPONSE_REJECTED`` (no audio, no transcript).
+    reject_answers: bool = False
     #: Fault: ``False`` = never send ``setupComplete`` (the SDK's connect() then hangs).
     complete_setup: bool = True
     #: Fault: close the connection with this ``(code, reason)`` instead of completing setup,

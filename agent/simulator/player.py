@@ -290,7 +290,18 @@ class ReplyPlayer:
             turn.phase = Phase.THINKING
             await asyncio.sleep(turn.think_s)
         turn.phase = Phase.SPEAKING
+        behaviour = self._behaviour()
+        if behaviour.reject_answers and turn.is_echo:
+            turn.finish(True)
+            turn.phase = Phase.DONE
+            await self._send(wire.turn_complete(reason="RESPONSE_REJECTED"))
+            self.turns_completed += 1
+            await self._on_turn_end(turn)
+            return
         pcm, words = render(turn, self._setup.voice or "")
+        if behaviour.answer_gain != 1.0:
+            scaled = np.frombuffer(pcm, "<i2") * behaviour.answer_gain
+            pcm = np.clip(np.round(scaled), -32768, 32767).astype("<i2").tobytes()
         if await self._stream(turn, pcm, words) and await self._send(wire.generation_complete()):
             await self._complete(turn)
         else:

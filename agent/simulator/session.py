@@ -462,6 +462,9 @@ class SimSession:
             return True  # keep reading (and recording) but never say setupComplete
         self.setup_completed = await self._send(wire.setup_complete())
         self._notify()
+        if self.setup_completed and b.close_after_setup is not None:
+            await self._ws.close(*b.close_after_setup)
+            return False
         if self.setup_completed:
             # Nothing is spoken before setupComplete (a scripted say() waits for it).
             self._spawn(self._player.run(self.config))

@@ -93,6 +93,9 @@ class CallSummary:
     frames_in: int = 0
     frames_out: int = 0
     bad_frames: int = 0
+    model_audio_damaged: int = (
+        0  # model audio chunks skipped or trimmed (agent.events.AudioDamaged)
+    )
     dropped_pre_session_frames: int = 0
     tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "response": 0, "total": 0})
     reconnects: int = 0
