@@ -61,8 +61,9 @@ class Breaker:
         self._state = BreakerState.CLOSED
         self._reopen_at = 0.0
         self._probing = False
-        #: Connections refused while open (for metrics).
+        #: Connections refused while open, and a hook called for each (metrics).
         self.refused = 0
+        self.on_refused: Callable[[], None] | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -85,6 +86,8 @@ class Breaker:
             self._probing = True
             return True
         self.refused += 1
+        if self.on_refused is not None:
+            self.on_refused()
         return False
 
     def success(self) -> None:

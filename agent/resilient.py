@@ -482,16 +482,17 @@ class ResilientSession:
                 self._close_later(old)
             if reason in ("error", "stall"):
                 await self._spend_budget(reason)
-            for round_ in range(2):
+            while True:
                 new, resumed, primed = await self._open_next(reason)
                 try:
                     await self._flush(new)
                     break
                 except SessionClosed:
-                    # The new connection broke while we caught it up: once more, from scratch.
+                    # The new connection broke while we caught it up: it died young; try
+                    # again within the budget (backing off), from scratch.
                     self._close_later(new)
-                    if round_ == 1:
-                        raise
+                    self._short_lived += 1
+                    await self._spend_budget("error")
             if self._caller_waiting():
                 # The caller finished a turn the old connection never answered; the new one
                 # may not know it is expected to speak.

@@ -126,7 +126,7 @@ class SimBehaviour:
     #: Fault: reply audio is scaled by this (e.g. 0.001: full-length answers at near-zero
     #: amplitude, as seen on real lines).
     answer_gain: float = 1.0
-    #: Fault: answers to the caller are empty turns with ``turnCompleteReason:
+    #: Fault: every model turn is an empty one with ``turnCompleteReason:
     #: RESPONSE_REJECTED`` (no audio, no transcript).
     reject_answers: bool = False
     #: Fault: ``False`` = never send ``setupComplete`` (the SDK's connect() then hangs).

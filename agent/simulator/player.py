@@ -291,7 +291,7 @@ class ReplyPlayer:
             await asyncio.sleep(turn.think_s)
         turn.phase = Phase.SPEAKING
         behaviour = self._behaviour()
-        if behaviour.reject_answers and turn.is_echo:
+        if behaviour.reject_answers:
             turn.finish(True)
             turn.phase = Phase.DONE
             await self._send(wire.turn_complete(reason="RESPONSE_REJECTED"))

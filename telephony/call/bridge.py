@@ -249,6 +249,9 @@ class Call:
                 await self._session.close()
                 self._collect_stats(self._session.stats)
             self.summary.duration_s = round(self._now() - self._t0, 3)
+            self.summary.agent_audio_dropped_ms = round(
+                self._pacer.dropped_bytes * 1000 / ms.SAMPLE_RATE, 1
+            )
             log.info(
                 "call.ended",
                 extra=fields(
@@ -280,6 +283,8 @@ class Call:
         self.summary.reconnects = stats.reconnects
         self.summary.stalls = stats.stalls
         self.summary.stalls_recovered = stats.stalls_recovered
+        self.summary.silent_answers = stats.silent_answers
+        self.summary.rejected_answers = stats.rejected_answers
         self.summary.model_connections = list(stats.connections)
         self.summary.caller_audio_ms = round(stats.caller_audio_ms, 1)
         self.summary.caller_audio_dropped_ms = round(stats.caller_audio_dropped_ms, 1)
