@@ -238,10 +238,6 @@ class ResilientSession:
                     self.stats.caller_audio_dropped_ms += len(value) / (INPUT_RATE * 2) * 1000
                     break
 
-    async def _flush_item(self, conn: AgentSession, item: tuple[str, Any]) -> None:
-        self._pending.append(item)
-        await self._flush(conn)
-
     async def _flush(self, conn: AgentSession) -> None:
         while self._pending:
             item = self._pending[0]
@@ -445,7 +441,7 @@ class ResilientSession:
         began = time.monotonic()
         try:
             async with asyncio.timeout(max(0.1, latest - began)):
-                standby = await self._agent.open(self.call_id, handle=handle)
+                standby = await self._agent.open(self.call_id, handle=handle, reconnect=True)
         except (ModelUnavailable, TimeoutError) as exc:
             log.info("model.standby_failed", extra=fields(error=str(exc)))
             return False
@@ -482,6 +478,10 @@ class ResilientSession:
                 self._close_later(old)
             if reason in ("error", "stall"):
                 await self._spend_budget(reason)
+            if self._caller_waiting():
+                # The caller finished a turn the old connection never answered; the new one
+                # may not know it is expected to speak. Queued after what the caller said.
+                self._pending.append(("text", NUDGE))
             while True:
                 new, resumed, primed = await self._open_next(reason)
                 try:
@@ -493,10 +493,6 @@ class ResilientSession:
                     self._close_later(new)
                     self._short_lived += 1
                     await self._spend_budget("error")
-            if self._caller_waiting():
-                # The caller finished a turn the old connection never answered; the new one
-                # may not know it is expected to speak.
-                await self._flush_item(new, ("text", NUDGE))
             self._conn = new
             self._switched(new, reason, resumed=resumed, primed=primed, pause_ms=_ms_since(began))
 
@@ -551,9 +547,13 @@ class ResilientSession:
                 await asyncio.sleep(policy.backoff(attempt, policy.backoff_s))
             try:
                 if handle is not None:
-                    return await self._agent.open(self.call_id, handle=handle), True, False
+                    opened = await self._agent.open(self.call_id, handle=handle, reconnect=True)
+                    return opened, True, False
                 history = self.transcript()
-                return await self._agent.open(self.call_id, history=history or None), False, True
+                opened = await self._agent.open(
+                    self.call_id, history=history or None, reconnect=True
+                )
+                return opened, False, True
             except ModelUnavailable as exc:
                 last = exc
                 log.warning(

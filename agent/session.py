@@ -155,15 +155,23 @@ class LiveAgent:
         self.breaker = Breaker(time.monotonic, on_change=_breaker_changed)
 
     async def open(
-        self, call_id: str, *, handle: str | None = None, history: str | None = None
+        self,
+        call_id: str,
+        *,
+        handle: str | None = None,
+        history: str | None = None,
+        reconnect: bool = False,
     ) -> AgentSession:
         """Open a Live session for one call, within the setup timeout.
 
         ``handle`` resumes an earlier session of the call; ``history`` (a transcript) primes a
-        fresh one when resumption is not possible. Raises ``ModelUnavailable`` (with
-        ``retryable`` set) when it cannot be opened.
+        fresh one when resumption is not possible; ``reconnect``: for a call already in
+        progress (the circuit breaker does not hold it back). Raises ``ModelUnavailable``
+        (with ``retryable`` set) when it cannot be opened.
         """
-        if not self.breaker.allow():
+        # The breaker holds back new calls' connections; a call in progress keeps its own
+        # (bounded, backed-off) reconnect budget rather than being cut by others' failures.
+        if not reconnect and not self.breaker.allow():
             raise ModelUnavailable(
                 "the model is failing: new connections are paused (circuit breaker open)",
                 retryable=False,
