@@ -21,6 +21,7 @@ __all__ = [
     "GenerationComplete",
     "GoAway",
     "InputTranscript",
+    "InteractionStatus",
     "Interrupted",
     "ModelUnavailable",
     "OutputTranscript",
@@ -63,6 +64,19 @@ class TurnComplete:
     ``RESPONSE_REJECTED``: the model produced no answer)."""
 
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionStatus:
+    """Whether the model is still working (``IN_PROGRESS``: more output may follow, even after
+    a ``turnComplete``) or done with everything (``IDLE``). Reported by models that reason in
+    the background (``gemini-3.8-live-extended-thinking``); others never send it."""
+
+    status: str
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status == "IN_PROGRESS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +150,7 @@ AgentEvent = (
     | Interrupted
     | GenerationComplete
     | TurnComplete
+    | InteractionStatus
     | InputTranscript
     | OutputTranscript
     | ToolCall

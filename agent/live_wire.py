@@ -23,6 +23,7 @@ from agent.events import (
     GenerationComplete,
     GoAway,
     InputTranscript,
+    InteractionStatus,
     Interrupted,
     OutputTranscript,
     ResumptionUpdate,
@@ -135,6 +136,9 @@ def _events(msg: dict[str, Any]) -> list[AgentEvent]:
         if content.get("turnComplete"):
             reason = content.get("turnCompleteReason")
             out.append(TurnComplete(reason if isinstance(reason, str) else None))
+        status = content.get("interactionStatus")
+        if isinstance(status, str) and status:
+            out.append(InteractionStatus(status))
     calls = (msg.get("toolCall") or {}).get("functionCalls")
     if calls:
         out.append(

@@ -45,6 +45,7 @@ from agent.events import (
     ConversationEvent,
     GoAway,
     InputTranscript,
+    InteractionStatus,
     Interrupted,
     ModelUnavailable,
     OutputTranscript,
@@ -83,6 +84,9 @@ QUOTA_OR_AUTH = re.compile(
     r"quota|resource[_ ]exhausted|permission|api key|unauthori[sz]ed|billing", re.I
 )
 NUDGE_GRACE_S = 2.0
+#: A model reporting ``interactionStatus: IN_PROGRESS`` (background reasoning) is given this
+#: long without an answer before the watchdog calls it stalled.
+IN_PROGRESS_PATIENCE_S = 15.0
 #: Model audio quieter than this RMS (-50 dBFS) is no answer (near-silent turns are seen on
 #: real lines; the caller hears dead air).
 SILENT_RMS = 104
@@ -171,6 +175,7 @@ class ResilientSession:
         )
         self._seen_end: float | None = None  # the caller's last utterance end looked at
         self._answered_at = -float("inf")  # the model's last output
+        self._in_progress = False  # the model reported interactionStatus IN_PROGRESS
         self._waiting_since: float | None = None  # caller done, no model output yet
         self._nudged = False
         self._stalled = False
@@ -328,6 +333,12 @@ class ResilientSession:
         if isinstance(event, GoAway):
             self._spawn(self._rotate_before(now + event.time_left_s), "go_away")
             return
+        if isinstance(event, InteractionStatus):
+            # A model reasoning in the background says so: it is alive, not stalled.
+            self._in_progress = event.in_progress
+            if event.in_progress and self._waiting_since is not None:
+                self._waiting_since = now
+            return
         if isinstance(event, AudioOut):
             self._model_busy_until = now + 0.5
             self._turn_had_audio = True
@@ -345,11 +356,14 @@ class ResilientSession:
         elif isinstance(event, OutputTranscript):
             self._agent_text.append(event.text)
         elif isinstance(event, TurnComplete):
-            silent = self._turn_had_audio and not self._turn_audible
+            had_audio = self._turn_had_audio
+            silent = had_audio and not self._turn_audible
             rejected = event.reason == "RESPONSE_REJECTED" and not self._turn_audible
             self._turn_audible = self._turn_had_audio = False
             if (silent or rejected) and self._caller_waiting():
                 self._no_answer("silent" if silent else "rejected")
+            elif self._in_progress and not had_audio and self._caller_waiting():
+                pass  # an empty turn end while the model still works is not an answer
             else:
                 self._model_answered()
             self._remember_turn()
@@ -613,8 +627,11 @@ class ResilientSession:
             since = self._waiting_since
             if since is None:
                 continue
-            # After a nudge, 2 s without an answer is enough to call the connection dead.
+            # After a nudge, 2 s without an answer is enough to call the connection dead. A
+            # model that says it is still working gets longer (it reported in since).
             limit = min(timeout, NUDGE_GRACE_S) if self._nudged else timeout
+            if self._in_progress:
+                limit = max(limit, IN_PROGRESS_PATIENCE_S)
             if time.monotonic() - since < limit:
                 continue
             if not await self._stalled_now():

@@ -33,6 +33,7 @@ from agent.events import (
     GenerationComplete,
     GoAway,
     InputTranscript,
+    InteractionStatus,
     Interrupted,
     ModelUnavailable,
     OutputTranscript,
@@ -276,7 +277,11 @@ def build_connect_config(
         if sens.end_sensitivity == "high"
         else types.EndSensitivity.END_SENSITIVITY_LOW
     )
-    tools = live_tools(persona.tools, persona.toolbox.declarations(with_behavior=with_behavior))
+    tools = live_tools(
+        persona.tools,
+        persona.toolbox.declarations(with_behavior=with_behavior),
+        with_behavior=with_behavior,
+    )
     return types.LiveConnectConfig(
         response_modalities=[types.Modality.AUDIO],
         system_instruction=types.Content(parts=[types.Part(text=persona.instructions)]),
@@ -445,6 +450,9 @@ def events_from_sdk(message: types.LiveServerMessage) -> list[AgentEvent]:
         if content.turn_complete:
             reason = content.turn_complete_reason
             out.append(TurnComplete(reason.value if reason is not None else None))
+        status = content.interaction_status
+        if status is not None:
+            out.append(InteractionStatus(status.value))
     if message.tool_call and message.tool_call.function_calls:
         out.append(
             ToolCall(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["FaultPlan", "SimBehaviour"]
+__all__ = ["FaultPlan", "ModelTraits", "SimBehaviour", "model_traits"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +143,14 @@ class SimBehaviour:
     #: Fault: reply audio is scaled by this (e.g. 0.001: full-length answers at near-zero
     #: amplitude, as seen on real lines).
     answer_gain: float = 1.0
+    #: Which generation of Live model to act like. ``"auto"``: from the setup's model name.
+    #: ``"2.5"``: every message carries one kind of content. ``"3.8"``: audio and its
+    #: transcript in one message, and a blocking function call still unanswered is cancelled
+    #: (``toolCallCancellation``) when the caller starts speaking. ``"3.8-thinking"`` (the
+    #: extended-thinking model): also ``interactionStatus`` (``IN_PROGRESS`` while it works,
+    #: ``IDLE`` when done), and each answer split by a ``turnComplete`` half-way, so that
+    #: ``turnComplete`` alone does not say the answer is over.
+    model_generation: str = "auto"
     #: Fault: every model turn is an empty one with ``turnCompleteReason:
     #: RESPONSE_REJECTED`` (no audio, no transcript).
     reject_answers: bool = False
@@ -168,3 +176,31 @@ class SimBehaviour:
     #: Seed for chunk sizes, tool call ids and faults (``None``: unpredictable). Read once, when
     #: the simulator is created; each session gets its own streams derived from it.
     seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTraits:
+    """What a model generation does differently (see ``SimBehaviour.model_generation``)."""
+
+    combined_messages: bool = False
+    cancel_blocking_on_speech: bool = False
+    interaction_status: bool = False
+    split_answers: bool = False
+
+
+def model_traits(behaviour: SimBehaviour, model: str) -> ModelTraits:
+    """The traits for ``behaviour`` in a session set up for ``model``."""
+    generation = behaviour.model_generation
+    if generation == "auto":
+        name = model.lower()
+        if "3.8" in name or "3-8" in name:
+            generation = "3.8-thinking" if "thinking" in name else "3.8"
+        else:
+            generation = "2.5"
+    if generation == "3.8":
+        return ModelTraits(combined_messages=True, cancel_blocking_on_speech=True)
+    if generation == "3.8-thinking":
+        return ModelTraits(True, True, interaction_status=True, split_answers=True)
+    if generation == "2.5":
+        return ModelTraits()
+    raise ValueError(f"unknown model generation {generation!r} (auto, 2.5, 3.8, 3.8-thinking)")

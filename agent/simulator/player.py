@@ -26,7 +26,7 @@ import numpy as np
 
 from agent.pcm import StreamResampler
 from agent.simulator import wire
-from agent.simulator.behaviour import SimBehaviour
+from agent.simulator.behaviour import ModelTraits, SimBehaviour, model_traits
 from agent.simulator.setup import SessionSetup
 from agent.simulator.voice import OUTPUT_RATE, synthesize
 from agent.simulator.wire import DEFAULT_INPUT_RATE, JsonDict
@@ -188,6 +188,8 @@ class ReplyPlayer:
         self._on_change = on_change
         self._on_turn_end = on_turn_end
         self._setup = SessionSetup()
+        #: What the model generation being simulated does (set when the player starts).
+        self.traits = ModelTraits()
         self._degrade_next: str | None = None  # a fault for the next answer (degrade())
         self._queue: deque[ModelTurn] = deque()
         self._queue_ready = asyncio.Event()
@@ -272,6 +274,7 @@ class ReplyPlayer:
         scripted ``say()`` waits for it).
         """
         self._setup = setup
+        self.traits = model_traits(self._behaviour(), setup.model or "")
         while True:
             while not self._queue:
                 self._queue_ready.clear()
@@ -296,6 +299,8 @@ class ReplyPlayer:
             raise
 
     async def _speak(self, turn: ModelTurn) -> None:
+        if self.traits.interaction_status:
+            await self._send(wire.interaction_status("IN_PROGRESS"))
         if turn.think_s > 0:
             turn.phase = Phase.THINKING
             await asyncio.sleep(turn.think_s)
@@ -309,6 +314,7 @@ class ReplyPlayer:
             turn.phase = Phase.DONE
             await self._send(wire.turn_complete(reason="RESPONSE_REJECTED"))
             self.turns_completed += 1
+            await self._idle()
             await self._on_turn_end(turn)
             return
         pcm, words = render(turn, self._setup.voice or "")
@@ -325,12 +331,26 @@ class ReplyPlayer:
         """Send the audio in paced chunks, transcript in step; ``False`` if a send failed."""
         loop = asyncio.get_running_loop()
         transcribe = self._setup.output_transcription
+        traits = self.traits
         pos = 0
         next_word = 0
+        split_at = len(pcm) // 4 if traits.split_answers else None  # half-way, in samples
         for n in chunk_sizes(len(pcm) // 2, self._behaviour().chunk_ms, self._rng):
             emitted_at = loop.time()
-            if not await self._send(wire.audio_chunk(pcm[pos * 2 : (pos + n) * 2])):
+            riding = None
+            if traits.combined_messages and transcribe:
+                # The words whose audio starts in this chunk go in the same message.
+                pieces = []
+                while next_word < len(words) and words[next_word][1] < pos + n:
+                    pieces.append(words[next_word][0])
+                    next_word += 1
+                riding = "".join(pieces) or None
+            if not await self._send(wire.audio_chunk(pcm[pos * 2 : (pos + n) * 2], riding)):
                 return False
+            if split_at is not None and pos + n >= split_at:
+                # The extended-thinking model ends a "turn" mid-answer and goes on.
+                split_at = None
+                await self._send(wire.turn_complete())
             self.chunk_log.append((emitted_at, self._samples_out))
             self._samples_out += n
             if turn.first_chunk_at is None:
@@ -362,12 +382,18 @@ class ReplyPlayer:
         turn.phase = Phase.DONE
         await self._send(wire.turn_complete(self.context.account(turn)))
         self.turns_completed += 1
+        await self._idle()
         await self._on_turn_end(turn)
+
+    async def _idle(self) -> None:
+        if self.traits.interaction_status and not self._queue:
+            await self._send(wire.interaction_status("IDLE"))
 
     async def _announce_interruption(self, turn: ModelTurn, *, usage: bool) -> None:
         self.interruptions += 1
         await self._send(wire.interrupted())
         await self._send(wire.turn_complete(self.context.account(turn) if usage else None))
+        await self._idle()
         await self._on_turn_end(turn)
 
     async def _pace(self, turn: ModelTurn, now: float) -> None:

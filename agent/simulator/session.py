@@ -91,6 +91,8 @@ class SimSession:
         self.tool_calls: dict[str, JsonDict] = {}
         #: Function responses received, by id (unknown ids included), as received.
         self.tool_responses: dict[str, JsonDict] = {}
+        #: Calls this session cancelled itself (a blocking call overtaken by caller speech).
+        self.cancelled_calls: set[str] = set()
         #: Client messages of other kinds (e.g. ``contextUpdate``), as received.
         self.other_messages: list[JsonDict] = []
         #: Caller audio received, ms.
@@ -587,6 +589,8 @@ class SimSession:
         """Caller speech began: supersede unspoken echoes, and barge in on audible speech."""
         self._notify()  # the caller is speaking (see caller_speaking)
         player = self._player
+        if player.traits.cancel_blocking_on_speech:
+            await self._cancel_blocking_calls()
         player.drop_queued(lambda turn: turn.is_echo)
         current = player.current
         if current is not None and current.is_echo and current.phase is Phase.THINKING:
@@ -599,6 +603,20 @@ class SimSession:
             and audible.is_heard(asyncio.get_running_loop().time())
         ):
             await player.interrupt(audible)
+
+    async def _cancel_blocking_calls(self) -> None:
+        """``gemini-3.8-live``: new input cancels a blocking call still waiting for its answer."""
+        blocking = self.config.blocking_functions()
+        ids = [
+            call_id
+            for call_id, call in self.tool_calls.items()
+            if call["name"] in blocking
+            and call_id not in self.tool_responses
+            and call_id not in self.cancelled_calls
+        ]
+        if ids:
+            self.cancelled_calls.update(ids)
+            await self._send(wire.tool_call_cancellation(ids))
 
     async def _on_speech_ended(self, event: SpeechEnded) -> None:
         self.utterances.append(Utterance(event.start_ms, event.end_ms))

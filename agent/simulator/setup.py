@@ -99,6 +99,15 @@ class SessionSetup:
                     names.append(name)
         return names
 
+    def blocking_functions(self) -> set[str]:
+        """Functions declared ``behavior: BLOCKING``."""
+        names: set[str] = set()
+        for tool in self.tools:
+            for decl in wfield(tool, "function_declarations") or []:
+                if wfield(decl, "behavior") == "BLOCKING" and isinstance(wfield(decl, "name"), str):
+                    names.add(wfield(decl, "name"))
+        return names
+
     def utterance_detector(self, rate: int, behaviour: SimBehaviour) -> UtteranceDetector:
         """A detector for caller audio at ``rate``: the behaviour's VAD settings, as the
         setup's ``automaticActivityDetection`` overrides them."""

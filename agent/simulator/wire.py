@@ -135,13 +135,21 @@ def setup_complete() -> JsonDict:
     return {"setupComplete": {}}
 
 
-def audio_chunk(pcm24k: bytes) -> JsonDict:
+def audio_chunk(pcm24k: bytes, transcript: str | None = None) -> JsonDict:
+    """One chunk of reply audio; with ``transcript``, its output transcription rides in the
+    same message (as ``gemini-3.8-live`` may send them)."""
     data = binascii.b2a_base64(pcm24k, newline=False).decode("ascii")
-    return {
-        "serverContent": {
-            "modelTurn": {"parts": [{"inlineData": {"mimeType": OUTPUT_MIME, "data": data}}]}
-        }
+    content: JsonDict = {
+        "modelTurn": {"parts": [{"inlineData": {"mimeType": OUTPUT_MIME, "data": data}}]}
     }
+    if transcript:
+        content["outputTranscription"] = {"text": transcript}
+    return {"serverContent": content}
+
+
+def interaction_status(status: str) -> JsonDict:
+    """``IN_PROGRESS`` (the model still works; more may follow) or ``IDLE``."""
+    return {"serverContent": {"interactionStatus": status}}
 
 
 def input_transcription(text: str) -> JsonDict:

@@ -62,12 +62,22 @@ def declarations(names: Iterable[str]) -> list[types.FunctionDeclaration]:
 
 
 def live_tools(
-    names: Iterable[str], extra: Iterable[types.FunctionDeclaration] = ()
+    names: Iterable[str],
+    extra: Iterable[types.FunctionDeclaration] = (),
+    *,
+    with_behavior: bool = False,
 ) -> list[types.Tool | Any] | None:
     """The ``tools`` of a Live session's setup: the built-in functions named, the operator's
-    declarations, and Google Search when named. None when there are none."""
+    declarations, and Google Search when named. None when there are none.
+
+    ``with_behavior``: declare the built-in functions ``BLOCKING``. On ``gemini-3.8-live`` a
+    function is non-blocking unless it says otherwise, and a model that hangs up or transfers
+    while it goes on talking would cut its own goodbye short."""
     names = tuple(names)
-    functions = declarations(names) + list(extra)
+    builtins = declarations(names)
+    if with_behavior:
+        builtins = [d.model_copy(update={"behavior": types.Behavior.BLOCKING}) for d in builtins]
+    functions = builtins + list(extra)
     tools: list[types.Tool | Any] = (
         [types.Tool(function_declarations=functions)] if functions else []
     )

@@ -36,6 +36,7 @@ from agent.events import (
     GenerationComplete,
     GoAway,
     InputTranscript,
+    InteractionStatus,
     Interrupted,
     OutputTranscript,
     Reconnected,
@@ -221,6 +222,9 @@ class Call:
         self._end_reason = ""
         self._turns_at_tool = 0
         self._end_task: asyncio.Task[None] | None = None
+        # The model said it still works in the background (interactionStatus IN_PROGRESS):
+        # a turnComplete now is not the end of its answer.
+        self._model_working = False
         self._toolbox = toolbox
         self._tools: ToolRunner | None = None
         self._filler_after_s = tool_filler_after_s
@@ -507,6 +511,9 @@ class Call:
                     await self._on_tool_call(event)
                 elif isinstance(event, ToolCallCancellation):
                     self._on_tool_cancel(event.ids)
+                elif isinstance(event, InteractionStatus):
+                    self._model_working = event.in_progress
+                    self._progress.set()
                 elif isinstance(event, Usage):
                     tokens = self.summary.tokens
                     tokens["prompt"] += event.prompt_tokens
@@ -927,7 +934,9 @@ class Call:
             await self._mark_end_of_audio()
             now = self._now()
             silent_for = now - self._last_audio_at
-            spoken = self._turns.completed > self._turns_at_tool or silent_for >= MODEL_QUIET_S
+            spoken = (
+                self._turns.completed > self._turns_at_tool or silent_for >= MODEL_QUIET_S
+            ) and not self._model_working
             if spoken and self._all_played:
                 break
             remaining = deadline - now
@@ -935,7 +944,10 @@ class Call:
                 log.warning("call.end_drain_timeout", extra=fields(timeout_s=END_DRAIN_TIMEOUT_S))
                 break
             self._progress.clear()
-            wait = remaining if spoken else min(remaining, MODEL_QUIET_S - silent_for)
+            if spoken or self._model_working:
+                wait = remaining  # woken by playback marks, or by the model going idle
+            else:
+                wait = min(remaining, MODEL_QUIET_S - silent_for)
             try:
                 async with asyncio.timeout(wait):
                     await self._progress.wait()
