@@ -158,7 +158,7 @@ class Call:
         stream_start_timeout_s: float = 10.0,
         transfer_number: str | None = None,
         rest: TwilioRest | None = None,
-        on_started: Callable[[Call], None] | None = None,
+        on_started: Callable[[Call], bool | None] | None = None,
         recorder: CallRecorder | None = None,
         outbound_greeting: str | None = None,
         answer_timeout_s: float = 5.0,
@@ -217,7 +217,14 @@ class Call:
             )
             return self.summary
         call_id_var.set(start.call_sid)
-        self._began(start)
+        if not self._began(start):
+            # ``on_started`` said no (the server has no call slot free): the caller is told
+            # through <Connect action>; no model session is opened.
+            self._decide(Outcome.REJECTED, "turned away: no call slot free")
+            self.state.to(State.ENDED)
+            log.warning("call.rejected", extra=fields(reason=self.summary.reason))
+            await self._close_socket(1013, "try again later")
+            return self.summary
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -276,7 +283,7 @@ class Call:
         self.summary.caller_audio_dropped_ms = round(stats.caller_audio_dropped_ms, 1)
         self.summary.max_buffered_ms = round(stats.max_buffered_ms, 1)
 
-    def _began(self, start: ms.Start) -> None:
+    def _began(self, start: ms.Start) -> bool:
         params = start.custom_parameters
         self.summary.call_sid = start.call_sid
         self.summary.stream_sid = start.stream_sid
@@ -296,8 +303,8 @@ class Call:
                 stream_sid=start.stream_sid, caller=self.summary.caller, callee=self.summary.callee
             ),
         )
-        if self._on_started is not None:
-            self._on_started(self)
+        # ``on_started`` may refuse the call by returning False (no call slot free).
+        return self._on_started is None or self._on_started(self) is not False
 
     def fail(self, reason: str) -> None:
         """Mark the call failed from outside (the server's last-resort error boundary)."""

@@ -44,6 +44,14 @@ CLEAR_BUCKETS_S = (
 )
 
 PREFIX = "voice_agent_"
+#: Why the server itself closes an HTTP connection (``telephony.server.connections``).
+CONNECTION_CLOSE_REASONS = (
+    "header_timeout",
+    "body_timeout",
+    "body_too_large",
+    "evicted",
+    "refused",
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +134,34 @@ class Metrics:
         )
         for result in ("placed", "failed"):
             self.outbound.labels(result=result)
+        self.preconnects = Counter(
+            p + "preconnects",
+            "Model sessions pre-connected at the webhook, by result (claimed by their stream, "
+            "expired unclaimed, refused: over the limit or a call SID seen before).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("claimed", "expired", "refused"):
+            self.preconnects.labels(result=result)
+        self.streams_refused = Counter(
+            p + "streams_refused",
+            "Media Streams refused before they started, by reason (pending_limit, client_limit: "
+            "too many connected streams that have not sent start).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("pending_limit", "client_limit"):
+            self.streams_refused.labels(reason=reason)
+        self.connections_closed = Counter(
+            p + "connections_closed",
+            "HTTP connections the server closed on its own, by reason (header_timeout, "
+            "body_timeout, body_too_large, evicted: an idle one closed for a new one at "
+            "MAX_CONNECTIONS, refused: a new one at MAX_CONNECTIONS with none idle).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in CONNECTION_CLOSE_REASONS:
+            self.connections_closed.labels(reason=reason)
         for kind in (
             "bad_frame",
             "model_failed",
@@ -144,6 +180,13 @@ class Metrics:
     def call_finished(self, summary: CallSummary) -> None:
         """A stream ended: no longer active, and everything its summary says is recorded."""
         self.active_calls.dec()
+        try:
+            self.record(summary)
+        except Exception:  # metrics must never break a call's cleanup
+            log.exception("metrics.record_failed")
+
+    def stream_rejected(self, summary: CallSummary) -> None:
+        """A stream ended without holding a call slot (it never started, or found none)."""
         try:
             self.record(summary)
         except Exception:  # metrics must never break a call's cleanup
