@@ -123,14 +123,16 @@ PHONE_VARIABLES: Final = (
     Variable(
         "MAX_PENDING_STREAMS",
         "",
-        "Media Streams connected but not yet started, at most (they hold no call slot); "
+        "Media Streams connected but not yet started, at most (they hold no call slot; at "
+        "the limit the longest-waiting is closed for a new one); "
         "unset: max(16, MAX_CONCURRENT_CALLS / 4)",
         _SERVER,
     ),
     Variable(
         "MAX_PENDING_STREAMS_PER_CLIENT",
         "8",
-        "the same, per client address (behind a proxy: from X-Forwarded-For)",
+        "the same, per client address (an IPv6 one by its /64; behind a proxy: from "
+        "X-Forwarded-For); beyond it a stream is refused",
         _SERVER,
     ),
     Variable(

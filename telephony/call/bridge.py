@@ -178,6 +178,8 @@ class Call:
         self._outbound_greeting = outbound_greeting
         self._answer_timeout_s = answer_timeout_s
         self._start_timeout = stream_start_timeout_s
+        self._start_wait: asyncio.Timeout | None = None  # while waiting for ``start``
+        self._start_given_up = ""  # why ``give_up_start()`` was called
         self._transfer_number = transfer_number
         self._rest = rest
         self._on_started = on_started
@@ -342,9 +344,19 @@ class Call:
 
     # -- caller side ----------------------------------------------------------------------
 
+    def give_up_start(self, reason: str) -> None:
+        """Stop waiting for ``start`` (the server needs the room, or is stopping): the stream
+        is closed (1013) as one that never started. No effect once ``start`` has arrived."""
+        if not self.state.is_(State.WAITING_FOR_START):
+            return
+        self._start_given_up = reason
+        if self._start_wait is not None:
+            self._start_wait.reschedule(asyncio.get_running_loop().time())
+
     async def _wait_for_start(self) -> ms.Start:
         try:
-            async with asyncio.timeout(self._start_timeout):
+            timeout = 0.0 if self._start_given_up else self._start_timeout
+            async with asyncio.timeout(timeout) as self._start_wait:
                 while True:
                     event = await self._next_event()
                     if isinstance(event, ms.Start):
@@ -354,9 +366,15 @@ class Call:
                     if not isinstance(event, ms.Connected):
                         self._bad_frame(f"{type(event).__name__.lower()} before start")
         except TimeoutError:
+            if self._start_given_up:
+                log.info("stream.given_up", extra=fields(reason=self._start_given_up))
+                await self._close_socket(1013, "try again later")
+                raise _StreamEnded(self._start_given_up, Outcome.REJECTED) from None
             log.warning("stream.no_start", extra=fields(timeout_s=self._start_timeout))
             await self._close_socket(1008, "no start event")
             raise _StreamEnded("no start event within timeout", Outcome.REJECTED) from None
+        finally:
+            self._start_wait = None
 
     async def _next_event(self) -> ms.InboundEvent:
         """The next valid Twilio event; bad frames are counted and skipped."""

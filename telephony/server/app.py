@@ -17,7 +17,8 @@ the service talks to it through the real google-genai SDK (loudly logged: not a 
 Signatures are checked over the URL Twilio called: PUBLIC_URL's scheme, host and base path
 followed by the request's own path and query string, exactly as received. A Media Stream
 takes a call slot only once it has sent a valid ``start``; until then it counts against the
-pending limits (``MAX_PENDING_STREAMS``, per client address ``…_PER_CLIENT``). There are no
+pending limits (per client address ``MAX_PENDING_STREAMS_PER_CLIENT``, refused beyond it;
+overall ``MAX_PENDING_STREAMS``, where the longest-waiting stream makes room). There are no
 documentation routes (``/docs``, ``/redoc``, ``/openapi.json``).
 """
 
@@ -43,7 +44,7 @@ from telephony.ops import api as operator_api
 from telephony.ops.store import CallStore, RecordWriter
 from telephony.server.metrics import CONTENT_TYPE_LATEST
 from telephony.server.metrics_port import MetricsListener, bearer_ok
-from telephony.server.service import Service, start_model
+from telephony.server.service import Service, client_key, start_model
 from telephony.settings import Settings
 from telephony.twilio import twiml
 from telephony.twilio.rest import TwilioRest
@@ -350,23 +351,12 @@ def create_app(
             service.metrics.call_turned_away(draining=service.draining)
             await ws.close(code=1013)
             return
-        # Behind a proxy in FORWARDED_ALLOW_IPS, the address it forwarded for.
-        client = ws.client.host if ws.client is not None else "unknown"
-        refused = service.stream_pending(client)
-        if refused is not None:
-            # Connected streams that have not started are bounded, overall and per address:
-            # sockets that never send start cannot hold the server's call slots.
-            service.metrics.streams_refused.labels(reason=refused).inc()
-            log.debug("stream.refused", extra=fields(reason=refused, client=client))
-            await ws.close(code=1013)
-            return
-        pending, slot = True, False
+        slot = False
 
         def started(call: Call) -> bool:
             """``start`` arrived: the stream stops being pending and takes a call slot."""
-            nonlocal pending, slot
-            service.stream_unpending(client)
-            pending = False
+            nonlocal slot
+            service.stream_unpending(call)
             call_sid = call.summary.call_sid
             if not service.take_slot():
                 service.saw_call_sid(call_sid, "busy")
@@ -378,11 +368,6 @@ def create_app(
             service.call_started(call)
             return True
 
-        try:
-            await ws.accept()
-        except BaseException:
-            service.stream_unpending(client)
-            raise
         call = Call(
             _StarletteSocket(ws),
             service.open_conversation,
@@ -402,6 +387,21 @@ def create_app(
             outbound_greeting=settings.outbound_greeting,
             answer_timeout_s=settings.outbound_answer_timeout_s,
         )
+        # Behind a proxy in FORWARDED_ALLOW_IPS, the address it forwarded for.
+        client = client_key(ws.client.host if ws.client is not None else "unknown")
+        refused = service.stream_pending(call, client)
+        if refused is not None:
+            # Connected streams that have not started are bounded per address (and overall,
+            # the longest-waiting making room): sockets that never send start hold no slot.
+            service.metrics.streams_refused.labels(reason=refused).inc()
+            log.debug("stream.refused", extra=fields(reason=refused, client=client))
+            await ws.close(code=1013)
+            return
+        try:
+            await ws.accept()
+        except BaseException:
+            service.stream_unpending(call)
+            raise
         try:
             await call.run()
         except Exception:
@@ -410,8 +410,7 @@ def create_app(
             log.exception("call.crashed")
             call.fail("internal error")
         finally:
-            if pending:  # it never started
-                service.stream_unpending(client)
+            service.stream_unpending(call)  # if it never started
             # No await between these two: a <Connect action> request always finds the outcome.
             if service.calls.get(call.summary.call_sid) is call:
                 del service.calls[call.summary.call_sid]

@@ -161,12 +161,13 @@ class Metrics:
             self.preconnects.labels(result=result)
         self.streams_refused = Counter(
             p + "streams_refused",
-            "Media Streams refused before they started, by reason (pending_limit, client_limit: "
-            "too many connected streams that have not sent start).",
+            "Media Streams that had not started, refused or closed by reason (client_limit: "
+            "refused, too many from its address; evicted: closed to make room for a newer one "
+            "at MAX_PENDING_STREAMS).",
             ["reason"],
             registry=r,
         )
-        for reason in ("pending_limit", "client_limit"):
+        for reason in ("client_limit", "evicted"):
             self.streams_refused.labels(reason=reason)
         self.connections_closed = Counter(
             p + "connections_closed",

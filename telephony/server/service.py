@@ -3,13 +3,15 @@ for ``<Connect action>``, call records, the drain, and the model client.
 
 Capacity: a call slot (``MAX_CONCURRENT_CALLS``) is held only by a Media Stream that has
 sent ``start``. Streams not started yet and sessions pre-connected at the webhook are bounded
-separately (``MAX_PENDING_STREAMS``, ``MAX_PRECONNECTS``) and are not load: a flood of either
-cannot make the server look full to real callers.
+separately (``MAX_PENDING_STREAMS``, per client ``MAX_PENDING_STREAMS_PER_CLIENT``;
+``MAX_PRECONNECTS``) and are not load: a flood of either cannot make the server look full to
+real callers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import OrderedDict, deque
@@ -28,7 +30,7 @@ from telephony.server.metrics import Metrics
 from telephony.settings import Settings
 from telephony.twilio.rest import TwilioRest
 
-__all__ = ["Service", "start_model"]
+__all__ = ["Service", "client_key", "start_model"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,9 @@ class Service:
         self.simulator: Any = None  # agent.simulator.LiveSimulator when embedded
         self.draining = False
         self.streams = 0  # started Media Streams: each holds a call slot
-        self.pending = 0  # accepted Media Streams that have not sent ``start`` yet
+        # Accepted Media Streams that have not sent ``start`` yet (oldest first): their
+        # client_key(), and how many each key has.
+        self._pending: OrderedDict[Call, str] = OrderedDict()
         self._pending_by_client: dict[str, int] = {}
         self.calls: dict[str, Call] = {}  # started calls by call SID
         self._preconnects: dict[str, asyncio.Task[AgentSession]] = {}
@@ -92,20 +96,36 @@ class Service:
         """The model's circuit breaker is open: new calls get the apology at once."""
         return self.agent is not None and self.agent.breaker.is_open
 
-    def stream_pending(self, client: str) -> str | None:
-        """Admit a Media Stream that has not started yet (None), or say why not."""
-        if self.pending >= self.settings.pending_streams_limit:
-            return "pending_limit"
+    @property
+    def pending(self) -> int:
+        """Accepted Media Streams that have not sent ``start`` yet."""
+        return len(self._pending)
+
+    def stream_pending(self, call: Call, client: str) -> str | None:
+        """Admit a Media Stream that has not started yet (None), or say why not.
+
+        ``client`` is ``client_key()`` of its address. At ``pending_streams_limit`` the
+        stream that has waited longest is given up on to make room: Twilio sends ``start``
+        within milliseconds of connecting, so the oldest is the likeliest never to, and a
+        flood from many addresses cannot shut real callers out.
+        """
         if self._pending_by_client.get(client, 0) >= self.settings.max_pending_streams_per_client:
             return "client_limit"
-        self.pending += 1
+        if len(self._pending) >= self.settings.pending_streams_limit:
+            oldest = next(iter(self._pending))
+            self.stream_unpending(oldest)
+            oldest.give_up_start("made room for a newer stream (MAX_PENDING_STREAMS)")
+            self.metrics.streams_refused.labels(reason="evicted").inc()
+        self._pending[call] = client
         self._pending_by_client[client] = self._pending_by_client.get(client, 0) + 1
         self._idle.clear()
         return None
 
-    def stream_unpending(self, client: str) -> None:
-        """The stream has started, or ended before it did."""
-        self.pending -= 1
+    def stream_unpending(self, call: Call) -> None:
+        """The stream has started, or ended before it did (no effect the second time)."""
+        client = self._pending.pop(call, None)
+        if client is None:
+            return
         left = self._pending_by_client.get(client, 1) - 1
         if left > 0:
             self._pending_by_client[client] = left
@@ -127,7 +147,7 @@ class Service:
         self._check_idle()
 
     def _check_idle(self) -> None:
-        if self.streams == 0 and self.pending == 0 and not self._preconnects:
+        if self.streams == 0 and not self._pending and not self._preconnects:
             self._idle.set()
 
     def saw_call_sid(self, call_sid: str, what: str) -> str | None:
@@ -154,9 +174,12 @@ class Service:
         return True
 
     async def stop_calls(self, reason: str) -> None:
-        """End every call in progress (outcome ``shutdown``) and wait, boundedly, for them."""
+        """End every call in progress (outcome ``shutdown``) and streams not started yet, and
+        wait, boundedly, for them."""
         for call in list(self.calls.values()):
             call.stop(reason)
+        for call in list(self._pending):
+            call.give_up_start(reason)
         try:
             async with asyncio.timeout(STOP_CALLS_TIMEOUT_S):
                 await self._idle.wait()
@@ -301,6 +324,20 @@ class Service:
             await self.rest.aclose()
         if self.simulator is not None:
             await self.simulator.aclose()
+
+
+def client_key(host: str) -> str:
+    """Whom a per-client limit counts ``host`` (an address) against: an IPv6 address by its
+    /64 (one subscriber's whole network, as every ISP hands them out), others as they are."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # not an address (a test client, a Unix socket): itself
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _discard_session(task: asyncio.Task[AgentSession]) -> None:

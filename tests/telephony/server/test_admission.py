@@ -5,7 +5,7 @@ tests/e2e/test_abuse.py)."""
 from __future__ import annotations
 
 from telephony.server.runner import FD_RESERVE, connection_cap
-from telephony.server.service import CALL_SIDS_KEPT, Service
+from telephony.server.service import CALL_SIDS_KEPT, Service, client_key
 from telephony.settings import Settings
 
 
@@ -13,22 +13,58 @@ def service(**env: str) -> Service:
     return Service(Settings.from_env(env))
 
 
-def test_streams_not_started_are_bounded_overall_and_per_client_and_are_not_load() -> None:
-    s = service(MAX_PENDING_STREAMS="3", MAX_PENDING_STREAMS_PER_CLIENT="2")
-    assert [s.stream_pending("a"), s.stream_pending("a"), s.stream_pending("a")] == [
-        None,
-        None,
-        "client_limit",
-    ]
-    assert s.stream_pending("b") is None
-    assert s.stream_pending("c") == "pending_limit"
+class Stream:
+    """Stands in for a ``Call`` waiting for its ``start``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.given_up = ""
+
+    def give_up_start(self, reason: str) -> None:
+        self.given_up = reason
+
+
+def pending(s: Service, client: str, name: str = "") -> tuple[Stream, str | None]:
+    stream = Stream(name or client)
+    return stream, s.stream_pending(stream, client)
+
+
+def test_streams_not_started_are_bounded_per_client_and_are_not_load() -> None:
+    s = service(MAX_PENDING_STREAMS_PER_CLIENT="2")
+    a1, a2, a3 = (pending(s, "a") for _ in range(3))
+    assert [a1[1], a2[1], a3[1]] == [None, None, "client_limit"]
+    assert pending(s, "b")[1] is None
     assert (s.pending, s.load) == (3, 0)
-    s.stream_unpending("a")
-    assert s.stream_pending("c") is None
-    for client in ("a", "b", "c"):
-        s.stream_unpending(client)
+    s.stream_unpending(a1[0])
+    s.stream_unpending(a1[0])  # a second time: no effect
+    s.stream_unpending(a3[0])  # never admitted: no effect
+    assert s.pending == 2 and s._pending_by_client == {"a": 1, "b": 1}
+    assert pending(s, "a")[1] is None
+
+
+def test_at_the_overall_limit_the_longest_waiting_stream_makes_room() -> None:
+    s = service(MAX_PENDING_STREAMS="3", MAX_PENDING_STREAMS_PER_CLIENT="2")
+    streams = [pending(s, client)[0] for client in ("a", "b", "c")]
+    newest, refused = pending(s, "d")
+    assert refused is None and s.pending == 3
+    assert [bool(x.given_up) for x in streams] == [True, False, False]
+    assert "MAX_PENDING_STREAMS" in streams[0].given_up
+    assert s._pending_by_client == {"b": 1, "c": 1, "d": 1}
+    value = s.metrics.streams_refused.labels(reason="evicted")._value.get()
+    assert value == 1
+    for stream in (*streams, newest):
+        s.stream_unpending(stream)
     assert s.pending == 0 and s._pending_by_client == {}
     assert s._idle.is_set()
+
+
+def test_client_keys_group_ipv6_by_its_64() -> None:
+    assert client_key("203.0.113.7") == "203.0.113.7"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::9")
+    assert client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert client_key("testclient") == "testclient"
 
 
 def test_a_started_stream_takes_a_slot_only_if_one_is_free() -> None:
