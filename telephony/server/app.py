@@ -386,6 +386,8 @@ def create_app(
             ),
             outbound_greeting=settings.outbound_greeting,
             answer_timeout_s=settings.outbound_answer_timeout_s,
+            toolbox=settings.persona.toolbox,
+            tool_filler_after_s=settings.tool_filler_after_s,
         )
         # Behind a proxy in FORWARDED_ALLOW_IPS, the address it forwarded for.
         client = client_key(ws.client.host if ws.client is not None else "unknown")

@@ -68,7 +68,8 @@ class Service:
         self.outcomes: OrderedDict[str, str] = OrderedDict()
         self.recent: deque[CallSummary] = deque(maxlen=SUMMARIES_KEPT)
         self.started_at = time.time()
-        self.metrics = Metrics()
+        persona = settings.persona
+        self.metrics = Metrics(tool_names=(*persona.tools, *persona.toolbox.names))
         self.metrics_port: int | None = None  # METRICS_PORT's listener, once it listens
         self.records: RecordWriter | None = None
         self._idle = asyncio.Event()
@@ -322,6 +323,7 @@ class Service:
             await self.records.aclose(RECORDS_FLUSH_TIMEOUT_S)
         if self.rest is not None:
             await self.rest.aclose()
+        await self.settings.persona.toolbox.aclose()
         if self.simulator is not None:
             await self.simulator.aclose()
 
