@@ -229,9 +229,12 @@ async def main_async(levels: list[int], window_s: float, sdk_path: bool) -> dict
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE"))},
             "GEMINI_API_KEY": "bench",
+            "ALLOW_UNSIGNED": "true",  # the load comes unsigned, from loopback
             "GOOGLE_GEMINI_BASE_URL": first["base_url"],
             "SSL_CERT_FILE": first["ca"],
             "MAX_CONCURRENT_CALLS": str(max(levels) * 2),
+            # Every call comes from loopback: one address for the per-client pending limit.
+            "MAX_PENDING_STREAMS_PER_CLIENT": str(max(levels) * 2),
             "LOG_FORMAT": "json",
             "MODEL_FAST_PATH": "false" if sdk_path else "true",
         }

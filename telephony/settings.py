@@ -98,6 +98,13 @@ PHONE_VARIABLES: Final = (
         secret=True,
     ),
     Variable(
+        "ALLOW_UNSIGNED",
+        "false",
+        "true: serve a real model without TWILIO_AUTH_TOKEN (requests unauthenticated); else "
+        "serve refuses to start (the embedded simulator always runs unsigned)",
+        _SERVER,
+    ),
+    Variable(
         "TWILIO_ACCOUNT_SID", "", "with the token: REST hang-up/transfer on live calls", _SERVER
     ),
     Variable("MAX_CONCURRENT_CALLS", "100", "calls beyond this are turned away politely", _SERVER),
@@ -116,8 +123,75 @@ PHONE_VARIABLES: Final = (
     ),
     Variable(
         "STREAM_START_TIMEOUT_S",
-        "10",
+        "5",
         "a Media Stream that sends no start within this is closed",
+        _SERVER,
+    ),
+    Variable(
+        "MAX_PENDING_STREAMS",
+        "",
+        "Media Streams connected but not yet started, at most (they hold no call slot; at "
+        "the limit the longest-waiting is closed for a new one); "
+        "unset: max(16, MAX_CONCURRENT_CALLS / 4)",
+        _SERVER,
+    ),
+    Variable(
+        "MAX_PENDING_STREAMS_PER_CLIENT",
+        "8",
+        "the same, per client address (an IPv6 one by its /64; behind a proxy: from "
+        "X-Forwarded-For); beyond it a stream is refused",
+        _SERVER,
+    ),
+    Variable(
+        "MAX_PRECONNECTS",
+        "",
+        "model sessions opened at the webhook ahead of their stream, at most (not call slots); "
+        "unset: max(4, MAX_CONCURRENT_CALLS / 4); 0: off",
+        _SERVER,
+    ),
+    Variable(
+        "PRECONNECT_TTL_S",
+        "8",
+        "a pre-connected session its stream has not claimed within this is closed",
+        _SERVER,
+    ),
+    Variable(
+        "HTTP_HEADER_TIMEOUT_S",
+        "10",
+        "a connection that has not sent a request's line and headers within this is closed",
+        _SERVER,
+    ),
+    Variable(
+        "HTTP_BODY_TIMEOUT_S",
+        "10",
+        "a request whose body has not arrived within this after its headers is closed",
+        _SERVER,
+    ),
+    Variable(
+        "MAX_CONNECTIONS",
+        "",
+        "open connections (WebSockets included) at most; at the cap idle ones are closed "
+        "first; unset: 2 x MAX_CONCURRENT_CALLS + MAX_PENDING_STREAMS + 64, within the "
+        "open-file limit",
+        _SERVER,
+    ),
+    Variable(
+        "FORWARDED_ALLOW_IPS",
+        "127.0.0.1,::1",
+        "peers (your proxy) whose X-Forwarded-For/-Proto are believed, comma-separated; *: any",
+        _SERVER,
+    ),
+    Variable(
+        "METRICS_TOKEN",
+        "",
+        "bearer token (16+ characters) GET /metrics requires; unset: /metrics is open",
+        _SERVER,
+        secret=True,
+    ),
+    Variable(
+        "METRICS_PORT",
+        "",
+        "serve /metrics on this port only (a second listener on HOST); unset: on the main port",
         _SERVER,
     ),
     Variable("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _SERVER),
@@ -209,7 +283,24 @@ class Settings:
     transfer_number: str | None = None
     max_concurrent_calls: int = 100
     drain_timeout_s: float = 600.0
-    stream_start_timeout_s: float = 10.0
+    stream_start_timeout_s: float = 5.0
+    #: Serve a real model without TWILIO_AUTH_TOKEN (``ALLOW_UNSIGNED``).
+    allow_unsigned: bool = False
+    #: Media Streams accepted but not started, at most (None: derived from max_concurrent_calls).
+    max_pending_streams: int | None = None
+    max_pending_streams_per_client: int = 8
+    #: Model sessions opened at the webhook, at most (None: derived; 0: pre-connect is off).
+    max_preconnects: int | None = None
+    preconnect_ttl_s: float = 8.0
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 10.0
+    #: Open connections at most (None: derived, then fitted to the open-file limit).
+    max_connections: int | None = None
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    #: Bearer token of ``/metrics`` (None: open).
+    metrics_token: str | None = None
+    #: ``/metrics`` on its own listener on this port (None: on the main port).
+    metrics_port: int | None = None
     max_call_s: float = 3600.0
     caller_silence_s: float = 30.0  # 0: off
     stall_timeout_s: float = 4.0  # 0: off
@@ -244,17 +335,45 @@ class Settings:
     def signatures_enforced(self) -> bool:
         return self.twilio_auth_token is not None
 
+    @property
+    def pending_streams_limit(self) -> int:
+        if self.max_pending_streams is not None:
+            return self.max_pending_streams
+        return max(16, self.max_concurrent_calls // 4)
+
+    @property
+    def preconnect_limit(self) -> int:
+        if self.max_preconnects is not None:
+            return self.max_preconnects
+        return max(4, self.max_concurrent_calls // 4)
+
+    @property
+    def connections_limit(self) -> int:
+        """MAX_CONNECTIONS, or room for every call's WebSocket, as many webhooks, the
+        pending streams and 64 more (health checks, the operator API)."""
+        if self.max_connections is not None:
+            return self.max_connections
+        return 2 * self.max_concurrent_calls + self.pending_streams_limit + 64
+
     def stream_url(self, host: str | None = None) -> str:
         """The ``wss://`` URL Twilio must open, from PUBLIC_URL or else the request's host."""
-        base = self.public_url or f"https://{host or 'localhost'}"
-        parts = urlsplit(base)
-        path = parts.path.rstrip("/")
-        return f"wss://{parts.netloc}{path}/twilio/media"
+        return self.public_url_for("/twilio/media", host, websocket=True)
 
     def public_http_url(self, path: str, host: str | None = None) -> str:
         """``PUBLIC_URL`` + path (the URL Twilio calls and signs)."""
+        return self.public_url_for(path, host)
+
+    def public_url_for(
+        self, target: str, host: str | None = None, *, websocket: bool = False
+    ) -> str:
+        """PUBLIC_URL's scheme, host and base path (else ``https://`` + the request's host)
+        followed by ``target``, a path and query string as received: the URL Twilio called
+        and signed. ``websocket``: the ``wss://`` form."""
         base = (self.public_url or f"https://{host or 'localhost'}").rstrip("/")
-        return base + path
+        if websocket:
+            parts = urlsplit(base)
+            base = f"wss://{parts.netloc}{parts.path}"
+        return base + target
 
     @classmethod
     def from_env(
@@ -350,6 +469,20 @@ def _api_base(env: EnvReader) -> str | None:
     return api_base.rstrip("/")
 
 
+def _optional_count(env: EnvReader, name: str, lower: int, upper: int) -> int | None:
+    """A whole number, or None when unset (the default is derived from other settings)."""
+    if env.raw(name) is None:
+        return None
+    return env.int_between(name, lower, lower, upper, "a whole number")
+
+
+def _metrics_token(env: EnvReader) -> str | None:
+    token = env.raw("METRICS_TOKEN")
+    if token is not None and len(token) < MIN_API_TOKEN_CHARS:
+        raise env.error("METRICS_TOKEN", f"must be at least {MIN_API_TOKEN_CHARS} characters")
+    return token
+
+
 def _read(env: EnvReader) -> Settings:
     public_url = _public_url(env)
     token = env.raw("TWILIO_AUTH_TOKEN")
@@ -382,7 +515,20 @@ def _read(env: EnvReader) -> Settings:
         transfer_number=transfer,
         max_concurrent_calls=env.positive_int("MAX_CONCURRENT_CALLS", 100, 100_000),
         drain_timeout_s=env.seconds("DRAIN_TIMEOUT_S", 600.0),
-        stream_start_timeout_s=env.seconds("STREAM_START_TIMEOUT_S", 10.0, 300.0),
+        stream_start_timeout_s=env.seconds("STREAM_START_TIMEOUT_S", 5.0, 300.0),
+        allow_unsigned=env.flag("ALLOW_UNSIGNED", False),
+        max_pending_streams=_optional_count(env, "MAX_PENDING_STREAMS", 1, 100_000),
+        max_pending_streams_per_client=env.positive_int(
+            "MAX_PENDING_STREAMS_PER_CLIENT", 8, 100_000
+        ),
+        max_preconnects=_optional_count(env, "MAX_PRECONNECTS", 0, 100_000),
+        preconnect_ttl_s=env.seconds("PRECONNECT_TTL_S", 8.0, 300.0),
+        http_header_timeout_s=env.seconds("HTTP_HEADER_TIMEOUT_S", 10.0, 300.0),
+        http_body_timeout_s=env.seconds("HTTP_BODY_TIMEOUT_S", 10.0, 300.0),
+        max_connections=_optional_count(env, "MAX_CONNECTIONS", 8, 1_000_000),
+        forwarded_allow_ips=env.raw("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1",
+        metrics_token=_metrics_token(env),
+        metrics_port=_optional_count(env, "METRICS_PORT", 0, 65_535),
         max_call_s=env.seconds("MAX_CALL_SECONDS", 3600.0),
         caller_silence_s=env.seconds_or_off("CALLER_SILENCE_TIMEOUT_S", 30.0),
         stall_timeout_s=env.seconds_or_off("MODEL_STALL_TIMEOUT_S", 4.0),

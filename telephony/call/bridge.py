@@ -175,7 +175,7 @@ class Call:
         stream_start_timeout_s: float = 10.0,
         transfer_number: str | None = None,
         rest: TwilioRest | None = None,
-        on_started: Callable[[Call], None] | None = None,
+        on_started: Callable[[Call], bool | None] | None = None,
         recorder: CallRecorder | None = None,
         outbound_greeting: str | None = None,
         answer_timeout_s: float = 5.0,
@@ -192,6 +192,8 @@ class Call:
         self._outbound_greeting = outbound_greeting
         self._answer_timeout_s = answer_timeout_s
         self._start_timeout = stream_start_timeout_s
+        self._start_wait: asyncio.Timeout | None = None  # while waiting for ``start``
+        self._start_given_up = ""  # why ``give_up_start()`` was called
         self._transfer_number = transfer_number
         self._rest = rest
         self._on_started = on_started
@@ -246,7 +248,14 @@ class Call:
             )
             return self.summary
         call_id_var.set(start.call_sid)
-        self._began(start)
+        if not self._began(start):
+            # ``on_started`` said no (the server has no call slot free): the caller is told
+            # through <Connect action>; no model session is opened.
+            self._decide(Outcome.REJECTED, "turned away: no call slot free")
+            self.state.to(State.ENDED)
+            log.warning("call.rejected", extra=fields(reason=self.summary.reason))
+            await self._close_socket(1013, "try again later")
+            return self.summary
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -315,7 +324,7 @@ class Call:
         self.summary.caller_audio_dropped_ms = round(stats.caller_audio_dropped_ms, 1)
         self.summary.max_buffered_ms = round(stats.max_buffered_ms, 1)
 
-    def _began(self, start: ms.Start) -> None:
+    def _began(self, start: ms.Start) -> bool:
         params = start.custom_parameters
         self.summary.call_sid = start.call_sid
         self.summary.stream_sid = start.stream_sid
@@ -354,8 +363,8 @@ class Call:
                 stream_sid=start.stream_sid, caller=self.summary.caller, callee=self.summary.callee
             ),
         )
-        if self._on_started is not None:
-            self._on_started(self)
+        # ``on_started`` may refuse the call by returning False (no call slot free).
+        return self._on_started is None or self._on_started(self) is not False
 
     def fail(self, reason: str) -> None:
         """Mark the call failed from outside (the server's last-resort error boundary)."""
@@ -379,9 +388,19 @@ class Call:
 
     # -- caller side ----------------------------------------------------------------------
 
+    def give_up_start(self, reason: str) -> None:
+        """Stop waiting for ``start`` (the server needs the room, or is stopping): the stream
+        is closed (1013) as one that never started. No effect once ``start`` has arrived."""
+        if not self.state.is_(State.WAITING_FOR_START):
+            return
+        self._start_given_up = reason
+        if self._start_wait is not None:
+            self._start_wait.reschedule(asyncio.get_running_loop().time())
+
     async def _wait_for_start(self) -> ms.Start:
         try:
-            async with asyncio.timeout(self._start_timeout):
+            timeout = 0.0 if self._start_given_up else self._start_timeout
+            async with asyncio.timeout(timeout) as self._start_wait:
                 while True:
                     event = await self._next_event()
                     if isinstance(event, ms.Start):
@@ -391,9 +410,15 @@ class Call:
                     if not isinstance(event, ms.Connected):
                         self._bad_frame(f"{type(event).__name__.lower()} before start")
         except TimeoutError:
+            if self._start_given_up:
+                log.info("stream.given_up", extra=fields(reason=self._start_given_up))
+                await self._close_socket(1013, "try again later")
+                raise _StreamEnded(self._start_given_up, Outcome.REJECTED) from None
             log.warning("stream.no_start", extra=fields(timeout_s=self._start_timeout))
             await self._close_socket(1008, "no start event")
             raise _StreamEnded("no start event within timeout", Outcome.REJECTED) from None
+        finally:
+            self._start_wait = None
 
     async def _next_event(self) -> ms.InboundEvent:
         """The next valid Twilio event; bad frames are counted and skipped."""

@@ -6,12 +6,20 @@ Routes (keep the paths: users paste them into the Twilio console):
 - ``WS   /twilio/media``  the bidirectional Media Stream (one ``Call`` per connection)
 - ``POST /twilio/after``  ``<Connect action>``: what Twilio does once the stream ends
 - ``GET  /healthz``       alive;  ``GET /readyz``  ready for new calls (not draining, not full)
-- ``GET  /metrics``       Prometheus text exposition (``telephony.server.metrics``)
+- ``GET  /metrics``       Prometheus text exposition (``telephony.server.metrics``): bearer
+                          ``METRICS_TOKEN`` when set; on its own port with ``METRICS_PORT``
 - ``POST /twilio/status`` status callback of outbound calls (busy, no answer, failed)
 - ``/calls``, ``/ui``      the operator API and page (``telephony.ops.api``)
 
 With no model credentials, the lifespan starts the local Live API simulator in-process and
 the service talks to it through the real google-genai SDK (loudly logged: not a real model).
+
+Signatures are checked over the URL Twilio called: PUBLIC_URL's scheme, host and base path
+followed by the request's own path and query string, exactly as received. A Media Stream
+takes a call slot only once it has sent a valid ``start``; until then it counts against the
+pending limits (per client address ``MAX_PENDING_STREAMS_PER_CLIENT``, refused beyond it;
+overall ``MAX_PENDING_STREAMS``, where the longest-waiting stream makes room). There are no
+documentation routes (``/docs``, ``/redoc``, ``/openapi.json``).
 """
 
 from __future__ import annotations
@@ -20,11 +28,13 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from agent.logs import call_id_var, fields
@@ -33,7 +43,8 @@ from telephony.call.recorder import CallRecorder
 from telephony.ops import api as operator_api
 from telephony.ops.store import CallStore, RecordWriter
 from telephony.server.metrics import CONTENT_TYPE_LATEST
-from telephony.server.service import Service, start_model
+from telephony.server.metrics_port import MetricsListener, bearer_ok
+from telephony.server.service import Service, client_key, start_model
 from telephony.settings import Settings
 from telephony.twilio import twiml
 from telephony.twilio.rest import TwilioRest
@@ -93,8 +104,23 @@ def _dial_outcome(status: str, form: dict[str, str]) -> tuple[str | None, str]:
     return None, ""
 
 
-def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
+def _target(scope: Mapping[str, object]) -> str:
+    """The request's path and query string exactly as received (what Twilio signed)."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else str(scope.get("path", ""))
+    query = scope.get("query_string")
+    if isinstance(query, bytes) and query:
+        return f"{path}?{query.decode('latin-1')}"
+    return path
+
+
+def create_app(
+    settings: Settings, *, freeze_gc: bool = False, metrics_socket: socket.socket | None = None
+) -> FastAPI:
     """The ASGI app. ``app.state.service`` holds the shared state.
+
+    ``metrics_socket``: a bound socket for ``METRICS_PORT``; ``/metrics`` is served there
+    (and not on the app's own port).
 
     ``freeze_gc``: after startup, move every object that exists (FastAPI, the SDK, pydantic
     schemas: ~100 MiB) out of the cyclic garbage collector's reach. Otherwise each full
@@ -114,6 +140,16 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             service.records = RecordWriter(store, on_failure=service.record_failed)
             log.info("records.ready", extra=fields(database=store.url))
         await start_model(service)
+        listener = None
+        if metrics_socket is not None:
+            listener = MetricsListener(
+                metrics_socket,
+                service.metrics.exposition,
+                token=settings.metrics_token,
+                header_timeout_s=settings.http_header_timeout_s,
+            )
+            await listener.start()
+            service.metrics_port = listener.port
         if settings.rest_enabled:
             assert settings.twilio_account_sid and settings.twilio_auth_token
             service.rest = TwilioRest(
@@ -144,18 +180,30 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             yield
         finally:
             await service.aclose()
+            if listener is not None:
+                await listener.aclose()
 
-    app = FastAPI(title="Gemini Live phone agent", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No /docs, /redoc or /openapi.json: the route list is nobody's business on a public port.
+    app = FastAPI(
+        title="Gemini Live phone agent",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.service = service
 
     def signature_ok(request_url: str, params: dict[str, str], signature: str | None) -> bool:
         token = settings.twilio_auth_token
         return token is None or is_valid(token, request_url, params, signature)
 
-    async def signed_form(request: Request, path: str) -> dict[str, str] | None:
+    async def signed_form(request: Request) -> dict[str, str] | None:
         """A Twilio webhook's form, or None (logged) if its signature does not match."""
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        url = settings.public_http_url(path, request.headers.get("host"))
+        try:
+            form = {k: str(v) for k, v in (await request.form()).items()}
+        except ClientDisconnect:  # gone (or closed for a slow body): nobody to answer
+            return None
+        url = settings.public_url_for(_target(request.scope), request.headers.get("host"))
         if not signature_ok(url, form, request.headers.get(SIGNATURE_HEADER)):
             log.warning("webhook.bad_signature", extra=fields(url=url))
             return None
@@ -181,13 +229,21 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if service.ready else 503)
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    if metrics_socket is None:
+
+        @app.get("/metrics")
+        async def metrics(request: Request) -> Response:
+            if not bearer_ok(settings.metrics_token, request.headers.get("authorization")):
+                return Response(
+                    "bearer token required",
+                    status_code=401,
+                    headers={"www-authenticate": "Bearer"},
+                )
+            return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/twilio/voice")
     async def voice(request: Request) -> Response:
-        form = await signed_form(request, "/twilio/voice")
+        form = await signed_form(request)
         if form is None:
             return forbidden()
         host = request.headers.get("host")
@@ -214,6 +270,8 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
                 body = twiml.say_and_hang_up(settings.busy_message, settings.persona.language)
                 return Response(body, media_type=XML)
             if call_sid:
+                # Not for a call SID seen before, nor beyond MAX_PRECONNECTS: then the stream
+                # opens its session itself when it starts.
                 service.preconnect(call_sid)
             params = {
                 "from": form.get("From", ""),
@@ -232,7 +290,7 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
 
     @app.post("/twilio/after")
     async def after(request: Request) -> Response:
-        form = await signed_form(request, "/twilio/after")
+        form = await signed_form(request)
         if form is None:
             return forbidden()
         call_sid = form.get("CallSid", "")
@@ -242,6 +300,9 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             log.info("call.after_stream", extra=fields(outcome=outcome))
         finally:
             call_id_var.reset(token)
+        if service.call_sids.get(call_sid) == "busy":  # its stream found no call slot
+            body = twiml.say_and_hang_up(settings.busy_message, settings.persona.language)
+            return Response(body, media_type=XML)
         body = twiml.after_stream(
             outcome,
             unavailable_message=settings.unavailable_message,
@@ -253,7 +314,7 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
     @app.post("/twilio/status")
     async def status(request: Request) -> Response:
         """Outbound calls: how a call ended when it never reached the agent."""
-        form = await signed_form(request, "/twilio/status")
+        form = await signed_form(request)
         if form is None:
             return forbidden()
         call_sid = form.get("CallSid", "")
@@ -278,9 +339,9 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
 
     @app.websocket("/twilio/media")
     async def media(ws: WebSocket) -> None:
-        host = ws.headers.get("host")
-        if not signature_ok(settings.stream_url(host), {}, ws.headers.get(SIGNATURE_HEADER)):
-            log.warning("stream.bad_signature", extra=fields(url=settings.stream_url(host)))
+        url = settings.public_url_for(_target(ws.scope), ws.headers.get("host"), websocket=True)
+        if not signature_ok(url, {}, ws.headers.get(SIGNATURE_HEADER)):
+            log.warning("stream.bad_signature", extra=fields(url=url))
             await ws.close(code=1008)  # before accept: the upgrade is refused (HTTP 403)
             return
         if service.draining or service.streams >= settings.max_concurrent_calls:
@@ -290,9 +351,23 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             service.metrics.call_turned_away(draining=service.draining)
             await ws.close(code=1013)
             return
-        await ws.accept()
-        service.stream_opened()
-        service.metrics.call_started()
+        slot = False
+
+        def started(call: Call) -> bool:
+            """``start`` arrived: the stream stops being pending and takes a call slot."""
+            nonlocal slot
+            service.stream_unpending(call)
+            call_sid = call.summary.call_sid
+            if not service.take_slot():
+                service.saw_call_sid(call_sid, "busy")
+                service.metrics.call_turned_away(draining=False)
+                return False
+            slot = True
+            service.saw_call_sid(call_sid, "started")
+            service.metrics.call_started()
+            service.call_started(call)
+            return True
+
         call = Call(
             _StarletteSocket(ws),
             service.open_conversation,
@@ -303,7 +378,7 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             stream_start_timeout_s=settings.stream_start_timeout_s,
             transfer_number=settings.transfer_number,
             rest=service.rest,
-            on_started=service.call_started,
+            on_started=started,
             recorder=(
                 CallRecorder(settings.record_calls, max_audio_s=settings.record_calls_max_s)
                 if settings.record_calls is not None
@@ -314,6 +389,21 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             toolbox=settings.persona.toolbox,
             tool_filler_after_s=settings.tool_filler_after_s,
         )
+        # Behind a proxy in FORWARDED_ALLOW_IPS, the address it forwarded for.
+        client = client_key(ws.client.host if ws.client is not None else "unknown")
+        refused = service.stream_pending(call, client)
+        if refused is not None:
+            # Connected streams that have not started are bounded per address (and overall,
+            # the longest-waiting making room): sockets that never send start hold no slot.
+            service.metrics.streams_refused.labels(reason=refused).inc()
+            log.debug("stream.refused", extra=fields(reason=refused, client=client))
+            await ws.close(code=1013)
+            return
+        try:
+            await ws.accept()
+        except BaseException:
+            service.stream_unpending(call)
+            raise
         try:
             await call.run()
         except Exception:
@@ -322,12 +412,18 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             log.exception("call.crashed")
             call.fail("internal error")
         finally:
+            service.stream_unpending(call)  # if it never started
             # No await between these two: a <Connect action> request always finds the outcome.
-            service.calls.pop(call.summary.call_sid, None)
+            if service.calls.get(call.summary.call_sid) is call:
+                del service.calls[call.summary.call_sid]
             service.remember(call.summary)
             service.write_record(call)
-            service.stream_closed()
-            service.metrics.call_finished(call.summary)
+            if slot:
+                service.saw_call_sid(call.summary.call_sid, "ended")
+                service.stream_closed()
+                service.metrics.call_finished(call.summary)
+            else:
+                service.metrics.stream_rejected(call.summary)
             await call.socket.close(1000, "call ended")
 
     return app

@@ -47,6 +47,14 @@ CLEAR_BUCKETS_S = (
 )
 
 PREFIX = "voice_agent_"
+#: Why the server itself closes an HTTP connection (``telephony.server.connections``).
+CONNECTION_CLOSE_REASONS = (
+    "header_timeout",
+    "body_timeout",
+    "body_too_large",
+    "evicted",
+    "refused",
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +175,35 @@ class Metrics:
         )
         for result in ("placed", "failed"):
             self.outbound.labels(result=result)
+        self.preconnects = Counter(
+            p + "preconnects",
+            "Model sessions pre-connected at the webhook, by result (claimed by their stream, "
+            "expired unclaimed, refused: over the limit or a call SID seen before).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("claimed", "expired", "refused"):
+            self.preconnects.labels(result=result)
+        self.streams_refused = Counter(
+            p + "streams_refused",
+            "Media Streams that had not started, refused or closed by reason (client_limit: "
+            "refused, too many from its address; evicted: closed to make room for a newer one "
+            "at MAX_PENDING_STREAMS).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("client_limit", "evicted"):
+            self.streams_refused.labels(reason=reason)
+        self.connections_closed = Counter(
+            p + "connections_closed",
+            "HTTP connections the server closed on its own, by reason (header_timeout, "
+            "body_timeout, body_too_large, evicted: an idle one closed for a new one at "
+            "MAX_CONNECTIONS, refused: a new one at MAX_CONNECTIONS with none idle).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in CONNECTION_CLOSE_REASONS:
+            self.connections_closed.labels(reason=reason)
         for kind in (
             "bad_frame",
             "model_failed",
@@ -185,6 +222,13 @@ class Metrics:
     def call_finished(self, summary: CallSummary) -> None:
         """A stream ended: no longer active, and everything its summary says is recorded."""
         self.active_calls.dec()
+        try:
+            self.record(summary)
+        except Exception:  # metrics must never break a call's cleanup
+            log.exception("metrics.record_failed")
+
+    def stream_rejected(self, summary: CallSummary) -> None:
+        """A stream ended without holding a call slot (it never started, or found none)."""
         try:
             self.record(summary)
         except Exception:  # metrics must never break a call's cleanup

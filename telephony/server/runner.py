@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ import uvicorn
 
 from agent.logs import fields
 from telephony.server.app import create_app
+from telephony.server.connections import ConnectionLimits, edge_protocol
 from telephony.server.service import Service
 from telephony.settings import Settings
 from telephony.twilio.media_stream import MAX_FRAME_BYTES
@@ -79,23 +81,86 @@ def _find_service(app: object) -> object | None:
     return None
 
 
+#: File descriptors kept for everything but client connections (listeners, the database,
+#: recordings, the runtime's own).
+FD_RESERVE = 64
+
+
+def connection_cap(settings: Settings, open_files: int | None = None) -> tuple[int, list[str]]:
+    """The cap on open connections: MAX_CONNECTIONS (or its default), lowered so that the
+    connections, each call's model socket and each pre-connected session fit under the
+    open-file limit (``open_files``: the soft RLIMIT_NOFILE); and what to warn about."""
+    cap = settings.connections_limit
+    warnings = []
+    if open_files is None:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        open_files = None if soft == resource.RLIM_INFINITY else soft
+    if open_files is not None:
+        # The embedded simulator's end of each model connection is in this process too.
+        per_session = 2 if settings.model.backend == "simulator" else 1
+        sessions = settings.max_concurrent_calls + settings.preconnect_limit
+        fits = max(8, open_files - sessions * per_session - FD_RESERVE)
+        if cap > fits:
+            warnings.append(
+                f"open-file limit {open_files}: connections capped at {fits} instead of {cap} "
+                "(raise `ulimit -n` for more)"
+            )
+            cap = fits
+    needed = settings.max_concurrent_calls + settings.pending_streams_limit + 8
+    if cap < needed:
+        warnings.append(
+            f"at most {cap} connections leaves too little room for MAX_CONCURRENT_CALLS="
+            f"{settings.max_concurrent_calls} calls and their webhooks (want {needed}+)"
+        )
+    return cap, warnings
+
+
 def build_server(
-    settings: Settings, host: str, port: int, *, in_process: bool = False
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    in_process: bool = False,
+    metrics_socket: socket.socket | None = None,
 ) -> DrainingServer:
-    """uvicorn configured for Media Streams: small frames, no compression, our logging."""
+    """uvicorn configured for Media Streams: small frames, no compression, our logging, and
+    ``telephony.server.connections`` for slow clients and the connection cap.
+
+    ``metrics_socket``: the bound ``METRICS_PORT`` socket (bound here from the settings when
+    not given)."""
+    if metrics_socket is None and settings.metrics_port is not None:
+        from telephony.server.serve import bind_socket
+
+        metrics_socket = bind_socket(host, settings.metrics_port)
+    app = create_app(settings, freeze_gc=not in_process, metrics_socket=metrics_socket)
+    service = app.state.service
+    cap, warnings = connection_cap(settings)
+    for warning in warnings:
+        log.warning("config.warning", extra=fields(message=warning))
+    limits = ConnectionLimits(
+        header_timeout_s=settings.http_header_timeout_s,
+        body_timeout_s=settings.http_body_timeout_s,
+        max_connections=cap,
+    )
+    closed = service.metrics.connections_closed
+
+    def on_close(reason: str) -> None:
+        closed.labels(reason=reason).inc()
 
     config = uvicorn.Config(
-        create_app(settings, freeze_gc=not in_process),
+        app,
         host=host,
         port=port,
         lifespan="on",
         log_config=None,  # our logging setup, not uvicorn's
+        http=edge_protocol(limits, on_close),
         ws="websockets-sansio",
         ws_max_size=MAX_FRAME_BYTES,  # larger frames close that stream with 1009
         ws_per_message_deflate=False,  # Twilio doesn't compress; spare the CPU
         ws_ping_interval=20.0,
         ws_ping_timeout=30.0,
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
     )
     return DrainingServer(config, settings.drain_timeout_s)

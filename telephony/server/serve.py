@@ -1,8 +1,10 @@
 """``voice-agent serve``: check what can be checked, then run the server.
 
-Before anything is imported or started, the listening socket is bound and the call-record
-database is opened and written to once: a port in use or an unusable database is one line
-and exit status 2, never a traceback, and never after ``server.ready`` has been logged.
+Before anything is imported or started, the listening socket (and ``METRICS_PORT``'s) is
+bound and the call-record database is opened and written to once: a port in use or an
+unusable database is one line and exit status 2, never a traceback, and never after
+``server.ready`` has been logged. So is a real model without ``TWILIO_AUTH_TOKEN``: anyone
+could place calls into it, unless ``ALLOW_UNSIGNED=true`` says that is meant.
 """
 
 from __future__ import annotations
@@ -79,8 +81,23 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_signatures(settings: Settings) -> None:
+    """``StartupError`` for a real model with unsigned requests, unless ALLOW_UNSIGNED."""
+    if settings.signatures_enforced or settings.allow_unsigned:
+        return
+    if settings.model.backend == "simulator":
+        return  # local use: the loud warnings at startup say so
+    raise StartupError(
+        "TWILIO_AUTH_TOKEN is not set, so anyone who finds this server could call the "
+        f"{settings.model.backend} model: set it (with PUBLIC_URL), or ALLOW_UNSIGNED=true "
+        "to serve unsigned requests anyway"
+    )
+
+
 def preflight(settings: Settings) -> None:
-    """Open the call-record database and write to it once (``StartupError`` if it fails)."""
+    """Refuse unsigned requests to a real model; open the call-record database and write to
+    it once (``StartupError`` if either fails)."""
+    check_signatures(settings)
     if settings.database_url is None:
         return
     from telephony.ops.store import CallStore, StoreError
@@ -117,6 +134,11 @@ def main(argv: list[str]) -> int:
     settings = load_settings()
     try:
         sock = bind_socket(args.host, _port(args))
+        metrics_sock = (
+            bind_socket(args.host, settings.metrics_port)
+            if settings.metrics_port is not None
+            else None
+        )
         preflight(settings)
     except StartupError as exc:
         print(f"voice-agent: {exc}", file=sys.stderr)
@@ -128,6 +150,6 @@ def main(argv: list[str]) -> int:
         settings.log_level, settings.log_format, redact_numbers=settings.redact_phone_numbers
     )
     host, port = sock.getsockname()[:2]
-    server = build_server(settings, str(host), int(port))
+    server = build_server(settings, str(host), int(port), metrics_socket=metrics_sock)
     server.run(sockets=[sock])
     return 0

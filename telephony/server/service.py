@@ -1,10 +1,17 @@
 """The state shared by the calls of one process: capacity, pre-connected sessions, outcomes
 for ``<Connect action>``, call records, the drain, and the model client.
+
+Capacity: a call slot (``MAX_CONCURRENT_CALLS``) is held only by a Media Stream that has
+sent ``start``. Streams not started yet and sessions pre-connected at the webhook are bounded
+separately (``MAX_PENDING_STREAMS``, per client ``MAX_PENDING_STREAMS_PER_CLIENT``;
+``MAX_PRECONNECTS``) and are not load: a flood of either cannot make the server look full to
+real callers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import OrderedDict, deque
@@ -23,12 +30,13 @@ from telephony.server.metrics import Metrics
 from telephony.settings import Settings
 from telephony.twilio.rest import TwilioRest
 
-__all__ = ["Service", "start_model"]
+__all__ = ["Service", "client_key", "start_model"]
 
 log = logging.getLogger(__name__)
 
-#: How long a session opened at the webhook waits for its Media Stream before it is closed.
-PRECONNECT_TTL_S = 30.0
+#: Call SIDs remembered (pre-connected, in progress or ended): a webhook for one of them opens
+#: no model session (Twilio sends one webhook per call; a repeat is a replay or a retry).
+CALL_SIDS_KEPT = 10_000
 #: Outcomes remembered for ``<Connect action>`` requests (they arrive right after the stream).
 OUTCOMES_KEPT = 10_000
 #: Finished call summaries kept in memory for inspection (tests, benchmarks, debugging).
@@ -48,15 +56,21 @@ class Service:
         self.rest: TwilioRest | None = None
         self.simulator: Any = None  # agent.simulator.LiveSimulator when embedded
         self.draining = False
-        self.streams = 0  # open Media Stream sockets (accepted)
+        self.streams = 0  # started Media Streams: each holds a call slot
+        # Accepted Media Streams that have not sent ``start`` yet (oldest first): their
+        # client_key(), and how many each key has.
+        self._pending: OrderedDict[Call, str] = OrderedDict()
+        self._pending_by_client: dict[str, int] = {}
         self.calls: dict[str, Call] = {}  # started calls by call SID
         self._preconnects: dict[str, asyncio.Task[AgentSession]] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self.call_sids: OrderedDict[str, str] = OrderedDict()  # recent call SIDs -> what we did
         self.outcomes: OrderedDict[str, str] = OrderedDict()
         self.recent: deque[CallSummary] = deque(maxlen=SUMMARIES_KEPT)
         self.started_at = time.time()
         persona = settings.persona
         self.metrics = Metrics(tool_names=(*persona.tools, *persona.toolbox.names))
+        self.metrics_port: int | None = None  # METRICS_PORT's listener, once it listens
         self.records: RecordWriter | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -65,8 +79,9 @@ class Service:
 
     @property
     def load(self) -> int:
-        """Calls in progress plus calls answered at the webhook whose stream hasn't started."""
-        return self.streams + len(self._preconnects)
+        """Calls in progress (started streams). Pre-connected sessions and streams that have
+        not started hold no call slot: neither can be used to make the server look full."""
+        return self.streams
 
     @property
     def ready(self) -> bool:
@@ -82,14 +97,68 @@ class Service:
         """The model's circuit breaker is open: new calls get the apology at once."""
         return self.agent is not None and self.agent.breaker.is_open
 
-    def stream_opened(self) -> None:
+    @property
+    def pending(self) -> int:
+        """Accepted Media Streams that have not sent ``start`` yet."""
+        return len(self._pending)
+
+    def stream_pending(self, call: Call, client: str) -> str | None:
+        """Admit a Media Stream that has not started yet (None), or say why not.
+
+        ``client`` is ``client_key()`` of its address. At ``pending_streams_limit`` the
+        stream that has waited longest is given up on to make room: Twilio sends ``start``
+        within milliseconds of connecting, so the oldest is the likeliest never to, and a
+        flood from many addresses cannot shut real callers out.
+        """
+        if self._pending_by_client.get(client, 0) >= self.settings.max_pending_streams_per_client:
+            return "client_limit"
+        if len(self._pending) >= self.settings.pending_streams_limit:
+            oldest = next(iter(self._pending))
+            self.stream_unpending(oldest)
+            oldest.give_up_start("made room for a newer stream (MAX_PENDING_STREAMS)")
+            self.metrics.streams_refused.labels(reason="evicted").inc()
+        self._pending[call] = client
+        self._pending_by_client[client] = self._pending_by_client.get(client, 0) + 1
+        self._idle.clear()
+        return None
+
+    def stream_unpending(self, call: Call) -> None:
+        """The stream has started, or ended before it did (no effect the second time)."""
+        client = self._pending.pop(call, None)
+        if client is None:
+            return
+        left = self._pending_by_client.get(client, 1) - 1
+        if left > 0:
+            self._pending_by_client[client] = left
+        else:
+            self._pending_by_client.pop(client, None)
+        self._check_idle()
+
+    def take_slot(self) -> bool:
+        """A started stream takes a call slot (False: every slot is taken)."""
+        if self.streams >= self.settings.max_concurrent_calls:
+            return False
         self.streams += 1
         self._idle.clear()
+        return True
 
     def stream_closed(self) -> None:
+        """A started stream ended: its slot is free."""
         self.streams -= 1
-        if self.streams == 0 and not self._preconnects:
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self.streams == 0 and not self._pending and not self._preconnects:
             self._idle.set()
+
+    def saw_call_sid(self, call_sid: str, what: str) -> str | None:
+        """Remember ``call_sid`` (``what`` happened to it); what was remembered before."""
+        before = self.call_sids.get(call_sid)
+        self.call_sids[call_sid] = what
+        self.call_sids.move_to_end(call_sid)
+        while len(self.call_sids) > CALL_SIDS_KEPT:
+            self.call_sids.popitem(last=False)
+        return before
 
     async def drain(self, timeout_s: float) -> bool:
         """Stop taking calls and wait for the calls in progress to end (True if they did)."""
@@ -106,9 +175,12 @@ class Service:
         return True
 
     async def stop_calls(self, reason: str) -> None:
-        """End every call in progress (outcome ``shutdown``) and wait, boundedly, for them."""
+        """End every call in progress (outcome ``shutdown``) and streams not started yet, and
+        wait, boundedly, for them."""
         for call in list(self.calls.values()):
             call.stop(reason)
+        for call in list(self._pending):
+            call.give_up_start(reason)
         try:
             async with asyncio.timeout(STOP_CALLS_TIMEOUT_S):
                 await self._idle.wait()
@@ -156,10 +228,24 @@ class Service:
 
     # -- pre-connected sessions -----------------------------------------------------------
 
-    def preconnect(self, call_sid: str) -> None:
-        """Start opening the model session while Twilio is still setting up the stream."""
-        if self.agent is None or call_sid in self._preconnects:
-            return
+    def preconnect(self, call_sid: str) -> bool:
+        """Start opening the model session while Twilio is still setting up the stream.
+
+        Refused (False) for a call SID seen before (pre-connected, in progress or ended: a
+        replayed or repeated webhook) and beyond ``preconnect_limit`` sessions: then the
+        stream opens its session itself when it starts.
+        """
+        if self.agent is None:
+            return False
+        seen = self.saw_call_sid(call_sid, "webhook")
+        limit = self.settings.preconnect_limit
+        if seen is not None or len(self._preconnects) >= limit:
+            self.metrics.preconnects.labels(result="refused").inc()
+            log.info(
+                "call.preconnect_refused",
+                extra=fields(repeated=seen is not None, preconnected=len(self._preconnects)),
+            )
+            return False
         agent = self.agent
         token = call_id_var.set(call_sid)
         try:
@@ -171,21 +257,22 @@ class Service:
         self._preconnects[call_sid] = task
         self._idle.clear()
         self._expiry[call_sid] = asyncio.get_running_loop().call_later(
-            PRECONNECT_TTL_S, self._expire, call_sid
+            self.settings.preconnect_ttl_s, self._expire, call_sid
         )
+        return True
 
     def _take_preconnect(self, call_sid: str) -> asyncio.Task[AgentSession] | None:
         handle = self._expiry.pop(call_sid, None)
         if handle is not None:
             handle.cancel()
         task = self._preconnects.pop(call_sid, None)
-        if self.streams == 0 and not self._preconnects:
-            self._idle.set()
+        self._check_idle()
         return task
 
     def _expire(self, call_sid: str) -> None:
         task = self._take_preconnect(call_sid)
         if task is not None:
+            self.metrics.preconnects.labels(result="expired").inc()
             log.warning("call.preconnect_unclaimed", extra=fields(call_sid=call_sid))
             _discard_session(task)
 
@@ -217,6 +304,7 @@ class Service:
             raise AgentError("the model client is not ready", retryable=False)
         task = self._take_preconnect(call_sid)
         if task is not None:
+            self.metrics.preconnects.labels(result="claimed").inc()
             return await task  # bounded by the agent's setup timeout
         return await self.agent.open(call_sid)
 
@@ -238,6 +326,20 @@ class Service:
         await self.settings.persona.toolbox.aclose()
         if self.simulator is not None:
             await self.simulator.aclose()
+
+
+def client_key(host: str) -> str:
+    """Whom a per-client limit counts ``host`` (an address) against: an IPv6 address by its
+    /64 (one subscriber's whole network, as every ISP hands them out), others as they are."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # not an address (a test client, a Unix socket): itself
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _discard_session(task: asyncio.Task[AgentSession]) -> None:

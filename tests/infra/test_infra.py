@@ -156,6 +156,18 @@ def test_production_settings() -> None:
     assert e["PUBLIC_URL"]["value"].startswith("https://")
 
 
+def test_metrics_are_served_off_the_call_port() -> None:
+    """/metrics on METRICS_PORT, a container port the Service (and so the Ingress) never
+    routes to; Prometheus scrapes the pods."""
+    c = container()
+    metrics_port = int(env(c)["METRICS_PORT"]["value"])
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"http": 8080, "metrics": metrics_port}
+    assert [p["targetPort"] for p in the("Service")["spec"]["ports"]] == ["http"]
+    annotations = the("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(metrics_port)
+
+
 def test_secrets_come_from_a_secret_never_in_plain_text() -> None:
     e = env(container())
     for name in SECRET_NAMES:
@@ -517,6 +529,12 @@ def test_cloud_run_production_settings() -> None:
     # Cloud Run kills 10 s after SIGTERM: the drain must fit.
     (drain,) = re.findall(r'DRAIN_TIMEOUT_S\s*=\s*"(\d+)"', block)
     assert int(drain) < 10
+
+
+def test_cloud_run_keeps_metrics_off_the_public_url() -> None:
+    # Cloud Run routes only container_port: another METRICS_PORT is unreachable from outside.
+    (port,) = re.findall(r'METRICS_PORT\s*=\s*"(\d+)"', locals_block())
+    assert int(port) != cloud_run_container()["ports"][0]["container_port"]
 
 
 def test_cloud_run_identity_reads_only_the_listed_secrets() -> None:

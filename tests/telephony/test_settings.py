@@ -223,3 +223,33 @@ def test_env_example_shows_the_real_defaults() -> None:
     assert {name for name, _ in lines} == {v.name for v in VARIABLES}
     env = {name: value.strip('"') for name, value in lines}
     assert Settings.from_env(env) == Settings.from_env({})
+
+
+def test_edge_defaults_and_what_they_derive_from() -> None:
+    s = settings()
+    assert s.stream_start_timeout_s == 5.0
+    assert (s.preconnect_limit, s.preconnect_ttl_s) == (25, 8.0)  # max(4, 100 // 4)
+    assert (s.pending_streams_limit, s.max_pending_streams_per_client) == (25, 8)
+    assert s.connections_limit == 2 * 100 + 25 + 64
+    assert (s.http_header_timeout_s, s.http_body_timeout_s) == (10.0, 10.0)
+    assert (s.allow_unsigned, s.metrics_token, s.metrics_port) == (False, None, None)
+    small = settings(MAX_CONCURRENT_CALLS="8")
+    assert (small.preconnect_limit, small.pending_streams_limit) == (4, 16)
+    explicit = settings(MAX_PRECONNECTS="0", MAX_PENDING_STREAMS="3", MAX_CONNECTIONS="500")
+    assert (explicit.preconnect_limit, explicit.pending_streams_limit) == (0, 3)
+    assert explicit.connections_limit == 500
+    with pytest.raises(ConfigError, match="METRICS_TOKEN"):
+        settings(METRICS_TOKEN="short")
+    with pytest.raises(ConfigError, match="METRICS_PORT"):
+        settings(METRICS_PORT="99999")
+
+
+def test_signed_urls_keep_the_public_base_and_the_request_target() -> None:
+    s = settings(PUBLIC_URL="https://agent.example.com/base/", TWILIO_AUTH_TOKEN="t")
+    assert s.public_url_for("/twilio/voice?tenant=1&x=%20") == (
+        "https://agent.example.com/base/twilio/voice?tenant=1&x=%20"
+    )
+    assert s.public_url_for("/twilio/media", websocket=True) == (
+        "wss://agent.example.com/base/twilio/media"
+    )
+    assert s.stream_url() == "wss://agent.example.com/base/twilio/media"

@@ -23,6 +23,14 @@ locals {
       # Cloud Run sends SIGKILL 10 s after SIGTERM, whatever DRAIN_TIMEOUT_S says: drain
       # within that window (see README "Deploying" for what this means for calls).
       DRAIN_TIMEOUT_S = "8"
+      # Only Google's front end reaches the container: believe its X-Forwarded-For, so that
+      # per-client limits apply to callers.
+      FORWARDED_ALLOW_IPS = "*"
+      # /metrics off the public URL: Cloud Run routes only container_port (8080), so this
+      # port is reachable from inside the instance only (a Managed Prometheus sidecar). To
+      # scrape over the public URL instead, pass env = { METRICS_PORT = "" } and a
+      # METRICS_TOKEN in secret_ids.
+      METRICS_PORT = "9090"
     },
     var.env,
   )

@@ -118,7 +118,8 @@ variable "env" {
 
   validation {
     condition = length(setintersection(keys(var.env), [
-      "GEMINI_API_KEY", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "DATABASE_URL", "API_TOKEN", "PORT",
+      "GEMINI_API_KEY", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "DATABASE_URL", "API_TOKEN",
+      "METRICS_TOKEN", "PORT",
     ])) == 0
     error_message = "Secrets go in secret_ids (their values never enter state), and Cloud Run sets PORT."
   }

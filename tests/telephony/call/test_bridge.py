@@ -169,6 +169,29 @@ async def test_no_start_within_the_timeout_is_rejected() -> None:
 
 
 @virtual
+async def test_a_stream_given_up_on_before_start_is_closed_at_once() -> None:
+    s = Scene(stream_start_timeout_s=5.0)
+    s.twilio.frame(s.twilio.builder.connected())
+    s.task = asyncio.create_task(s.call.run())
+    await asyncio.sleep(1.0)
+    s.call.give_up_start("made room")
+    summary = await s.ended()
+    assert (summary.outcome, summary.reason) == (Outcome.REJECTED, "made room")
+    assert s.twilio.closed == (1013, "try again later")
+    assert s.loop.time() == pytest.approx(1.0)
+    # Before run() (still being accepted): it never waits. After start: no effect.
+    early = Scene(stream_start_timeout_s=5.0)
+    early.call.give_up_start("made room")
+    early.task = asyncio.create_task(early.call.run())
+    assert (await early.ended()).reason == "made room"
+    late = await Scene().connected()
+    late.call.give_up_start("made room")
+    await asyncio.sleep(1.0)
+    assert late.call.state.current is State.ACTIVE
+    assert (await late.hang_up()).outcome is Outcome.COMPLETED
+
+
+@virtual
 async def test_digits_pressed_while_the_model_connects_reach_it_in_order() -> None:
     model = FakeConversation()
 
