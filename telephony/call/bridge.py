@@ -60,7 +60,7 @@ from telephony.call.answer import AnswerDetector
 from telephony.call.heard import Heard
 from telephony.call.recorder import CallRecorder
 from telephony.call.state import CallState, State
-from telephony.call.summary import CallSummary, Interruption, Outcome
+from telephony.call.summary import CallSummary, Interruption, Outcome, call_parameters
 from telephony.call.turns import TurnLog
 from telephony.errors import TelephonyError
 from telephony.twilio import media_stream as ms
@@ -277,12 +277,12 @@ class Call:
         self.summary.max_buffered_ms = round(stats.max_buffered_ms, 1)
 
     def _began(self, start: ms.Start) -> None:
-        params = start.custom_parameters
+        caller, callee, direction = call_parameters(start.custom_parameters)
         self.summary.call_sid = start.call_sid
         self.summary.stream_sid = start.stream_sid
-        self.summary.caller = params.get("from", "")
-        self.summary.callee = params.get("to", "")
-        outbound = params.get("direction", "").startswith("outbound")
+        self.summary.caller = caller
+        self.summary.callee = callee
+        outbound = direction.startswith("outbound")
         self.summary.direction = "outbound" if outbound else "inbound"
         if outbound:
             self._answer = AnswerDetector(self._t0, self._answer_timeout_s)

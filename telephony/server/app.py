@@ -16,7 +16,6 @@ the service talks to it through the real google-genai SDK (loudly logged: not a 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -31,7 +30,6 @@ from agent.logs import call_id_var, fields
 from telephony.call.bridge import Call, SocketClosed
 from telephony.call.recorder import CallRecorder
 from telephony.ops import api as operator_api
-from telephony.ops.store import CallStore, RecordWriter
 from telephony.server.metrics import CONTENT_TYPE_LATEST
 from telephony.server.service import Service, start_model
 from telephony.settings import Settings
@@ -107,12 +105,7 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for warning in settings.warnings:
             log.warning("config.warning", extra=fields(message=warning))
-        if settings.database_url is not None:
-            # Opening may create the file or the table: off the loop, and fatal if it fails
-            # (a service that silently keeps no records is worse than one that won't start).
-            store = await asyncio.to_thread(CallStore, settings.database_url)
-            service.records = RecordWriter(store, on_failure=service.record_failed)
-            log.info("records.ready", extra=fields(database=store.url))
+        await service.open_records()  # fatal if it fails; off the loop
         await start_model(service)
         if settings.rest_enabled:
             assert settings.twilio_account_sid and settings.twilio_auth_token

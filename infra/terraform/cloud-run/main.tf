@@ -23,6 +23,11 @@ locals {
       # Cloud Run sends SIGKILL 10 s after SIGTERM, whatever DRAIN_TIMEOUT_S says: drain
       # within that window (see README "Deploying" for what this means for calls).
       DRAIN_TIMEOUT_S = "8"
+      # Call records the database refuses wait in /tmp (writable; in memory on Cloud Run)
+      # until it takes them again. Each instance's host is "localhost": INSTANCE_ID defaults
+      # to a name unique to the process.
+      RECORDS_SPOOL_DIR    = "/tmp/voice-agent-spool"
+      RECORDS_SPOOL_MAX_MB = "32"
     },
     var.env,
   )
