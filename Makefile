@@ -14,7 +14,7 @@ CHECKOV_STAMP := $(VENV)/checkov/.installed
 # uv resolves the lock (universal: every platform and Python >= 3.11); pip installs from it.
 UV_VERSION := 0.13.8
 
-.PHONY: install browser run test bench lock clean
+.PHONY: install system run test bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,18 +41,20 @@ install: $(TEST_STAMP) $(CHECKOV_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/voice-agent serve
 
-# The operator page is tested in a real headless browser: Debian's Chromium and ChromeDriver.
-CHROMEDRIVER := /usr/bin/chromedriver
+# What the tests need beyond Python, from Debian: Chromium and ChromeDriver (the operator page
+# and the console in a real browser), PostgreSQL and HAProxy (several instances behind a load
+# balancer, sharing one database). Installed once; the tests start their own servers.
+SYSTEM_PACKAGES := chromium chromium-driver postgresql haproxy
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-$(CHROMEDRIVER):
-	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-		chromium chromium-driver
+system:
+	@if ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			$(SYSTEM_PACKAGES); \
+	fi
 
-browser: $(CHROMEDRIVER)
-
-test: install browser
+test: install system
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

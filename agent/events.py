@@ -14,6 +14,7 @@ from typing import Any, Literal
 __all__ = [
     "AgentError",
     "AgentEvent",
+    "AudioDamaged",
     "AudioOut",
     "ConversationEvent",
     "FunctionCall",
@@ -56,7 +57,26 @@ class GenerationComplete:
 
 @dataclass(frozen=True, slots=True)
 class TurnComplete:
-    """The model's turn is over; it now waits for the caller."""
+    """The model's turn is over; it now waits for the caller.
+
+    ``reason`` is the Live API's ``turnCompleteReason`` when it gave one (e.g.
+    ``RESPONSE_REJECTED``: the model produced no answer)."""
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDamaged:
+    """Model audio that could not be used as sent: ``reason`` is ``"base64"`` (undecodable,
+    skipped) or ``"odd length"`` (a chunk of PCM16 with a dangling byte, which was dropped).
+
+    Each Live API message carries whole samples, so a dangling byte is damage, not the first
+    half of a sample that the next chunk completes: carrying it over would shift every later
+    sample by a byte and turn the rest of the turn into noise.
+    """
+
+    reason: str
+    nbytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +132,7 @@ class Usage:
 
 AgentEvent = (
     AudioOut
+    | AudioDamaged
     | Interrupted
     | GenerationComplete
     | TurnComplete

@@ -17,6 +17,7 @@ import orjson
 from agent.events import (
     AgentError,
     AgentEvent,
+    AudioDamaged,
     AudioOut,
     FunctionCall,
     GenerationComplete,
@@ -36,6 +37,7 @@ __all__ = [
     "INPUT_RATE",
     "OUTPUT_RATE",
     "WireError",
+    "audio_events",
     "audio_message",
     "events_from_wire",
     "parse_duration",
@@ -67,6 +69,17 @@ def parse_duration(value: str | None) -> float:
 
 class WireError(AgentError, ValueError):
     """A server message we cannot read, or an error the server reported in-band."""
+
+
+def audio_events(pcm: bytes) -> list[AgentEvent]:
+    """One audio part as events: whole samples only (see ``AudioDamaged``)."""
+    if len(pcm) % 2:
+        return (
+            [AudioOut(pcm[:-1]), AudioDamaged("odd length", 1)]
+            if len(pcm) > 1
+            else [AudioDamaged("odd length", 1)]
+        )
+    return [AudioOut(pcm)]
 
 
 def _b64(data: str) -> bytes:
@@ -108,14 +121,20 @@ def _events(msg: dict[str, Any]) -> list[AgentEvent]:
         for part in (content.get("modelTurn") or {}).get("parts") or ():
             data = (part.get("inlineData") or {}).get("data")
             if data:
-                out.append(AudioOut(_b64(data)))
+                try:
+                    pcm = _b64(data)
+                except binascii.Error:
+                    out.append(AudioDamaged("base64", len(data)))
+                    continue
+                out.extend(audio_events(pcm))
         text = (content.get("outputTranscription") or {}).get("text")
         if text:
             out.append(OutputTranscript(text))
         if content.get("generationComplete"):
             out.append(GenerationComplete())
         if content.get("turnComplete"):
-            out.append(TurnComplete())
+            reason = content.get("turnCompleteReason")
+            out.append(TurnComplete(reason if isinstance(reason, str) else None))
     calls = (msg.get("toolCall") or {}).get("functionCalls")
     if calls:
         out.append(

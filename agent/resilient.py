@@ -53,10 +53,11 @@ from agent.events import (
     ToolCall,
     TurnComplete,
 )
+from agent.g711 import audioop
 from agent.live_wire import INPUT_RATE
 from agent.logs import fields
 from agent.prompts import NUDGE
-from agent.session import AgentSession, LiveAgent
+from agent.session import HEALTHY_AFTER_S, AgentSession, LiveAgent
 
 __all__ = [
     "ResiliencePolicy",
@@ -80,6 +81,9 @@ QUOTA_OR_AUTH = re.compile(
     r"quota|resource[_ ]exhausted|permission|api key|unauthori[sz]ed|billing", re.I
 )
 NUDGE_GRACE_S = 2.0
+#: Model audio quieter than this RMS (-50 dBFS) is no answer (near-silent turns are seen on
+#: real lines; the caller hears dead air).
+SILENT_RMS = 104
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,12 @@ class ResiliencePolicy:
     go_away_margin_s: float = 5.0
     stall_timeout_s: float = 4.0  # 0 disables the watchdog
     caller_silence_end_ms: int = 500
+    #: Connections in a row that die within their first seconds (``HEALTHY_AFTER_S``) before
+    #: the call gives up: a service accepting connections and dropping them.
+    max_short_lived: int = 4
+    #: Reconnects after errors and stalls per call, at most (goAway rotations are expected
+    #: and not counted).
+    max_reconnects: int = 30
 
     def backoff(self, attempt: int, base_s: float) -> float:
         """Seconds to wait before retry number ``attempt`` (1 = the first retry):
@@ -110,6 +120,10 @@ class ResilienceStats:
     reconnects: int = 0
     stalls: int = 0
     stalls_recovered: int = 0
+    #: Model turns that answered the caller with near-silent audio / an empty rejected turn
+    #: (recovered like a stall: nudge, then a new connection).
+    silent_answers: int = 0
+    rejected_answers: int = 0
     connections: list[dict[str, Any]] = field(default_factory=list)
     caller_audio_ms: float = 0.0
     caller_audio_dropped_ms: float = 0.0
@@ -157,6 +171,10 @@ class ResilientSession:
         self._nudged = False
         self._stalled = False
         self._model_busy_until = 0.0
+        self._turn_audible = False  # the model's current turn has had audible audio
+        self._turn_had_audio = False
+        self._short_lived = 0  # connections in a row that died within their first seconds
+        self._failed_reconnects = 0  # reconnects after errors and stalls
         self._switch_lock = asyncio.Lock()
         self._wake = asyncio.Event()  # a switch happened: the events loop reads the new one
         self._last_switch: Reconnected | None = None  # to be yielded by events()
@@ -220,10 +238,6 @@ class ResilientSession:
                     self.stats.caller_audio_dropped_ms += len(value) / (INPUT_RATE * 2) * 1000
                     break
 
-    async def _flush_item(self, conn: AgentSession, item: tuple[str, Any]) -> None:
-        self._pending.append(item)
-        await self._flush(conn)
-
     async def _flush(self, conn: AgentSession) -> None:
         while self._pending:
             item = self._pending[0]
@@ -266,13 +280,22 @@ class ResilientSession:
                     continue
                 log.warning(
                     "model.connection_lost",
-                    extra=fields(error=str(exc), code=exc.code),
+                    extra=fields(error=str(exc), code=exc.code, age_s=round(conn.age_s, 3)),
                 )
+                self._count_loss(conn)
                 await self._switch("error", broken=conn)
                 continue
             if conn is self._conn and not self._closing:
                 # events() ended without an error: the connection was closed under us.
+                self._count_loss(conn)
                 await self._switch("error", broken=conn)
+
+    def _count_loss(self, conn: AgentSession) -> None:
+        """A lost connection: one that died within its first seconds counts as failed."""
+        if conn.age_s < HEALTHY_AFTER_S:
+            self._short_lived += 1
+        else:
+            self._short_lived = 0
 
     async def _dedupe_tool_call(self, event: ToolCall) -> ToolCall | None:
         """After a resumption the model may ask again for a call it already got an answer to."""
@@ -295,16 +318,45 @@ class ResilientSession:
         if isinstance(event, GoAway):
             self._spawn(self._rotate_before(now + event.time_left_s), "go_away")
             return
-        if isinstance(event, AudioOut | OutputTranscript | ToolCall):
+        if isinstance(event, AudioOut):
             self._model_busy_until = now + 0.5
-            self._model_answered()
+            self._turn_had_audio = True
+            # Near-silent audio is not an answer (the caller hears dead air): once a turn is
+            # known to be audible, the rest of it is not measured.
+            if not self._turn_audible and audioop.rms(event.pcm, 2) >= SILENT_RMS:
+                self._turn_audible = True
+                self._model_answered()
+        elif isinstance(event, OutputTranscript | ToolCall):
+            self._model_busy_until = now + 0.5
+            if isinstance(event, ToolCall):
+                self._model_answered()
         if isinstance(event, InputTranscript):
             self._caller_text.append(event.text)
         elif isinstance(event, OutputTranscript):
             self._agent_text.append(event.text)
-        elif isinstance(event, TurnComplete | Interrupted):
+        elif isinstance(event, TurnComplete):
+            silent = self._turn_had_audio and not self._turn_audible
+            rejected = event.reason == "RESPONSE_REJECTED" and not self._turn_audible
+            self._turn_audible = self._turn_had_audio = False
+            if (silent or rejected) and self._caller_waiting():
+                self._no_answer("silent" if silent else "rejected")
+            else:
+                self._model_answered()
+            self._remember_turn()
+        elif isinstance(event, Interrupted):
+            self._turn_audible = self._turn_had_audio = False
             self._model_answered()
             self._remember_turn()
+
+    def _no_answer(self, kind: str) -> None:
+        """The model ended its turn without answering the waiting caller: recover as from a
+        stall, at once (nudge; if it already was nudged, a new connection)."""
+        if kind == "silent":
+            self.stats.silent_answers += 1
+        else:
+            self.stats.rejected_answers += 1
+        log.warning("model.no_answer", extra=fields(kind=kind, nudged=self._nudged))
+        self._spawn(self._stalled_now(), "no_answer")
 
     def _model_answered(self) -> None:
         self._answered_at = time.monotonic()
@@ -353,22 +405,63 @@ class ResilientSession:
 
     # -- switching connections ------------------------------------------------------------
 
+    def _quiet(self) -> bool:
+        """A pause in the conversation: nobody speaks and nobody waits for an answer."""
+        return not self.activity.speaking and not self.model_busy and not self._caller_waiting()
+
     async def _rotate_before(self, deadline: float) -> None:
-        """goAway: switch at a pause, or at the latest ``go_away_margin_s`` before the end."""
+        """goAway: make before break. At a pause, set up the replacement (resumed with the
+        latest handle) while the old connection keeps serving; if the conversation has not
+        moved on meanwhile (no new handle, still a pause), switch to it at once, with no gap
+        at all. If it has moved on, the replacement is stale: discard it and try again at the
+        next pause. At the latest ``go_away_margin_s`` before the deadline, switch anyway
+        (break before make: caller audio waits in the buffer during the setup)."""
         latest = deadline - self.policy.go_away_margin_s
-        conn = self._conn
-        while time.monotonic() < latest:
-            if self._conn is not conn:
+        old = self._conn
+        while time.monotonic() < latest and not self._closing:
+            if self._conn is not old:
                 return  # already replaced (e.g. it broke first)
-            if not self.activity.speaking and not self.model_busy and not self._caller_waiting():
-                break
+            if (
+                self._quiet()
+                and self._handle is not None
+                and await self._switch_to_standby(old, latest)
+            ):
+                return
             await asyncio.sleep(0.1)
-        if self._conn is conn and not self._closing:
+        if self._conn is old and not self._closing:
             try:
-                await self._switch("go_away", broken=conn)
+                await self._switch("go_away", broken=old)
             except SessionClosed as exc:
                 self._fatal = exc
                 self._wake.set()
+
+    async def _switch_to_standby(self, old: AgentSession | None, latest: float) -> bool:
+        """One make-before-break attempt (see ``_rotate_before``); True if it switched."""
+        handle = self._handle
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(max(0.1, latest - began)):
+                standby = await self._agent.open(self.call_id, handle=handle, reconnect=True)
+        except (ModelUnavailable, TimeoutError) as exc:
+            log.info("model.standby_failed", extra=fields(error=str(exc)))
+            return False
+        async with self._switch_lock:
+            moved_on = (
+                self._conn is not old
+                or self._handle != handle
+                or not self._quiet()
+                or self.activity.last_speech_at > began
+                or self._pending
+            )
+            if moved_on:
+                self._close_later(standby)
+                log.info("model.standby_stale", extra=fields(setup_ms=_ms_since(began)))
+                return False
+            self._conn = standby
+            if old is not None:
+                self._close_later(old)
+            self._switched(standby, "go_away", resumed=True, primed=False, pause_ms=0.0)
+            return True
 
     async def _switch(self, reason: Reason, broken: AgentSession | None) -> None:
         """Move to a new connection (``events()`` then yields ``Reconnected``).
@@ -383,36 +476,66 @@ class ResilientSession:
             self._conn = None
             if old is not None:
                 self._close_later(old)
-            for round_ in range(2):
+            if reason in ("error", "stall"):
+                await self._spend_budget(reason)
+            if self._caller_waiting():
+                # The caller finished a turn the old connection never answered; the new one
+                # may not know it is expected to speak. Queued after what the caller said.
+                self._pending.append(("text", NUDGE))
+            while True:
                 new, resumed, primed = await self._open_next(reason)
                 try:
                     await self._flush(new)
                     break
                 except SessionClosed:
-                    # The new connection broke while we caught it up: once more, from scratch.
+                    # The new connection broke while we caught it up: it died young; try
+                    # again within the budget (backing off), from scratch.
                     self._close_later(new)
-                    if round_ == 1:
-                        raise
-            if self._caller_waiting():
-                # The caller finished a turn the old connection never answered; the new one
-                # may not know it is expected to speak.
-                await self._flush_item(new, ("text", NUDGE))
+                    self._short_lived += 1
+                    await self._spend_budget("error")
             self._conn = new
-            self.stats.reconnects += 1
-            self._record(new, reason, resumed=resumed, primed=primed)
-            pause_ms = round((time.monotonic() - began) * 1000, 1)
-            self._last_switch = Reconnected(reason, resumed, primed, pause_ms)
-            self._wake.set()
-            log.warning(
-                "model.reconnected",
-                extra=fields(
-                    reason=reason,
-                    resumed=resumed,
-                    primed=primed,
-                    pause_ms=pause_ms,
-                    max_buffered_ms=round(self.stats.max_buffered_ms),
-                ),
+            self._switched(new, reason, resumed=resumed, primed=primed, pause_ms=_ms_since(began))
+
+    def _switched(
+        self, new: AgentSession, reason: Reason, *, resumed: bool, primed: bool, pause_ms: float
+    ) -> None:
+        """The conversation is on ``new`` now: count it, tell ``events()``, log it."""
+        self.stats.reconnects += 1
+        self._record(new, reason, resumed=resumed, primed=primed)
+        self._last_switch = Reconnected(reason, resumed, primed, pause_ms)
+        self._wake.set()
+        log.warning(
+            "model.reconnected",
+            extra=fields(
+                reason=reason,
+                resumed=resumed,
+                primed=primed,
+                pause_ms=pause_ms,
+                max_buffered_ms=round(self.stats.max_buffered_ms),
+            ),
+        )
+
+    async def _spend_budget(self, reason: Reason) -> None:
+        """Bounded reconnects: back off after connections that died young, and give up (a
+        non-retryable ``SessionClosed``: the call apologises) when the budget is spent."""
+        policy = self.policy
+        self._failed_reconnects += 1
+        if self._short_lived > policy.max_short_lived:
+            raise SessionClosed(
+                f"the model dropped {self._short_lived} connections in a row right after setup",
+                retryable=False,
+                call_id=self.call_id,
             )
+        if self._failed_reconnects > policy.max_reconnects:
+            raise SessionClosed(
+                f"{policy.max_reconnects} reconnects in one call: giving up",
+                retryable=False,
+                call_id=self.call_id,
+            )
+        if self._short_lived:
+            # Each new connection "succeeded" and then died at once: without this, no
+            # backoff would ever apply and one call could open hundreds a second.
+            await asyncio.sleep(policy.backoff(self._short_lived, policy.backoff_s))
 
     async def _open_next(self, reason: Reason) -> tuple[AgentSession, bool, bool]:
         """Resume with the handle; if that is refused, a fresh primed session; bounded retries."""
@@ -424,9 +547,13 @@ class ResilientSession:
                 await asyncio.sleep(policy.backoff(attempt, policy.backoff_s))
             try:
                 if handle is not None:
-                    return await self._agent.open(self.call_id, handle=handle), True, False
+                    opened = await self._agent.open(self.call_id, handle=handle, reconnect=True)
+                    return opened, True, False
                 history = self.transcript()
-                return await self._agent.open(self.call_id, history=history or None), False, True
+                opened = await self._agent.open(
+                    self.call_id, history=history or None, reconnect=True
+                )
+                return opened, False, True
             except ModelUnavailable as exc:
                 last = exc
                 log.warning(
@@ -480,27 +607,34 @@ class ResilientSession:
             limit = min(timeout, NUDGE_GRACE_S) if self._nudged else timeout
             if time.monotonic() - since < limit:
                 continue
-            if not self._nudged:
-                self._nudged = True
-                self._stalled = True
-                self.stats.stalls += 1
-                log.warning("model.stall", extra=fields(action="nudge"))
-                self._waiting_since = time.monotonic()
-                await self._deliver(("text", NUDGE))
-                continue
-            log.warning("model.stall", extra=fields(action="reconnect"))
-            conn = self._conn
-            try:
-                # The switch nudges the new connection, since the caller is still waiting.
-                await self._switch("stall", broken=conn)
-            except SessionClosed as exc:
-                log.error("model.stall_unrecoverable", extra=fields(error=str(exc)))
-                self._fatal = exc
-                self._wake.set()
+            if not await self._stalled_now():
                 return
-            # One reconnect per stall: if the model still doesn't answer this utterance, it
-            # may have chosen not to; the next utterance starts the watch again.
-            self._waiting_since = None
+
+    async def _stalled_now(self) -> bool:
+        """The caller waits and the model does not answer: nudge it; if it was nudged
+        already, move to a new connection. False once no connection can be had."""
+        if not self._nudged:
+            self._nudged = True
+            self._stalled = True
+            self.stats.stalls += 1
+            log.warning("model.stall", extra=fields(action="nudge"))
+            self._waiting_since = time.monotonic()
+            await self._deliver(("text", NUDGE))
+            return True
+        log.warning("model.stall", extra=fields(action="reconnect"))
+        conn = self._conn
+        try:
+            # The switch nudges the new connection, since the caller is still waiting.
+            await self._switch("stall", broken=conn)
+        except SessionClosed as exc:
+            log.error("model.stall_unrecoverable", extra=fields(error=str(exc)))
+            self._fatal = exc
+            self._wake.set()
+            return False
+        # One reconnect per stall: if the model still doesn't answer this utterance, it
+        # may have chosen not to; the next utterance starts the watch again.
+        self._waiting_since = None
+        return True
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -577,3 +711,7 @@ async def open_conversation(
     return ResilientSession(
         agent, call_id, first, policy, activity=activity, clock_origin=clock_origin
     )
+
+
+def _ms_since(began: float) -> float:
+    return round((time.monotonic() - began) * 1000, 1)

@@ -14,20 +14,21 @@ import inspect
 import logging
 import re
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 from websockets.exceptions import ConnectionClosed
 
+from agent.breaker import Breaker, BreakerState
 from agent.config import ModelAccess, Persona
 from agent.events import (
     AgentError,
     AgentEvent,
-    AudioOut,
     FunctionCall,
     GenerationComplete,
     GoAway,
@@ -42,7 +43,13 @@ from agent.events import (
     TurnComplete,
     Usage,
 )
-from agent.live_wire import INPUT_MIME, audio_message, events_from_wire, parse_duration
+from agent.live_wire import (
+    INPUT_MIME,
+    audio_events,
+    audio_message,
+    events_from_wire,
+    parse_duration,
+)
 from agent.logs import fields
 from agent.prompts import primed_instructions
 from agent.tools import declarations
@@ -57,6 +64,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: A connection that lives less than this after setup counts as failed (breaker, reconnect
+#: budget): the service accepted it and dropped it.
+HEALTHY_AFTER_S: Final = 5.0
+#: The largest Live API message we read: 1 MiB is ~20 s of 24 kHz audio in base64.
+MAX_MESSAGE_BYTES: Final = 1 << 20
 
 #: What a lost or broken connection raises: the socket's close, the SDK's error for it, an
 #: OS-level failure, or a message that cannot be read (the SDK's pydantic validation and our
@@ -118,8 +131,11 @@ class LiveAgent:
         ws_args: dict[str, Any] = {
             "ping_interval": access.ping_interval_s,
             "ping_timeout": access.ping_timeout_s,
-            # Audio messages are small; a cap stops a broken peer from ballooning memory.
-            "max_size": 16 * 1024 * 1024,
+            # Audio messages are a few kB (40-200 ms of speech); a cap well below the SDK's
+            # 16 MiB stops a broken peer from ballooning memory or stalling the loop in
+            # parsing. A larger message closes that connection (1009) and the call
+            # reconnects.
+            "max_size": MAX_MESSAGE_BYTES,
             # websockets offers permessage-deflate by default: zlib on every 20 ms frame of
             # base64 audio, for ~25 % fewer bytes. CPU is the scarcer resource here.
             "compression": None,
@@ -135,16 +151,32 @@ class LiveAgent:
         else:
             self.client = genai.Client(api_key=key, http_options=http_options)
         self.connect_config = build_connect_config(persona)
+        #: Process-wide: stops opening connections while most of them fail.
+        self.breaker = Breaker(time.monotonic, on_change=_breaker_changed)
 
     async def open(
-        self, call_id: str, *, handle: str | None = None, history: str | None = None
+        self,
+        call_id: str,
+        *,
+        handle: str | None = None,
+        history: str | None = None,
+        reconnect: bool = False,
     ) -> AgentSession:
         """Open a Live session for one call, within the setup timeout.
 
         ``handle`` resumes an earlier session of the call; ``history`` (a transcript) primes a
-        fresh one when resumption is not possible. Raises ``ModelUnavailable`` (with
-        ``retryable`` set) when it cannot be opened.
+        fresh one when resumption is not possible; ``reconnect``: for a call already in
+        progress (the circuit breaker does not hold it back). Raises ``ModelUnavailable``
+        (with ``retryable`` set) when it cannot be opened.
         """
+        # The breaker holds back new calls' connections; a call in progress keeps its own
+        # (bounded, backed-off) reconnect budget rather than being cut by others' failures.
+        if not reconnect and not self.breaker.allow():
+            raise ModelUnavailable(
+                "the model is failing: new connections are paused (circuit breaker open)",
+                retryable=False,
+                call_id=call_id,
+            )
         config = self.connect_config
         if handle is not None or history is not None:
             update: dict[str, Any] = {}
@@ -161,12 +193,17 @@ class LiveAgent:
             async with asyncio.timeout(self.access.setup_timeout_s):
                 session = await cm.__aenter__()
         except TimeoutError:
+            self.breaker.failure()
             raise ModelUnavailable(
-                f"Live API setup did not complete within {self.access.setup_timeout_s:g} s"
+                f"Live API setup did not complete within {self.access.setup_timeout_s:g} s",
+                call_id=call_id,
             ) from None
         except Exception as exc:  # the SDK raises many kinds; all mean "no session"
+            self.breaker.failure()
             code, message, retryable = _classify(exc)
-            raise ModelUnavailable(message, code=code, retryable=retryable) from exc
+            raise ModelUnavailable(
+                message, code=code, retryable=retryable, call_id=call_id
+            ) from exc
         raw = None
         if self.fast_path:
             try:
@@ -179,12 +216,17 @@ class LiveAgent:
                     "model.fast_path_unavailable",
                     extra=fields(error=str(exc), path=self.path),
                 )
-        return AgentSession(call_id, session, cm, raw)
+        return AgentSession(call_id, session, cm, raw, breaker=self.breaker)
 
     @property
     def path(self) -> str:
         """``fast`` (raw JSON on the SDK's socket for the hot messages) or ``sdk``."""
         return "fast" if self.fast_path else "sdk"
+
+
+def _breaker_changed(state: BreakerState, why: str) -> None:
+    level = logging.INFO if state is BreakerState.CLOSED else logging.WARNING
+    log.log(level, "model.circuit", extra=fields(state=str(state), why=why))
 
 
 class SdkContractError(AgentError):
@@ -267,7 +309,10 @@ class AgentSession:
     #: than the audio conversion and the socket together; for the two messages sent or
     #: received every few tens of milliseconds we write and read the same JSON ourselves.
     _raw: Any = None
+    #: Told once whether this connection served (see ``agent.breaker``).
+    breaker: Breaker | None = None
     resumption_handle: str | None = field(default=None, init=False)
+    opened_at: float = field(default_factory=time.monotonic, init=False)
     _closed: bool = field(default=False, init=False)
 
     async def send_audio(self, pcm16k: bytes) -> None:
@@ -334,15 +379,29 @@ class AgentSession:
         address = getattr(ws, "local_address", None)
         return int(address[1]) if address else None
 
+    @property
+    def age_s(self) -> float:
+        """Seconds since the connection was set up."""
+        return time.monotonic() - self.opened_at
+
+    def _report(self, served: bool) -> None:
+        breaker, self.breaker = self.breaker, None
+        if breaker is not None:
+            (breaker.success if served else breaker.failure)()
+
     def _lost(self, exc: BaseException) -> SessionClosed:
+        # A connection that dies within its first seconds did not serve: that is what a
+        # failing service looks like when it accepts connections and drops them.
+        self._report(served=self.age_s >= HEALTHY_AFTER_S)
         code, message, retryable = _classify(exc)
-        return SessionClosed(message, code=code, retryable=retryable)
+        return SessionClosed(message, code=code, retryable=retryable, call_id=self.call_id)
 
     async def close(self) -> None:
         """Close the connection (idempotent, bounded in time)."""
         if self._closed:
             return
         self._closed = True
+        self._report(served=True)  # we closed it: it served as long as we needed it
         try:
             async with asyncio.timeout(5):
                 await self._cm.__aexit__(None, None, None)
@@ -363,13 +422,14 @@ def events_from_sdk(message: types.LiveServerMessage) -> list[AgentEvent]:
             for part in content.model_turn.parts:
                 blob = part.inline_data
                 if blob is not None and blob.data:
-                    out.append(AudioOut(blob.data))
+                    out.extend(audio_events(blob.data))
         if content.output_transcription and content.output_transcription.text:
             out.append(OutputTranscript(content.output_transcription.text))
         if content.generation_complete:
             out.append(GenerationComplete())
         if content.turn_complete:
-            out.append(TurnComplete())
+            reason = content.turn_complete_reason
+            out.append(TurnComplete(reason.value if reason is not None else None))
     if message.tool_call and message.tool_call.function_calls:
         out.append(
             ToolCall(

@@ -104,6 +104,7 @@ class SoakConfig:
     weights: Mapping[str, float] = field(default_factory=dict)
     setup_hang_probability: float = 0.0
     quota_probability: float = 0.0
+    drop_after_setup_probability: float = 0.0
     #: Calls start this far apart, so that they do not all speak in the same instant.
     stagger_s: float = 0.25
     #: The run's deadline after the last call is due to end (summaries, closing handshakes).
@@ -123,6 +124,7 @@ class SoakConfig:
                 mean_interval_s=self.mean_fault_interval_s,
                 setup_hang_probability=self.setup_hang_probability,
                 quota_probability=self.quota_probability,
+                drop_after_setup_probability=self.drop_after_setup_probability,
             ),
             **weights,  # type: ignore[arg-type]
         )
@@ -609,6 +611,10 @@ def _report(
             "resumed": resumed,
             "primed": primed,
             "resumptions_refused": sum(s.resumption_refused for s in sessions),
+            "connections_per_call_max": max(
+                (max(len(c["model_connections"]), len(c["simulator_sessions"])) for c in calls),
+                default=0,
+            ),
         },
         "faults": {
             "total": sum(sim.fault_counts.values()),
@@ -669,7 +675,8 @@ def render(report: Mapping[str, Any]) -> str:
     lines.append(
         f"model connections   {model['connections']}: reconnects {model['reconnects']} "
         f"({_counts(model['reconnects_by_reason'])}); resumed {model['resumed']}, primed "
-        f"{model['primed']}, resumptions refused {model['resumptions_refused']}"
+        f"{model['primed']}, resumptions refused {model['resumptions_refused']}; "
+        f"per call at most {model['connections_per_call_max']}"
     )
     lines.append(f"faults injected     {faults['total']} ({_counts(faults['by_kind'])})")
     stalls = report["stalls"]
@@ -709,6 +716,15 @@ def render(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: ``--hostile``: the broken-model faults, beside the connection faults.
+HOSTILE_WEIGHTS: Final = {
+    "damaged_audio": 1.0,
+    "silent_answer": 1.0,
+    "rejected_answer": 1.0,
+    "oversized": 0.5,
+}
+
+
 def _weight(text: str) -> tuple[str, float]:
     kind, sep, value = text.partition("=")
     if not sep:
@@ -738,22 +754,44 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KIND=W",
         help="relative weight of a fault kind: go_away, close, protocol_close, stall, "
-        "refuse_resumption (default 1 each; repeatable)",
+        "refuse_resumption (default 1 each), damaged_audio, silent_answer, rejected_answer, "
+        "oversized (default 0; repeatable)",
     )
     parser.add_argument("--setup-hang", type=float, default=0.0, metavar="P")
     parser.add_argument("--quota", type=float, default=0.0, metavar="P")
+    parser.add_argument(
+        "--drop-after-setup",
+        type=float,
+        default=None,
+        metavar="P",
+        help="fraction of connections closed right after setupComplete",
+    )
+    parser.add_argument(
+        "--hostile",
+        action="store_true",
+        help="add the hostile-model faults: damaged audio, silent and rejected answers, "
+        "oversized messages (weight 1, 1, 1, 0.5 unless given), and drops right after "
+        "setup (10 %% of connections unless given)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--verbose", action="store_true", help="show the server's warnings")
     args = parser.parse_args(argv)
+    weights = dict(args.weight)
+    drop_after_setup = args.drop_after_setup
+    if args.hostile:
+        hostile = HOSTILE_WEIGHTS | weights
+        weights = hostile
+        drop_after_setup = 0.1 if drop_after_setup is None else drop_after_setup
     try:
         config = SoakConfig(
             calls=args.calls,
             duration_s=args.minutes * 60,
             mean_fault_interval_s=args.mean_fault_interval,
             seed=args.seed,
-            weights=dict(args.weight),
+            weights=weights,
             setup_hang_probability=args.setup_hang,
             quota_probability=args.quota,
+            drop_after_setup_probability=drop_after_setup or 0.0,
         )
         config.fault_plan()
     except ValueError as exc:

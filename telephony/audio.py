@@ -27,22 +27,17 @@ All PCM here is int16 little-endian mono; the module assumes a little-endian hos
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Final
 
 import numpy as np
 
+from agent.g711 import audioop
 from agent.live_wire import INPUT_RATE, OUTPUT_RATE
 from agent.pcm import StreamResampler, resample
 from telephony.twilio.media_stream import SAMPLE_RATE
 
 # ``audioop`` is the G.711 reference (CPython's C code, ~0.3 µs per frame, about 3x
-# faster than a numpy lookup table at this size).  It is deprecated in 3.11/3.12 and
-# removed in 3.13, where the ``audioop-lts`` package provides the same module; silence
-# the deprecation warning so that ``-W error`` runs (pytest here) can import us.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+# faster than a numpy lookup table at this size); see ``agent.g711``.
 
 if sys.byteorder != "little":  # pragma: no cover - every supported platform is LE
     raise ImportError("telephony.audio assumes a little-endian host (audioop is native-order)")

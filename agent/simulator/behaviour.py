@@ -32,7 +32,14 @@ class FaultPlan:
     - ``stall``: the session goes silent (nothing is sent, input is still read) for a time
       drawn from ``stall_s``, while the socket stays open and answers pings;
     - ``setup_hang``: ``setupComplete`` never comes (the client must time out);
-    - ``quota``: setup is refused with 1008 "Quota exceeded".
+    - ``quota``: setup is refused with 1008 "Quota exceeded";
+    - ``drop_after_setup``: the connection is closed (1011) right after ``setupComplete``;
+    - ``damaged_audio``: an audio chunk with invalid base64, then one of odd length;
+    - ``silent_answer``: the next answer is spoken at near-zero amplitude;
+    - ``rejected_answer``: the next answer is an empty turn ending ``RESPONSE_REJECTED``;
+    - ``oversized``: one message far over any sane size (the client must refuse it).
+
+    The last four are "hostile model" faults, off by default (weight 0).
 
     The closes (``close_*``, ``refuse_resumption``) wait up to ``align_s`` for a moment when
     the model's answer is playing or the caller is speaking: losses there are the ones a
@@ -47,6 +54,10 @@ class FaultPlan:
     protocol_close_weight: float = 1.0
     stall_weight: float = 1.0
     refuse_resumption_weight: float = 1.0
+    damaged_audio_weight: float = 0.0
+    silent_answer_weight: float = 0.0
+    rejected_answer_weight: float = 0.0
+    oversized_weight: float = 0.0
     #: ``timeLeft`` of an injected goAway, drawn uniformly from this range (s).
     go_away_time_left_s: tuple[float, float] = (2.0, 10.0)
     #: Length of an injected stall, drawn uniformly from this range (s).
@@ -59,6 +70,8 @@ class FaultPlan:
     setup_hang_probability: float = 0.0
     #: Fraction of new connections refused at setup with 1008 "Quota exceeded".
     quota_probability: float = 0.0
+    #: Fraction of new connections closed (1011) right after ``setupComplete``.
+    drop_after_setup_probability: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.mean_interval_s > 0 and math.isfinite(self.mean_interval_s)):
@@ -74,7 +87,7 @@ class FaultPlan:
             raise ValueError("align_s must be >= 0")
         if self.max_per_session is not None and self.max_per_session < 0:
             raise ValueError("max_per_session must be >= 0")
-        for name in ("setup_hang_probability", "quota_probability"):
+        for name in ("setup_hang_probability", "quota_probability", "drop_after_setup_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be between 0 and 1")
 
@@ -87,6 +100,10 @@ class FaultPlan:
             "protocol_close": self.protocol_close_weight,
             "stall": self.stall_weight,
             "refuse_resumption": self.refuse_resumption_weight,
+            "damaged_audio": self.damaged_audio_weight,
+            "silent_answer": self.silent_answer_weight,
+            "rejected_answer": self.rejected_answer_weight,
+            "oversized": self.oversized_weight,
         }
 
 
@@ -117,8 +134,18 @@ class SimBehaviour:
     #: playing in real time (``generationComplete`` comes as soon as all audio is sent).
     #: ``False``: send ``turnComplete`` right after ``generationComplete``.
     hold_turn_complete: bool = True
-    #: Wait this long before answering ``setup`` with ``setupComplete``.
+    #: Wait this long before answering ``setup`` with ``setupComplete`` (the real service
+    #: takes hundreds of ms).
     setup_delay_s: float = 0.0
+    #: Fault: close every connection with this ``(code, reason)`` right after
+    #: ``setupComplete`` (a service that accepts connections and drops them).
+    close_after_setup: tuple[int, str] | None = None
+    #: Fault: reply audio is scaled by this (e.g. 0.001: full-length answers at near-zero
+    #: amplitude, as seen on real lines).
+    answer_gain: float = 1.0
+    #: Fault: every model turn is an empty one with ``turnCompleteReason:
+    #: RESPONSE_REJECTED`` (no audio, no transcript).
+    reject_answers: bool = False
     #: Fault: ``False`` = never send ``setupComplete`` (the SDK's connect() then hangs).
     complete_setup: bool = True
     #: Fault: close the connection with this ``(code, reason)`` instead of completing setup,

@@ -23,6 +23,9 @@ __all__ = ["FaultActions", "FaultInjector"]
 
 log = logging.getLogger(__name__)
 
+#: Base64 characters of the ``oversized`` fault's message: 4 MB, four times a sane cap.
+OVERSIZED = 4 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class FaultActions:
@@ -39,6 +42,10 @@ class FaultActions:
     #: Return once the model's answer is playing or the caller is speaking; ``TimeoutError``
     #: after this many seconds.
     wait_for_speech: Callable[[float], Awaitable[None]]
+    #: Send one raw message (hostile-model faults).
+    send: Callable[[dict[str, object]], Awaitable[bool]]
+    #: Make the next answer ``"silent"`` or ``"rejected"``.
+    degrade_next_answer: Callable[[str], None]
 
 
 class FaultInjector:
@@ -75,6 +82,18 @@ class FaultInjector:
             fault = schedule.next_fault()
             if fault.kind == "stall":
                 await self._stall_for(fault.duration_s)
+            elif fault.kind in ("silent_answer", "rejected_answer"):
+                self.record(fault.kind)
+                self._actions.degrade_next_answer(fault.kind.split("_")[0])
+            elif fault.kind == "damaged_audio":
+                self.record(fault.kind)
+                for data in ("abcde", "AAE="):  # invalid base64; then 3 bytes: odd length
+                    part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}
+                    await self._actions.send({"serverContent": {"modelTurn": {"parts": [part]}}})
+            elif fault.kind == "oversized":
+                self.record(fault.kind)
+                part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": "A" * OVERSIZED}}
+                await self._actions.send({"serverContent": {"modelTurn": {"parts": [part]}}})
             elif fault.kind == "go_away":
                 self.record(fault.kind)
                 await self._actions.go_away(fault.time_left_s)

@@ -29,6 +29,10 @@ CLOSE_REASONS: Final[dict[str, tuple[int, str]]] = {
 }
 
 
+#: Faults after which the connection goes on.
+_LASTING: Final = frozenset({"stall", "damaged_audio", "silent_answer", "rejected_answer"})
+
+
 @dataclass(frozen=True, slots=True)
 class Fault:
     """One fault to inject. ``kind`` is the name recorded in ``SimSession.faults_injected``."""
@@ -44,7 +48,7 @@ class Fault:
     @property
     def ends_connection(self) -> bool:
         """After this fault the connection is over (nothing more is scheduled on it)."""
-        return self.kind != "stall"
+        return self.kind not in _LASTING
 
     @property
     def revokes_handles(self) -> bool:
@@ -76,6 +80,11 @@ class FaultSchedule:
             return Fault("quota", close=CLOSE_REASONS["quota"])
         if hang < self.plan.setup_hang_probability:
             return Fault("setup_hang")
+        # Drawn only when asked for, so that seeded runs without it keep their draws.
+        if self.plan.drop_after_setup_probability and (
+            self._rng.random() < self.plan.drop_after_setup_probability
+        ):
+            return Fault("drop_after_setup", close=CLOSE_REASONS["close_1011"])
         return None
 
     def next_delay_s(self) -> float:
@@ -93,6 +102,8 @@ class FaultSchedule:
             return Fault("go_away", time_left_s=self._uniform(plan.go_away_time_left_s))
         if kind == "stall":
             return Fault("stall", duration_s=self._uniform(plan.stall_s))
+        if kind in _LASTING or kind == "oversized":
+            return Fault(kind)
         if kind == "protocol_close":
             kind = "close_1007" if self._rng.random() < 0.5 else "close_1008"
         elif kind == "close":

@@ -159,6 +159,10 @@ def chunk_sizes(total: int, chunk_ms: tuple[float, float], rng: np.random.Genera
     return [int(n) for n in sizes if n > 0]
 
 
+#: Gain of a "silent" answer: -66 dBFS for a loud voice, the near-zero turns seen on real lines.
+SILENT_GAIN = 0.0005
+
+
 class ReplyPlayer:
     """Speaks one session's model turns, one at a time, in the order they were queued.
 
@@ -184,6 +188,7 @@ class ReplyPlayer:
         self._on_change = on_change
         self._on_turn_end = on_turn_end
         self._setup = SessionSetup()
+        self._degrade_next: str | None = None  # a fault for the next answer (degrade())
         self._queue: deque[ModelTurn] = deque()
         self._queue_ready = asyncio.Event()
         self._current: ModelTurn | None = None  # the turn the player is working on
@@ -255,6 +260,11 @@ class ReplyPlayer:
 
     # --- Playing -----------------------------------------------------------------------------
 
+    def degrade(self, kind: str) -> None:
+        """Fault: the next answer to the caller is ``"silent"`` (near-zero amplitude) or
+        ``"rejected"`` (an empty turn ending RESPONSE_REJECTED)."""
+        self._degrade_next = kind
+
     async def run(self, setup: SessionSetup) -> None:
         """Speak queued turns with ``setup``'s voice and transcription, until cancelled.
 
@@ -290,7 +300,22 @@ class ReplyPlayer:
             turn.phase = Phase.THINKING
             await asyncio.sleep(turn.think_s)
         turn.phase = Phase.SPEAKING
+        behaviour = self._behaviour()
+        degrade = None
+        if turn.is_echo and self._degrade_next is not None:
+            degrade, self._degrade_next = self._degrade_next, None
+        if behaviour.reject_answers or degrade == "rejected":
+            turn.finish(True)
+            turn.phase = Phase.DONE
+            await self._send(wire.turn_complete(reason="RESPONSE_REJECTED"))
+            self.turns_completed += 1
+            await self._on_turn_end(turn)
+            return
         pcm, words = render(turn, self._setup.voice or "")
+        gain = behaviour.answer_gain * (SILENT_GAIN if degrade == "silent" else 1.0)
+        if gain != 1.0:
+            scaled = np.frombuffer(pcm, "<i2") * gain
+            pcm = np.clip(np.round(scaled), -32768, 32767).astype("<i2").tobytes()
         if await self._stream(turn, pcm, words) and await self._send(wire.generation_complete()):
             await self._complete(turn)
         else:

@@ -130,6 +130,8 @@ class SimSession:
             close=ws.close,
             revoke_handles=lambda: handles.revoke(session_id),
             wait_for_speech=self._wait_for_speech,
+            send=self._send,
+            degrade_next_answer=self._player.degrade,
         )
         self._faults = FaultInjector(
             actions, session_id=session_id, connected_at=self.connected_at, on_change=self._notify
@@ -441,6 +443,9 @@ class SimSession:
             return False
         schedule = FaultSchedule(b.faults, self._fault_rng) if b.faults is not None else None
         setup_fault = schedule.setup_fault() if schedule is not None else None
+        dropped = setup_fault if setup_fault and setup_fault.kind == "drop_after_setup" else None
+        if dropped is not None:
+            setup_fault = None  # setup completes; the connection is dropped right after
         if setup_fault is not None and setup_fault.close is not None:
             self._faults.record(setup_fault.kind)
             await self._ws.close(*setup_fault.close)
@@ -462,6 +467,13 @@ class SimSession:
             return True  # keep reading (and recording) but never say setupComplete
         self.setup_completed = await self._send(wire.setup_complete())
         self._notify()
+        if self.setup_completed and (dropped is not None or b.close_after_setup is not None):
+            if dropped is not None:
+                self._faults.record(dropped.kind)
+            close = dropped.close if dropped is not None else b.close_after_setup
+            assert close is not None
+            await self._ws.close(*close)
+            return False
         if self.setup_completed:
             # Nothing is spoken before setupComplete (a scripted say() waits for it).
             self._spawn(self._player.run(self.config))

@@ -175,8 +175,10 @@ def usage(*, prompt_text: int, prompt_audio: int, response_audio: int) -> JsonDi
     }
 
 
-def turn_complete(usage_metadata: JsonDict | None = None) -> JsonDict:
+def turn_complete(usage_metadata: JsonDict | None = None, reason: str | None = None) -> JsonDict:
     message: JsonDict = {"serverContent": {"turnComplete": True}}
+    if reason is not None:
+        message["serverContent"]["turnCompleteReason"] = reason
     if usage_metadata is not None:
         message["usageMetadata"] = usage_metadata
     return message

@@ -30,6 +30,7 @@ from typing import Any, Final, Protocol
 from agent.activity import CallerActivity
 from agent.events import (
     AgentError,
+    AudioDamaged,
     AudioOut,
     ConversationEvent,
     GenerationComplete,
@@ -58,6 +59,7 @@ from agent.tools import END_CALL, TRANSFER_CALL
 from telephony.audio import CallerToModel, ModelToCaller
 from telephony.call.answer import AnswerDetector
 from telephony.call.heard import Heard
+from telephony.call.pacing import DEFAULT_LEAD_S, MARK, Pacer
 from telephony.call.recorder import CallRecorder
 from telephony.call.state import CallState, State
 from telephony.call.summary import CallSummary, Interruption, Outcome, call_parameters
@@ -89,6 +91,9 @@ MODEL_QUIET_S: Final = 2.0
 #: The agent is told to wrap up this long before MAX_CALL_SECONDS.
 WRAP_UP_S: Final = 30.0
 LIMITS_TICK_S: Final = 0.5
+#: Model audio is converted in slices of at most this much (1 s at 24 kHz), yielding to the
+#: event loop in between: one huge message must not stall every other call.
+CONVERT_SLICE_BYTES: Final = 48_000
 
 
 class SocketClosed(TelephonyError):
@@ -162,6 +167,7 @@ class Call:
         recorder: CallRecorder | None = None,
         outbound_greeting: str | None = None,
         answer_timeout_s: float = 5.0,
+        audio_lead_s: float = DEFAULT_LEAD_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.socket = socket
@@ -193,6 +199,8 @@ class Call:
         self._pre_session: deque[bytes] = deque()
         self._pre_session_digits: list[str] = []
         self._heard = Heard()
+        self._pacer = Pacer(lead_s=audio_lead_s)
+        self._pace_wake = asyncio.Event()
         self._turns = TurnLog(self._t0, self.summary.turns)
         self._last_audio_at = 0.0
         self._progress = asyncio.Event()  # something changed that an end-drain waits for
@@ -225,6 +233,7 @@ class Call:
                     tg.create_task(self._caller_side(), name=f"caller:{start.call_sid}"),
                     tg.create_task(self._model_side(), name=f"model:{start.call_sid}"),
                     tg.create_task(self._limits(), name=f"limits:{start.call_sid}"),
+                    tg.create_task(self._pacing(), name=f"pacing:{start.call_sid}"),
                 ]
                 await self._done.wait()
                 for task in tasks:
@@ -240,6 +249,9 @@ class Call:
                 await self._session.close()
                 self._collect_stats(self._session.stats)
             self.summary.duration_s = round(self._now() - self._t0, 3)
+            self.summary.agent_audio_dropped_ms = round(
+                self._pacer.dropped_bytes * 1000 / ms.SAMPLE_RATE, 1
+            )
             log.info(
                 "call.ended",
                 extra=fields(
@@ -271,6 +283,8 @@ class Call:
         self.summary.reconnects = stats.reconnects
         self.summary.stalls = stats.stalls
         self.summary.stalls_recovered = stats.stalls_recovered
+        self.summary.silent_answers = stats.silent_answers
+        self.summary.rejected_answers = stats.rejected_answers
         self.summary.model_connections = list(stats.connections)
         self.summary.caller_audio_ms = round(stats.caller_audio_ms, 1)
         self.summary.caller_audio_dropped_ms = round(stats.caller_audio_dropped_ms, 1)
@@ -442,7 +456,7 @@ class Call:
                 elif isinstance(event, Interrupted):
                     await self._on_interrupted()
                 elif isinstance(event, TurnComplete):
-                    await self._send_mark(force=True)
+                    await self._mark_end_of_audio()
                     self._on_turn_complete()
                 elif isinstance(event, InputTranscript):
                     self._on_input_transcript(event.text)
@@ -463,7 +477,9 @@ class Call:
                 elif isinstance(event, Reconnected):
                     await self._on_reconnected(event)
                 elif isinstance(event, GenerationComplete):
-                    await self._send_mark(force=True)  # so the turn's end is known when played
+                    await self._mark_end_of_audio()  # so the turn's end is known when played
+                elif isinstance(event, AudioDamaged):
+                    self._on_damaged_audio(event)
                 elif isinstance(event, ResumptionUpdate):
                     pass
         except AgentError as exc:
@@ -515,6 +531,14 @@ class Call:
     async def _on_model_audio(self, pcm: bytes) -> None:
         if self._turns.discarding:
             return  # late audio of an interrupted turn: never play it
+        for start in range(0, len(pcm), CONVERT_SLICE_BYTES):
+            if start:
+                await asyncio.sleep(0)  # a huge chunk: let the other calls run
+                if self._turns.discarding:
+                    return  # interrupted meanwhile
+            await self._queue_audio(pcm[start : start + CONVERT_SLICE_BYTES])
+
+    async def _queue_audio(self, pcm: bytes) -> None:
         ulaw = self._to_caller.process(pcm)
         if not ulaw or self._out is None:
             return
@@ -527,13 +551,70 @@ class Call:
         if self.summary.first_audio_ms is None:
             self.summary.first_audio_ms = round((now - self._t0) * 1000, 1)
             log.info("call.first_audio", extra=fields(ms=self.summary.first_audio_ms))
-        await self._send(self._out.media(ulaw))
-        if self._rec is not None:
-            self._rec.agent_audio(ulaw, now)
-        self._heard.sent(len(ulaw), now)
-        await self._send_mark()
-        self.summary.frames_out += 1
-        self._progress.set()
+        self._pacer.add(ulaw)
+        await self._pump()
+
+    async def _pump(self) -> None:
+        """Send what the pacer releases: audio (each followed by a mark when one is due) and
+        the marks queued between it."""
+        if self._out is None:
+            return
+        now = self._now()
+        released = self._pacer.release(now)
+        for item in released:
+            if item is MARK:
+                await self._send_mark(force=True)
+                continue
+            assert isinstance(item, bytes)
+            await self._send(self._out.media(item))
+            if self._rec is not None:
+                self._rec.agent_audio(item, now)
+            self._heard.sent(len(item), now)
+            await self._send_mark()
+            self.summary.frames_out += 1
+        if released:
+            self._progress.set()
+        self._pace_wake.set()
+
+    async def _pacing(self) -> None:
+        """Releases held agent audio as Twilio plays what it has (see ``call.pacing``)."""
+        while True:
+            self._pace_wake.clear()
+            wait = self._pacer.next_release(self._now())
+            if wait is None:
+                await self._pace_wake.wait()
+            elif wait > 0:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._pace_wake.wait()
+                except TimeoutError:
+                    pass
+            await self._pump()
+
+    async def _mark_end_of_audio(self) -> None:
+        """A mark after the last audio so far, so that its end is known when it has played:
+        now if nothing is held, else right after the held audio leaves."""
+        if self._pacer.idle:
+            await self._send_mark(force=True)
+        else:
+            self._pacer.add_mark()
+
+    @property
+    def _all_played(self) -> bool:
+        """Everything the agent said has left for Twilio and has been played there."""
+        return self._pacer.idle and self._heard.all_played
+
+    def _on_damaged_audio(self, event: AudioDamaged) -> None:
+        self.summary.model_audio_damaged += 1
+        if self.summary.model_audio_damaged <= 5:
+            log.warning(
+                "model.audio_damaged",
+                extra=fields(
+                    reason=event.reason,
+                    nbytes=event.nbytes,
+                    count=self.summary.model_audio_damaged,
+                ),
+            )
 
     async def _send_mark(self, force: bool = False) -> None:
         name = self._heard.mark(force)
@@ -553,7 +634,7 @@ class Call:
         )
         self._turns.discarding = False
         if not self._turns.closed:
-            await self._send_mark(force=True)
+            await self._mark_end_of_audio()
             self._on_turn_complete()
 
     async def _on_interrupted(self) -> None:
@@ -564,6 +645,9 @@ class Call:
             if self._rec is not None:
                 self._rec.clear(self._now())
         clear_ms = (self._now() - received) * 1000
+        # What was held here goes with what Twilio had queued.
+        self._pacer.clear()
+        self._pacer.reset_playback(received)
         self._to_caller.reset()
         sent_ms, heard_ms, confirmed_ms = self._heard.cleared(received)
         # Drop the rest of the generation that was cut off, until its turnComplete.
@@ -606,7 +690,8 @@ class Call:
         sent = self._heard.sent_bytes
         turn = self._turns.complete(
             self._now(),
-            agent_audio_ms=round(sent * 1000 / ms.SAMPLE_RATE),
+            # Held audio of the turn leaves as Twilio plays what it has: it is the turn's too.
+            agent_audio_ms=round((sent + self._pacer.held_bytes) * 1000 / ms.SAMPLE_RATE),
             agent_at=self._heard.first_sent_at if sent else None,
             heard=heard,
         )
@@ -688,7 +773,7 @@ class Call:
                 continue
             now = self._now()
             activity = self._activity
-            if activity.speaking or session.model_busy or not self._heard.all_played:
+            if activity.speaking or session.model_busy or not self._all_played:
                 continue
             if asked_at is not None and activity.last_speech_at > asked_at:
                 asked_at = None  # the caller answered
@@ -724,11 +809,11 @@ class Call:
         """Let the agent's last words finish playing (marks prove it), then act."""
         deadline = self._now() + END_DRAIN_TIMEOUT_S
         while True:
-            await self._send_mark(force=True)
+            await self._mark_end_of_audio()
             now = self._now()
             silent_for = now - self._last_audio_at
             spoken = self._turns.completed > self._turns_at_tool or silent_for >= MODEL_QUIET_S
-            if spoken and self._heard.all_played:
+            if spoken and self._all_played:
                 break
             remaining = deadline - now
             if remaining <= 0:

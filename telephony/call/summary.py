@@ -107,11 +107,17 @@ class CallSummary:
     frames_in: int = 0
     frames_out: int = 0
     bad_frames: int = 0
+    model_audio_damaged: int = (
+        0  # model audio chunks skipped or trimmed (agent.events.AudioDamaged)
+    )
     dropped_pre_session_frames: int = 0
     tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "response": 0, "total": 0})
     reconnects: int = 0
     stalls: int = 0
     stalls_recovered: int = 0
+    silent_answers: int = 0  # answers at near-zero amplitude (recovered like stalls)
+    rejected_answers: int = 0  # empty turns ending RESPONSE_REJECTED
+    agent_audio_dropped_ms: float = 0.0  # held agent audio over its bound (should be 0)
     model_connections: list[dict[str, Any]] = field(default_factory=list)
     caller_audio_ms: float = 0.0
     caller_audio_dropped_ms: float = 0.0  # beyond the reconnect buffer (should be 0)

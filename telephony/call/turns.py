@@ -92,7 +92,8 @@ class TurnLog:
         in proportion to the audio heard, an approximation), and start discarding the rest of
         the turn if it is still being generated."""
         text = self.agent_text()
-        cut = text[: round(len(text) * heard_ms / sent_ms)] if sent_ms else ""
+        # Cut between words leaves a dangling space; the record and the summary agree without it.
+        cut = text[: round(len(text) * heard_ms / sent_ms)].rstrip() if sent_ms else ""
         # If the turn had already completed (its audio was still playing at Twilio), nothing
         # more of it will come, and discarding would swallow the next answer instead.
         self.discarding = not self.closed

@@ -170,6 +170,7 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             "load": service.load,
             "max_concurrent_calls": settings.max_concurrent_calls,
             "model_backend": settings.model.backend,
+            "model_circuit": str(service.agent.breaker.state) if service.agent else None,
         }
         return JSONResponse(body, status_code=200 if service.ready else 503)
 
@@ -186,6 +187,15 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
         call_sid = form.get("CallSid", "")
         token = call_id_var.set(call_sid or None)
         try:
+            if service.model_failing:
+                # Most new model connections fail right now: don't make the caller wait
+                # through retries to hear the apology (agent.breaker).
+                log.warning("call.turned_away", extra=fields(reason="model_unavailable"))
+                service.metrics.turned_away.labels(reason="model_unavailable").inc()
+                body = twiml.say_and_hang_up(
+                    settings.unavailable_message, settings.persona.language
+                )
+                return Response(body, media_type=XML)
             if not service.ready:
                 log.warning(
                     "call.turned_away",

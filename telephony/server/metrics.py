@@ -104,6 +104,22 @@ class Metrics:
         self.stalls_recovered = Counter(
             p + "model_stalls_recovered", "Stalls after which the model answered.", registry=r
         )
+        self.no_answers = Counter(
+            p + "model_no_answers",
+            "Model turns that left the caller unanswered: near-silent audio or RESPONSE_REJECTED.",
+            ["kind"],
+            registry=r,
+        )
+        self.model_circuit_open = Gauge(
+            p + "model_circuit_open",
+            "1 while new model connections are paused because most of them failed.",
+            registry=r,
+        )
+        self.model_connections_refused = Counter(
+            p + "model_connections_refused",
+            "New model connections not attempted because the circuit breaker was open.",
+            registry=r,
+        )
         self.errors = Counter(p + "errors", "Errors, by kind.", ["kind"], registry=r)
         self.frames_in = Counter(
             p + "audio_frames_in", "Caller audio frames received from Twilio.", registry=r
@@ -191,6 +207,11 @@ class Metrics:
                 self.reconnects.labels(reason=reason).inc()
         _add(self.stalls, s.stalls)
         _add(self.stalls_recovered, s.stalls_recovered)
+        _add(self.no_answers.labels(kind="silent"), s.silent_answers)
+        _add(self.no_answers.labels(kind="rejected"), s.rejected_answers)
+        _add(self.errors.labels(kind="model_audio_damaged"), s.model_audio_damaged)
+        if s.agent_audio_dropped_ms:
+            self.errors.labels(kind="agent_audio_dropped").inc()
         _add(self.frames_in, s.frames_in)
         _add(self.frames_out, s.frames_out)
         _add(self.caller_audio_dropped, s.caller_audio_dropped_ms)

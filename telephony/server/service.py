@@ -78,8 +78,14 @@ class Service:
         return (
             self.agent is not None
             and not self.draining
+            and not self.model_failing
             and self.load < self.settings.max_concurrent_calls
         )
+
+    @property
+    def model_failing(self) -> bool:
+        """The model's circuit breaker is open: new calls get the apology at once."""
+        return self.agent is not None and self.agent.breaker.is_open
 
     def stream_opened(self) -> None:
         self.streams += 1
@@ -327,40 +333,6 @@ def _discard_session(task: asyncio.Task[AgentSession]) -> None:
         task.add_done_callback(closed)
 
 
-async def _start_model(service: Service) -> None:
-    settings = service.settings
-    if settings.model.backend == "simulator":
-        from agent.simulator import LiveSimulator
-
-        simulator = LiveSimulator(host="127.0.0.1", port=0)
-        await simulator.__aenter__()
-        service.simulator = simulator
-        log.warning(
-            "model.simulator",
-            extra=fields(
-                message=(
-                    "NO MODEL CREDENTIALS: using the embedded local Live API simulator. "
-                    "It is NOT A REAL MODEL: it echoes the caller's words back. Set "
-                    "GEMINI_API_KEY (or Vertex AI settings) to talk to Gemini."
-                ),
-                url=simulator.base_url,
-            ),
-        )
-        service.agent = LiveAgent(
-            settings.model,
-            settings.persona,
-            base_url=simulator.base_url,
-            ssl_context=simulator.client_ssl_context(),
-            api_key="simulator",
-        )
-    else:
-        service.agent = LiveAgent(settings.model, settings.persona)
-        log.info(
-            "model.configured",
-            extra=fields(backend=settings.model.backend, model=settings.model.model),
-        )
-
-
 async def start_model(service: Service) -> None:
     settings = service.settings
     if settings.model.backend == "simulator":
@@ -393,3 +365,6 @@ async def start_model(service: Service) -> None:
             "model.configured",
             extra=fields(backend=settings.model.backend, model=settings.model.model),
         )
+    breaker = service.agent.breaker
+    service.metrics.model_circuit_open.set_function(lambda: 1.0 if breaker.is_open else 0.0)
+    breaker.on_refused = service.metrics.model_connections_refused.inc

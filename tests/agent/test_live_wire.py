@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from google.genai import _live_converters, types
 
-from agent.events import AudioOut, GoAway, Interrupted, TurnComplete
+from agent.events import AudioDamaged, AudioOut, GoAway, Interrupted, TurnComplete
 from agent.live_wire import AUDIO_PREFIX, AUDIO_SUFFIX, WireError, audio_message, events_from_wire
 from agent.session import events_from_sdk
 
@@ -46,6 +46,21 @@ GOLDEN: list[dict[str, Any]] = [
         "usageMetadata": {"promptTokenCount": 12, "responseTokenCount": 30, "totalTokenCount": 42},
     },
     {"serverContent": {"interrupted": True}},
+    {"serverContent": {"turnComplete": True, "turnCompleteReason": "RESPONSE_REJECTED"}},
+    {
+        "serverContent": {
+            "modelTurn": {
+                "parts": [
+                    {
+                        "inlineData": {
+                            "mimeType": "audio/pcm;rate=24000",
+                            "data": base64.b64encode(PCM + b"\x07").decode(),
+                        }
+                    }
+                ]
+            }
+        }
+    },
     {
         "toolCall": {
             "functionCalls": [{"id": "fc-1", "name": "end_call", "args": {"reason": "done"}}]
@@ -117,10 +132,39 @@ def test_audio_message_is_the_prefix_payload_and_suffix() -> None:
     "frame",
     [
         b'{"serverContent": "not an object"}',
-        b'{"serverContent": {"modelTurn": {"parts": [{"inlineData": {"data": "abcde"}}]}}}',
         b'{"toolCall": {"functionCalls": [7]}}',
     ],
 )
 def test_fields_of_the_wrong_type_are_a_wire_error_not_a_crash(frame: bytes) -> None:
     with pytest.raises(WireError, match="malformed"):
         events_from_wire(frame)
+
+
+def test_undecodable_audio_is_skipped_and_reported_not_a_lost_connection() -> None:
+    good = base64.b64encode(PCM).decode()
+    msg = {
+        "serverContent": {
+            "modelTurn": {
+                "parts": [{"inlineData": {"data": "abcde"}}, {"inlineData": {"data": good}}]
+            }
+        }
+    }
+    assert events_from_wire(json.dumps(msg)) == [AudioDamaged("base64", 5), AudioOut(PCM)]
+
+
+def test_an_odd_length_chunk_loses_its_dangling_byte_and_is_reported() -> None:
+    msg = {
+        "serverContent": {
+            "modelTurn": {
+                "parts": [{"inlineData": {"data": base64.b64encode(PCM + b"x").decode()}}]
+            }
+        }
+    }
+    assert events_from_wire(json.dumps(msg)) == [AudioOut(PCM), AudioDamaged("odd length", 1)]
+    one = {"serverContent": {"modelTurn": {"parts": [{"inlineData": {"data": "eA=="}}]}}}
+    assert events_from_wire(json.dumps(one)) == [AudioDamaged("odd length", 1)]
+
+
+def test_the_reason_a_turn_completed_is_kept() -> None:
+    frame = '{"serverContent":{"turnComplete":true,"turnCompleteReason":"RESPONSE_REJECTED"}}'
+    assert events_from_wire(frame) == [TurnComplete("RESPONSE_REJECTED")]

@@ -39,7 +39,10 @@ async def test_barge_in_clears_at_once_and_no_stale_audio_follows(
     assert cut.clear_latency_ms > 0
     greeting_ms = synthesize(DEFAULT_GREETING, "Puck").duration_s * 1000
     assert cut.sent_ms > cut.heard_ms
-    assert abs(cut.sent_ms - greeting_ms) < 100  # the simulator sends faster than real time
+    # The simulator generates faster than real time, but the server paces it: at most the
+    # lead (1 s) had left for Twilio ahead of what was heard; the rest was dropped with it.
+    assert cut.sent_ms - cut.heard_ms <= 1000 + 60
+    assert cut.sent_ms < greeting_ms
     assert 900 < cut.heard_ms < 2000
     assert DEFAULT_GREETING.startswith(cut.transcript_heard)
     assert 0 < len(cut.transcript_heard) < len(DEFAULT_GREETING)

@@ -94,6 +94,29 @@ async def test_a_short_soak_runs_and_reports(soak: ModuleType) -> None:
     assert "GOOGLE_GEMINI_BASE_URL" not in os.environ and "SSL_CERT_FILE" not in os.environ
 
 
+async def test_a_short_hostile_soak_drops_nothing(soak: ModuleType) -> None:
+    """Broken-model faults beside the connection faults: no call dropped, nothing lost."""
+    config = soak.SoakConfig(
+        calls=2,
+        duration_s=25.0,
+        mean_fault_interval_s=6.0,
+        seed=7,
+        weights={
+            **soak.HOSTILE_WEIGHTS,
+            **dict.fromkeys(("go_away", "refuse_resumption", "stall", "protocol_close"), 0.0),
+        },
+        drop_after_setup_probability=0.15,
+    )
+    report = await soak.soak(config)
+    check_consistent(report, soak)
+    kinds = set(report["faults"]["by_kind"])
+    assert kinds & {"damaged_audio", "silent_answer", "rejected_answer", "oversized"}
+    assert report["calls"]["dropped"] == 0, report["calls"]["drops"]
+    assert report["caller_audio"]["unexplained_ms"] <= soak.AUDIO_EPSILON_MS
+    assert report["model"]["connections_per_call_max"] <= 12
+    assert soak.passed(report)
+
+
 def finished_call(sid: str, seconds: float) -> SimulatedCall:
     """A call that ran ``seconds`` and was hung up by the caller at its time limit."""
     call = SimulatedCall(b"", call_sid=sid, max_duration_s=seconds)

@@ -194,6 +194,13 @@ class _Connection:
         async with asyncio.timeout(timeout):
             await self.speech.wait()
 
+    async def send(self, message: dict[str, object]) -> bool:
+        self.log.append(("send", message))
+        return True
+
+    def degrade(self, kind: str) -> None:
+        self.log.append(("degrade", kind))
+
     def injector(self) -> FaultInjector:
         actions = FaultActions(
             stall=self.stall,
@@ -201,6 +208,8 @@ class _Connection:
             close=self.close,
             revoke_handles=self.revoke_handles,
             wait_for_speech=self.wait_for_speech,
+            send=self.send,
+            degrade_next_answer=self.degrade,
         )
         loop = asyncio.get_running_loop()
         return FaultInjector(
@@ -261,3 +270,36 @@ async def test_injector_timers() -> None:
     assert faults.injected == []  # timers are not faults
     faults.record("quota")
     assert [kind for _, kind in faults.injected] == ["quota"] and conn.changes == 1
+
+
+async def test_hostile_model_faults_act_through_the_session() -> None:
+    from agent.simulator.behaviour import FaultPlan
+    from agent.simulator.faults import Fault, FaultSchedule
+
+    class Scripted(FaultSchedule):
+        def __init__(self, kinds: list[str]) -> None:
+            super().__init__(FaultPlan(mean_interval_s=0.001), np.random.default_rng(0))
+            self._script = kinds
+
+        @property
+        def exhausted(self) -> bool:
+            return not self._script
+
+        def next_delay_s(self) -> float:
+            return 0.0
+
+        def next_fault(self) -> Fault:
+            return Fault(self._script.pop(0))
+
+    conn = _Connection()
+    await conn.injector().run(
+        Scripted(["silent_answer", "rejected_answer", "damaged_audio", "oversized"])
+    )
+    kinds = [entry[0] for entry in conn.log]
+    assert kinds == ["degrade", "degrade", "send", "send", "send"]
+    assert conn.log[0][1] == "silent" and conn.log[1][1] == "rejected"
+    parts = [
+        entry[1]["serverContent"]["modelTurn"]["parts"][0]["inlineData"]["data"]
+        for entry in conn.log[2:]
+    ]  # type: ignore[index]
+    assert parts[0] == "abcde" and parts[1] == "AAE=" and len(parts[2]) == 4 * 1024 * 1024

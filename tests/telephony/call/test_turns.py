@@ -63,6 +63,13 @@ def test_barge_in_mid_generation_discards_the_rest_then_records_what_was_heard()
     assert not t.discarding
 
 
+def test_a_cut_between_words_has_no_dangling_space() -> None:
+    t = log()
+    t.agent_words("Hello! Thanks for calling. How can I help?")
+    # 31 of 42 characters: the cut falls just after "How ".
+    assert t.interrupted(heard_ms=31, sent_ms=42) == "Hello! Thanks for calling. How"
+
+
 def test_barge_in_after_the_turn_completed_marks_that_turn() -> None:
     t = log()
     t.agent_words("A long answer.")
