@@ -374,8 +374,9 @@ class CallStore:
 
     def interrupt_stale(self, me: str, now: float | None = None) -> dict[str | None, int]:
         """End (``interrupted``) the ``in_progress`` records of every instance but ``me``
-        whose heartbeat is stale or absent; how many, by instance. Never touches a live
-        instance's records: the check is repeated inside each update."""
+        (``""``: a tool, not an instance) whose heartbeat is stale or absent; how many, by
+        instance. Never touches a live instance's records: the check is repeated inside each
+        update."""
         now = time.time() if now is None else now
         with self.engine.connect() as conn:
             owners = list(

@@ -133,6 +133,8 @@ class RecordWriter:
         self._latest: dict[str, dict[str, Any]] = {}
         self._abandoned = False
         self._backlog_rows = len(spool) if spool is not None else 0
+        #: Bytes of rows in the spool, not replayed yet (kept by the thread, for the metrics).
+        self.spool_bytes = spool.size if spool is not None else 0
         self._spool_dropped = spool.dropped if spool is not None else 0
         self._failures = 0
         self._down_until = 0.0  # monotonic: no database attempt before this
@@ -531,6 +533,7 @@ class RecordWriter:
         spooled = 0
         if self.spool is not None:
             spooled = len(self.spool)
+            self.spool_bytes = self.spool.size
             if self.spool.dropped > self._spool_dropped:
                 # Logged by the spool (full, or an unreadable line).
                 self._drop(self.spool.dropped - self._spool_dropped, "spool", None, logged=True)

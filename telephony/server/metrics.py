@@ -243,6 +243,11 @@ class _RecordsCollector(Collector):
             value=writer.pending if writer is not None else 0,
         )
         yield pending
+        yield GaugeMetricFamily(
+            PREFIX + "records_spool_bytes",
+            "Bytes of call records in the local spool, waiting for the database.",
+            value=writer.spool_bytes if writer is not None else 0,
+        )
         for name, text in (
             ("spooled", "Call records the database refused, written to the local spool."),
             ("replayed", "Spooled (or held) call records written once the database took them."),

@@ -299,6 +299,7 @@ class Service:
     async def aclose(self) -> None:
         if self._snapshots is not None:
             self._snapshots.cancel()
+            await asyncio.wait([self._snapshots])  # its end, without re-raising it
         for call_sid in list(self._preconnects):
             task = self._take_preconnect(call_sid)
             if task is not None:

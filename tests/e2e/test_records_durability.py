@@ -6,6 +6,7 @@ untrusted call parameters. Real servers (``voice-agent serve`` subprocesses), re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import pytest
 
 from support import run_stack, silence, speech
 from support.serve import serve_refused, serve_subprocess
+from support.services import postgres
 from telephony.caller import place_call
 from telephony.ops.store import CallStore
 
@@ -62,7 +64,8 @@ async def test_sigkill_with_calls_up_leaves_interrupted_records_not_in_progress_
     tmp_path: Path,
 ) -> None:
     store = CallStore(os.environ["DATABASE_URL"])
-    alpha = {"INSTANCE_ID": "alpha", "RECORDS_SNAPSHOT_S": "0.5"}
+    token = "operator-token-0123456789"
+    alpha = {"INSTANCE_ID": "alpha", "RECORDS_SNAPSHOT_S": "0.5", "API_TOKEN": token}
     beta = {"INSTANCE_ID": "beta", "RECORDS_SNAPSHOT_S": "0.5"}
     words = speech("I would like to book a table for four people tonight")
     async with (
@@ -116,6 +119,12 @@ async def test_sigkill_with_calls_up_leaves_interrupted_records_not_in_progress_
                 what="alpha's calls interrupted",
             )
             text = await metrics_of(again.http_url)
+            async with httpx.AsyncClient(base_url=again.http_url, timeout=5) as http:
+                api = await http.get(
+                    "/calls",
+                    params={"outcome": "interrupted"},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
             command = [sys.executable, "-m", "telephony.cli", "calls", "list"]
             listing = await asyncio.to_thread(
                 subprocess.run,
@@ -143,7 +152,49 @@ async def test_sigkill_with_calls_up_leaves_interrupted_records_not_in_progress_
         assert record["transcript"] == before["transcript"] != []
     assert metric(text, 'voice_agent_calls_total{outcome="interrupted"}') == 5
     assert sorted(r["call_sid"] for r in json.loads(listing.stdout)) == sids("aa")
+    assert api.status_code == 200
+    assert sorted(r["call_sid"] for r in api.json()["calls"]) == sids("aa")
+    assert {r["outcome"] for r in api.json()["calls"]} == {"interrupted"}
     assert {r["instance_id"] for r in store.list(outcome="in_progress", limit=100)} == {"beta"}
+
+
+async def test_a_live_instance_ends_the_calls_of_one_gone_for_good(tmp_path: Path) -> None:
+    """A pod replaced under a new name never comes back with its id: once its heartbeat is
+    stale, a live instance ends its calls (and only its)."""
+    store = CallStore(os.environ["DATABASE_URL"])
+    fast = {"INSTANCE_HEARTBEAT_S": "0.5", "RECORDS_SNAPSHOT_S": "0.5"}
+    async with (
+        serve_subprocess(tmp_path, env={**fast, "INSTANCE_ID": "pod-a"}, name="pod-a") as a,
+        serve_subprocess(tmp_path, env={**fast, "INSTANCE_ID": "pod-b"}, name="pod-b") as b,
+    ):
+        up = [
+            asyncio.create_task(place_call(s.media_url, silence(40), call_sid=sid))
+            for s, sid in ((a, sids("ee")[0]), (a, sids("ee")[1]), (b, sids("ff")[0]))
+        ]
+        await until(
+            lambda: len(records(store, "ee")) == 2 and len(records(store, "ff")) == 1,
+            what="the calls in progress",
+        )
+        a.proc.kill()
+        await a.proc.wait()
+        killed = asyncio.get_running_loop().time()
+        await until(
+            lambda: all(r["outcome"] == "interrupted" for r in records(store, "ee")),
+            timeout_s=15,
+            what="pod-a's calls ended by pod-b",
+        )
+        # Not before pod-a had missed 4 heartbeats (2 s): a slow instance is not a dead one.
+        assert asyncio.get_running_loop().time() - killed > 1.0
+        text = await metrics_of(b.http_url)
+        assert [r["outcome"] for r in records(store, "ff")] == ["in_progress"]
+        assert not up[2].done()
+        for task in up:
+            task.cancel()
+        await asyncio.gather(*up, return_exceptions=True)
+    assert metric(text, 'voice_agent_calls_total{outcome="interrupted"}') == 2
+    for record in records(store, "ee"):
+        assert "(instance pod-a, last seen " in record["reason"]
+    store.close()
 
 
 async def test_a_database_refusing_writes_loses_no_record_even_across_a_restart(
@@ -216,22 +267,39 @@ async def test_a_database_refusing_writes_loses_no_record_even_across_a_restart(
     assert not list((tmp_path / "spool" / "gamma").glob("segment-*"))
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 async def test_a_10_kb_from_parameter_is_bounded_and_the_record_written(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    database: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """PostgreSQL enforces the columns' lengths (SQLite would keep anything): a real one."""
     hostile = "+1" + "5" * 10_000
-    async with run_stack(monkeypatch) as stack:
-        result = await stack.call(
-            silence(1.0),
-            custom_parameters={"from": hostile, "to": "+14155550199\n\x00", "direction": "x" * 500},
-            linger_s=0.3,
-        )
-        summary = await stack.summary()
-        records_writer = stack.service.records
-        assert records_writer is not None
-        assert await records_writer.flush(5)
-    stored = CallStore(os.environ["DATABASE_URL"]).get(result.call_sid)
-    assert stored is not None and stored["outcome"] == "completed"
-    assert stored["caller"] == hostile[:64] and summary.caller == hostile[:64]
-    assert stored["callee"] == "+14155550199"
-    assert stored["direction"] == "inbound"
+    long_sid = "CA" + "f" * 200
+    with contextlib.ExitStack() as resources:
+        if database == "postgresql":
+            url = resources.enter_context(postgres(tmp_path / "postgres"))
+            monkeypatch.setenv("DATABASE_URL", url)
+        async with run_stack(monkeypatch) as stack:
+            result = await stack.call(
+                silence(1.0),
+                call_sid=long_sid,
+                custom_parameters={
+                    "from": hostile,
+                    "to": "+14155550199\n\x00",
+                    "direction": "x" * 500,
+                },
+                linger_s=0.3,
+            )
+            summary = await stack.summary()
+            records_writer = stack.service.records
+            assert records_writer is not None
+            assert await records_writer.flush(5)
+            assert records_writer.stats.dropped == 0 and records_writer.stats.spooled == 0
+        assert result.call_sid == long_sid
+        store = CallStore(os.environ["DATABASE_URL"])
+        [stored] = store.list()
+        assert stored["outcome"] == "completed" and stored["call_sid"].startswith("CAfff")
+        assert len(stored["call_sid"]) == 64
+        assert stored["caller"] == hostile[:64] and summary.caller == hostile[:64]
+        assert stored["callee"] == "+14155550199"
+        assert stored["direction"] == "inbound"
+        store.close()

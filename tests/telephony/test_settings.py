@@ -277,7 +277,7 @@ def test_the_default_instance_id_is_the_host_name_made_valid(
 ) -> None:
     from telephony import settings as settings_module
 
-    monkeypatch.setattr(settings_module.socket, "gethostname", lambda: hostname)
+    monkeypatch.setattr("socket.gethostname", lambda: hostname)
     settings_module.default_instance_id.cache_clear()
     try:
         assert settings_module.default_instance_id() == expected
@@ -289,7 +289,7 @@ def test_a_host_named_localhost_gets_a_unique_instance_id(monkeypatch: pytest.Mo
     """Cloud Run names every instance's host "localhost": they must not share an id."""
     from telephony import settings as settings_module
 
-    monkeypatch.setattr(settings_module.socket, "gethostname", lambda: "localhost")
+    monkeypatch.setattr("socket.gethostname", lambda: "localhost")
     settings_module.default_instance_id.cache_clear()
     try:
         first = settings_module.default_instance_id()

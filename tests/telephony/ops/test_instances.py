@@ -4,6 +4,7 @@ of a database made by the previous schema (real SQLite)."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,29 @@ def test_interrupted_records_take_a_final_record_not_a_snapshot_and_are_pruned(
     assert store.get("CA2")["outcome"] == "completed"  # type: ignore[index]
     # `calls prune` deletes interrupted records like finished ones.
     assert store.prune(T0) == 2
+
+
+def test_calls_prune_ends_a_gone_instance_s_calls_first_even_with_no_server_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from telephony.ops.cli import calls_main
+
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    store = CallStore(url)
+    now = time.time()
+    store.claim_instance(instance("live"), now=now)
+    store.upsert(running("CAgone", "gone", now - 3 * 86_400))  # killed; no server since
+    store.upsert(running("CAlive", "live", now))
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert calls_main(["prune", "--older-than-days", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "ended 1 records of calls whose server stopped without ending them (interrupted)",
+        "deleted 1 call records older than 1 days",
+    ]
+    assert store.get("CAgone") is None
+    assert store.get("CAlive")["outcome"] == IN_PROGRESS  # type: ignore[index]
+    store.close()
 
 
 def test_heartbeats_and_release(store: CallStore) -> None:

@@ -273,11 +273,16 @@ async def test_the_spool_bound_and_the_metrics(db_url: str, spools: Callable[...
     assert f"voice_agent_records_dropped_total {dropped:.1f}" in text
     assert "voice_agent_records_spooled_total 60.0" in text
     assert f"voice_agent_records_pending {60 - dropped:.1f}" in text
+    assert writer.spool is not None
+    on_disk = sum(p.stat().st_size for p in writer.spool.dir.glob("segment-*"))
+    assert 0 < writer.spool_bytes == on_disk <= 256 * 1024
+    assert f"voice_agent_records_spool_bytes {on_disk:.1f}" in text
     outage.broken = False
     await until(lambda: writer.pending == 0)
     text = metrics.exposition().decode()
     assert f"voice_agent_records_replayed_total {60 - dropped:.1f}" in text
     assert "voice_agent_records_pending 0.0" in text
+    assert "voice_agent_records_spool_bytes 0.0" in text
     # The oldest went; the newest are in the database.
     assert store.get("CA59") is not None and store.get("CA0") is None
     await writer.aclose(5)
@@ -286,6 +291,7 @@ async def test_the_spool_bound_and_the_metrics(db_url: str, spools: Callable[...
 def test_metrics_without_a_writer_are_zeros() -> None:
     text = Metrics().exposition().decode()
     assert "voice_agent_records_pending 0.0" in text
+    assert "voice_agent_records_spool_bytes 0.0" in text
     assert "voice_agent_records_dropped_total 0.0" in text
     assert 'voice_agent_calls_total{outcome="interrupted"} 0.0' in text
 
