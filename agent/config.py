@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Final, Literal
 
 from agent.env import ConfigError, EnvReader, Variable
+from agent.tools.builtin import BUILTIN_TOOLS, END_CALL, GOOGLE_SEARCH, TRANSFER_CALL
+from agent.tools.toolbox import Toolbox
 
 __all__ = [
     "BUILTIN_TOOLS",
@@ -84,7 +86,6 @@ KNOWN_VOICES: Final = frozenset(
     )
 )
 
-BUILTIN_TOOLS: Final = ("end_call", "transfer_call")
 
 _MODEL = "Model access"
 _PERSONA = "Persona"
@@ -182,8 +183,28 @@ PERSONA_VARIABLES: Final = (
     Variable(
         "AGENT_TOOLS",
         "end_call,transfer_call",
-        "built-in tools offered to the model (transfer_call needs AGENT_TRANSFER_NUMBER)",
+        "built-in tools offered to the model: end_call, transfer_call (needs "
+        "AGENT_TRANSFER_NUMBER), google_search (the Live API's grounding tool)",
         _PERSONA,
+    ),
+    Variable(
+        "AGENT_TOOLS_FILE",
+        "",
+        'a YAML or JSON file of the operator\'s HTTP tools ({"tools": [ … ]}; docs/tools.md)',
+        _PERSONA,
+    ),
+    Variable(
+        "AGENT_TOOLS_MODULE",
+        "",
+        "a Python module (package.module) whose @tool async functions the model may call",
+        _PERSONA,
+    ),
+    Variable(
+        "TOOLS_SIGNING_SECRET",
+        "",
+        "sign each HTTP tool request (HMAC-SHA256 over a timestamp and the body) with this",
+        _PERSONA,
+        secret=True,
     ),
     Variable(
         "AGENT_VAD_START_SENSITIVITY",
@@ -200,6 +221,9 @@ PERSONA_VARIABLES: Final = (
         _PERSONA,
     ),
 )
+
+#: AGENT_TOOLS when unset.
+DEFAULT_TOOLS: Final = (END_CALL, TRANSFER_CALL)
 
 Sensitivity = Literal["high", "low"]
 Backend = Literal["gemini", "vertex", "simulator"]
@@ -230,6 +254,8 @@ class Persona:
     greeting: str | None = DEFAULT_GREETING
     tools: tuple[str, ...] = ("end_call",)
     vad: VadSettings = field(default_factory=VadSettings)
+    #: The operator's own tools (HTTP endpoints, Python functions, the knowledge base).
+    toolbox: Toolbox = field(default_factory=Toolbox)
 
 
 @dataclass(frozen=True)
@@ -332,7 +358,7 @@ def read_persona(env: EnvReader, *, transfer_available: bool) -> Persona:
     tools = (
         tuple(t.strip() for t in tools_raw.split(",") if t.strip())
         if tools_raw is not None
-        else BUILTIN_TOOLS
+        else DEFAULT_TOOLS
     )
     for tool in tools:
         if tool not in BUILTIN_TOOLS:
@@ -342,6 +368,7 @@ def read_persona(env: EnvReader, *, transfer_available: bool) -> Persona:
     if "transfer_call" in tools and not transfer_available:
         # The transfer tool exists only when there is somewhere to transfer to.
         tools = tuple(t for t in tools if t != "transfer_call")
+    toolbox = read_toolbox(env)
     sensitivity = ("high", "low")
     vad = VadSettings(
         start_sensitivity=env.choice(  # type: ignore[arg-type]
@@ -362,4 +389,36 @@ def read_persona(env: EnvReader, *, transfer_available: bool) -> Persona:
         greeting=greeting,
         tools=tools,
         vad=vad,
+        toolbox=toolbox,
     )
+
+
+def read_toolbox(env: EnvReader) -> Toolbox:
+    """The operator's tools from ``AGENT_TOOLS_FILE`` and ``AGENT_TOOLS_MODULE``; a bad file or
+    module stops startup with a message naming the tool and field."""
+    from agent.tools.http import HttpBackend, ToolsFileError, load_tools_file
+    from agent.tools.python import ToolDefinitionError, load_module
+
+    toolbox = Toolbox()
+    secret = env.get("TOOLS_SIGNING_SECRET") or None
+    path = env.raw("AGENT_TOOLS_FILE")
+    if path:
+        try:
+            for tool in load_tools_file(Path(path), env.env, HttpBackend(secret)):
+                toolbox.add(tool)
+        except ToolsFileError as exc:
+            raise env.error("AGENT_TOOLS_FILE", str(exc)) from None
+    module = env.raw("AGENT_TOOLS_MODULE")
+    if module:
+        try:
+            for py_tool in load_module(module):
+                toolbox.add(py_tool)
+        except (ToolDefinitionError, ValueError) as exc:
+            raise env.error("AGENT_TOOLS_MODULE", str(exc)) from None
+    clash = sorted(set(toolbox.names) & {*BUILTIN_TOOLS, GOOGLE_SEARCH})
+    if clash:
+        raise env.error(
+            "AGENT_TOOLS_FILE" if path else "AGENT_TOOLS_MODULE",
+            f"a tool named {clash[0]!r} would hide the built-in tool of that name",
+        )
+    return toolbox

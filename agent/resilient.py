@@ -35,6 +35,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.genai import types
+
 from agent.activity import CallerActivity
 from agent.events import (
     AgentError,
@@ -152,10 +154,12 @@ class ResilientSession:
         self._handle: str | None = None
         self._closing = False
         # Everything sent while no connection can take it, in order: ("audio", bytes),
-        # ("text", str) or ("tool", (id, name, response)).
+        # ("text", str) or ("tool", (id, name, response, scheduling)).
         self._pending: deque[tuple[str, Any]] = deque()
         self._pending_audio = 0
-        self._answered: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._answered: dict[
+            str, tuple[str, dict[str, Any], types.FunctionResponseScheduling | None]
+        ] = {}
         self._history: deque[str] = deque()
         self._history_chars = 0
         self._caller_text: list[str] = []
@@ -197,9 +201,15 @@ class ResilientSession:
     async def send_text(self, text: str) -> None:
         await self._deliver(("text", text))
 
-    async def send_tool_response(self, call_id: str, name: str, response: dict[str, Any]) -> None:
-        self._answered[call_id] = (name, response)
-        await self._deliver(("tool", (call_id, name, response)))
+    async def send_tool_response(
+        self,
+        call_id: str,
+        name: str,
+        response: dict[str, Any],
+        scheduling: types.FunctionResponseScheduling | None = None,
+    ) -> None:
+        self._answered[call_id] = (name, response, scheduling)
+        await self._deliver(("tool", (call_id, name, response, scheduling)))
 
     async def _deliver(self, item: tuple[str, Any]) -> None:
         conn = self._conn

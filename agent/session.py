@@ -52,7 +52,7 @@ from agent.live_wire import (
 )
 from agent.logs import fields
 from agent.prompts import primed_instructions
-from agent.tools import declarations
+from agent.tools.builtin import live_tools
 
 __all__ = [
     "AgentSession",
@@ -150,7 +150,9 @@ class LiveAgent:
             self.client = genai.Client(vertexai=True, http_options=http_options)
         else:
             self.client = genai.Client(api_key=key, http_options=http_options)
-        self.connect_config = build_connect_config(persona)
+        self.connect_config = build_connect_config(
+            persona, with_behavior=access.backend != "vertex"
+        )
         #: Process-wide: stops opening connections while most of them fail.
         self.breaker = Breaker(time.monotonic, on_change=_breaker_changed)
 
@@ -256,8 +258,13 @@ def fast_path_socket(session: Any) -> Any:
     return ws
 
 
-def build_connect_config(persona: Persona) -> types.LiveConnectConfig:
-    """The Live API setup for a persona (also what tests assert reaches the wire)."""
+def build_connect_config(
+    persona: Persona, *, with_behavior: bool = True
+) -> types.LiveConnectConfig:
+    """The Live API setup for a persona (also what tests assert reaches the wire).
+
+    ``with_behavior``: declare each operator tool's ``behavior`` (the Gemini API takes it;
+    Vertex AI does not, and there every function call blocks)."""
     sens = persona.vad
     start = (
         types.StartSensitivity.START_SENSITIVITY_HIGH
@@ -269,7 +276,7 @@ def build_connect_config(persona: Persona) -> types.LiveConnectConfig:
         if sens.end_sensitivity == "high"
         else types.EndSensitivity.END_SENSITIVITY_LOW
     )
-    tools = declarations(persona.tools)
+    tools = live_tools(persona.tools, persona.toolbox.declarations(with_behavior=with_behavior))
     return types.LiveConnectConfig(
         response_modalities=[types.Modality.AUDIO],
         system_instruction=types.Content(parts=[types.Part(text=persona.instructions)]),
@@ -279,7 +286,7 @@ def build_connect_config(persona: Persona) -> types.LiveConnectConfig:
             ),
             language_code=persona.language,
         ),
-        tools=[types.Tool(function_declarations=tools)] if tools else None,
+        tools=tools,
         input_audio_transcription=types.AudioTranscriptionConfig(),
         output_audio_transcription=types.AudioTranscriptionConfig(),
         realtime_input_config=types.RealtimeInputConfig(
@@ -334,11 +341,19 @@ class AgentSession:
         except _CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
 
-    async def send_tool_response(self, call_id: str, name: str, response: dict[str, Any]) -> None:
+    async def send_tool_response(
+        self,
+        call_id: str,
+        name: str,
+        response: dict[str, Any],
+        scheduling: types.FunctionResponseScheduling | None = None,
+    ) -> None:
         try:
             await self._session.send_tool_response(
                 function_responses=[
-                    types.FunctionResponse(id=call_id, name=name, response=response)
+                    types.FunctionResponse(
+                        id=call_id, name=name, response=response, scheduling=scheduling
+                    )
                 ]
             )
         except _CONNECTION_ERRORS as exc:

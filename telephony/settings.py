@@ -88,6 +88,13 @@ PHONE_VARIABLES: Final = (
         _PHONE,
     ),
     Variable(
+        "TOOLS_FILLER_AFTER_MS",
+        "700",
+        "a blocking tool running longer than this gets a soft 'working on it' sound until the "
+        "agent speaks (off: never)",
+        _PHONE,
+    ),
+    Variable(
         "PUBLIC_URL",
         "",
         "public base URL Twilio uses (https://agent.example.com); required with TWILIO_AUTH_TOKEN",
@@ -273,6 +280,8 @@ class Settings:
     outbound_caller_id: str | None = None
     outbound_answer_timeout_s: float = 5.0
     outbound_greeting: str = DEFAULT_OUTBOUND_GREETING
+    #: The "working on it" sound starts after a blocking tool has run this long (None: off).
+    tool_filler_after_s: float | None = 0.7
     warnings: tuple[str, ...] = ()
 
     @property
@@ -340,6 +349,13 @@ def _record_calls(env: EnvReader) -> Path | None:
     if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
         raise env.error("RECORD_CALLS", f"{path} is not writable")
     return path
+
+
+def _filler_after(env: EnvReader) -> float | None:
+    raw = env.raw("TOOLS_FILLER_AFTER_MS")
+    if raw is not None and raw.lower() in ("off", "false", "no", "none"):
+        return None
+    return env.int_between("TOOLS_FILLER_AFTER_MS", 700, 0, 60_000, "milliseconds or off") / 1000
 
 
 def _database_url(env: EnvReader) -> str | None:
@@ -474,5 +490,6 @@ def _read(env: EnvReader) -> Settings:
         outbound_caller_id=caller_id,
         outbound_answer_timeout_s=env.seconds("OUTBOUND_ANSWER_TIMEOUT_S", 5.0, 60.0),
         outbound_greeting=env.raw("AGENT_OUTBOUND_GREETING") or DEFAULT_OUTBOUND_GREETING,
+        tool_filler_after_s=_filler_after(env),
         warnings=tuple(env.warnings),
     )

@@ -25,7 +25,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from agent.activity import CallerActivity
 from agent.events import (
@@ -55,19 +55,24 @@ from agent.prompts import (
     wrap_up_prompt,
 )
 from agent.resilient import ResilienceStats
-from agent.tools import END_CALL, TRANSFER_CALL
+from agent.tools import END_CALL, TRANSFER_CALL, CallIdentity, Toolbox
 from telephony.audio import CallerToModel, ModelToCaller
 from telephony.call.answer import AnswerDetector
+from telephony.call.filler import FILLER_CHUNK_BYTES, FillerLoop
 from telephony.call.heard import Heard
 from telephony.call.pacing import DEFAULT_LEAD_S, MARK, Pacer
 from telephony.call.recorder import CallRecorder
 from telephony.call.state import CallState, State
 from telephony.call.summary import CallSummary, Interruption, Outcome, call_parameters
+from telephony.call.tooling import ToolRunner
 from telephony.call.turns import TurnLog
 from telephony.errors import TelephonyError
 from telephony.twilio import media_stream as ms
 from telephony.twilio import twiml
 from telephony.twilio.rest import TwilioRest, TwilioRestError
+
+if TYPE_CHECKING:
+    from google.genai import types
 
 __all__ = [
     "Call",
@@ -85,6 +90,8 @@ PRE_SESSION_BUFFER_FRAMES: Final = 250
 MAX_BAD_FRAMES: Final = 50
 #: The longest we wait for the agent's last words to play before ending/transferring.
 END_DRAIN_TIMEOUT_S: Final = 30.0
+#: A blocking tool running longer than this gets the "working on it" sound (call.filler).
+DEFAULT_FILLER_AFTER_S: Final = 0.7
 #: After end_call/transfer_call, the agent is done talking once a turn completes after the
 #: tool call, or, failing that, after this long without audio.
 MODEL_QUIET_S: Final = 2.0
@@ -127,7 +134,11 @@ class Conversation(Protocol):
     async def send_text(self, text: str) -> None: ...
 
     async def send_tool_response(
-        self, call_id: str, name: str, response: dict[str, Any]
+        self,
+        call_id: str,
+        name: str,
+        response: dict[str, Any],
+        scheduling: types.FunctionResponseScheduling | None = None,
     ) -> None: ...
 
     def events(self) -> AsyncIterator[ConversationEvent]:
@@ -168,6 +179,8 @@ class Call:
         outbound_greeting: str | None = None,
         answer_timeout_s: float = 5.0,
         audio_lead_s: float = DEFAULT_LEAD_S,
+        toolbox: Toolbox | None = None,
+        tool_filler_after_s: float | None = DEFAULT_FILLER_AFTER_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.socket = socket
@@ -208,6 +221,10 @@ class Call:
         self._end_reason = ""
         self._turns_at_tool = 0
         self._end_task: asyncio.Task[None] | None = None
+        self._toolbox = toolbox
+        self._tools: ToolRunner | None = None
+        self._filler_after_s = tool_filler_after_s
+        self._tools_wake = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._done = asyncio.Event()
 
@@ -235,9 +252,13 @@ class Call:
                     tg.create_task(self._limits(), name=f"limits:{start.call_sid}"),
                     tg.create_task(self._pacing(), name=f"pacing:{start.call_sid}"),
                 ]
+                if self._tools is not None and self._filler_after_s is not None:
+                    tasks.append(tg.create_task(self._filler(), name=f"filler:{start.call_sid}"))
                 await self._done.wait()
                 for task in tasks:
                     task.cancel()
+                if self._tools is not None:
+                    self._tools.cancel_all()
                 if self._end_task is not None:
                     self._end_task.cancel()
         except asyncio.CancelledError:
@@ -301,6 +322,25 @@ class Call:
         if outbound:
             self._answer = AnswerDetector(self._t0, self._answer_timeout_s)
         self._out = ms.OutboundBuilder(start.stream_sid)
+        if self._toolbox:
+            identity = CallIdentity(
+                call_sid=start.call_sid,
+                caller=self.summary.caller,
+                callee=self.summary.callee,
+                direction=self.summary.direction,
+                custom_parameters=dict(start.custom_parameters),
+            )
+            self._tools = ToolRunner(
+                self._toolbox,
+                identity,
+                send=self._send_tool_response,
+                spawn=self._spawn,
+                records=self.summary.tool_calls,
+                clock=self._now,
+                t0=self._t0,
+                turn=lambda: len(self.summary.turns),
+                on_change=self._tools_wake.set,
+            )
         if self._rec is not None:
             self._rec.start(start, self._now())
         self.state.to(State.CONNECTING)
@@ -705,10 +745,29 @@ class Call:
 
     # -- tools ----------------------------------------------------------------------------
 
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        assert self._tg is not None
+        return self._tg.create_task(coro, name=name)
+
+    async def _send_tool_response(
+        self, call_id: str, name: str, response: dict[str, Any], scheduling: Any
+    ) -> None:
+        if self._session is not None:
+            await self._session.send_tool_response(call_id, name, response, scheduling)
+
     async def _on_tool_call(self, event: ToolCall) -> None:
         assert self._session is not None
         for fc in event.calls:
-            record: dict[str, Any] = {"id": fc.id, "name": fc.name, "args": fc.args}
+            if self._tools is not None and self._tools.handles(fc.name):
+                await self._tools.start(fc)
+                continue
+            record: dict[str, Any] = {
+                "id": fc.id,
+                "name": fc.name,
+                "args": fc.args,
+                "at_s": round(self._elapsed(), 3),
+                "turn": len(self.summary.turns),
+            }
             self.summary.tool_calls.append(record)
             ending = self.state.is_(State.ENDING)
             if fc.name == END_CALL and not ending:
@@ -726,8 +785,13 @@ class Call:
             elif fc.name in {END_CALL, TRANSFER_CALL}:
                 result = {"result": "ignored", "error": "the call is already ending"}
             else:
-                result = {"result": "error", "error": f"unknown tool {fc.name!r}"}
+                result = {
+                    "result": "error",
+                    "error": f"there is no tool named {fc.name!r}",
+                    "retryable": False,
+                }
             record["result"] = result
+            record["outcome"] = "ok" if result["result"] == "ok" else str(result["result"])
             if self._rec is not None:
                 self._rec.event("tool_call", self._now(), **record)
             log.info(
@@ -738,11 +802,62 @@ class Call:
 
     def _on_tool_cancel(self, ids: tuple[str, ...]) -> None:
         log.info("call.tool_cancelled", extra=fields(ids=list(ids)))
+        if self._tools is not None:
+            self._tools.cancel(ids)
         if self._end_task is not None and self._pending_tool_id in ids:
             # The model took it back before we acted: the call goes on.
             self._end_task.cancel()
             self._end_task = None
             self.state.to(State.ACTIVE)
+
+    async def _filler(self) -> None:
+        """While the model waits for a blocking tool for longer than ``tool_filler_after_s``,
+        play the soft "working on it" loop, until the model speaks, the caller does, or no
+        blocking tool runs any more (see ``call.filler``)."""
+        assert self._tools is not None and self._filler_after_s is not None
+        loop = FillerLoop()
+        chunk_s = FILLER_CHUNK_BYTES / ms.SAMPLE_RATE
+        while True:
+            self._tools_wake.clear()
+            since = self._tools.blocking_since
+            if since is None:
+                await self._tools_wake.wait()
+                continue
+            wait = since + self._filler_after_s - self._now()
+            if wait <= 0 and not self._all_played:
+                wait = chunk_s  # the agent's last words still play: the sound comes after
+            if wait > 0:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._tools_wake.wait()
+                except TimeoutError:
+                    pass
+                continue
+            loop.restart()
+            playing_until = self._now()
+            while (
+                self._tools.blocking_since is not None
+                and self._last_audio_at < since
+                and not self._activity.speaking
+                and self._out is not None
+            ):
+                # Keep ~one chunk queued at Twilio: the answer waits at most that long.
+                now = self._now()
+                if playing_until - now < chunk_s:
+                    await self._send(self._out.media(loop.next_chunk()))
+                    playing_until = max(playing_until, now) + chunk_s
+                    self.summary.filler_ms += round(chunk_s * 1000)
+                await asyncio.sleep(chunk_s / 2)
+            if self._activity.speaking and self._out is not None and playing_until > self._now():
+                await self._send(self._out.clear())  # the caller talks: stop it at once
+            # Once per wait: after the model or the caller spoke, no more sound for this one.
+            while self._tools.blocking_since == since:
+                self._tools_wake.clear()
+                try:
+                    async with asyncio.timeout(chunk_s):
+                        await self._tools_wake.wait()
+                except TimeoutError:
+                    pass
 
     # -- limits ---------------------------------------------------------------------------
 

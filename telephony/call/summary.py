@@ -118,6 +118,7 @@ class CallSummary:
     silent_answers: int = 0  # answers at near-zero amplitude (recovered like stalls)
     rejected_answers: int = 0  # empty turns ending RESPONSE_REJECTED
     agent_audio_dropped_ms: float = 0.0  # held agent audio over its bound (should be 0)
+    filler_ms: int = 0  # "working on it" sound played while blocking tools ran
     model_connections: list[dict[str, Any]] = field(default_factory=list)
     caller_audio_ms: float = 0.0
     caller_audio_dropped_ms: float = 0.0  # beyond the reconnect buffer (should be 0)

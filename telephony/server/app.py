@@ -304,6 +304,8 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             ),
             outbound_greeting=settings.outbound_greeting,
             answer_timeout_s=settings.outbound_answer_timeout_s,
+            toolbox=settings.persona.toolbox,
+            tool_filler_after_s=settings.tool_filler_after_s,
         )
         try:
             await call.run()

@@ -9,7 +9,7 @@ calls turned away) is updated as it happens. The per-frame audio path has no met
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -30,6 +30,8 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 #: Phone latencies: tens of milliseconds to a few seconds.
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+#: A tool round trip: a local lookup in milliseconds, a slow backend up to its timeout.
+TOOL_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 #: Setting up a Live session: a few hundred ms, up to the retries' backoff.
 CONNECT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 #: `interrupted` received → `clear` sent: one socket write (~30 µs measured), up to ~100 ms.
@@ -56,7 +58,10 @@ log = logging.getLogger(__name__)
 class Metrics:
     """The metric families of one server, on their own registry."""
 
-    def __init__(self) -> None:
+    def __init__(self, tool_names: Iterable[str] = ()) -> None:
+        #: Tools labelled by name; any other name the model makes up is labelled "other" (the
+        #: model must not be able to grow the label set).
+        self.tool_names = frozenset(tool_names)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         p = PREFIX
@@ -121,6 +126,25 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter(p + "errors", "Errors, by kind.", ["kind"], registry=r)
+        self.tool_calls = Counter(
+            p + "tool_calls",
+            "Tool calls the model made, by tool and outcome (ok, timeout, http_error, "
+            "connection_error, invalid_json, too_large, cancelled, error, …).",
+            ["tool", "outcome"],
+            registry=r,
+        )
+        self.tool_latency = Histogram(
+            p + "tool_latency_seconds",
+            "Tool call started to its answer ready (cancelled calls excluded), by tool.",
+            ["tool"],
+            buckets=TOOL_BUCKETS_S,
+            registry=r,
+        )
+        self.filler = Counter(
+            p + "tool_filler_seconds",
+            "Seconds of the 'working on it' sound played while blocking tools ran.",
+            registry=r,
+        )
         self.frames_in = Counter(
             p + "audio_frames_in", "Caller audio frames received from Twilio.", registry=r
         )
@@ -205,6 +229,15 @@ class Metrics:
             reason = str(conn.get("reason", ""))
             if reason and reason != "initial":
                 self.reconnects.labels(reason=reason).inc()
+        for call in s.tool_calls:
+            name = str(call.get("name", ""))
+            label = name if name in self.tool_names else "other"
+            outcome = str(call.get("outcome", "ok"))
+            self.tool_calls.labels(tool=label, outcome=outcome).inc()
+            latency = call.get("latency_ms")
+            if outcome != "cancelled" and isinstance(latency, (int, float)):
+                self.tool_latency.labels(tool=label).observe(latency / 1000)
+        _add(self.filler, s.filler_ms / 1000)
         _add(self.stalls, s.stalls)
         _add(self.stalls_recovered, s.stalls_recovered)
         _add(self.no_answers.labels(kind="silent"), s.silent_answers)

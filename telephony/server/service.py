@@ -59,7 +59,8 @@ class Service:
         self.outcomes: OrderedDict[str, str] = OrderedDict()
         self.recent: deque[CallSummary] = deque(maxlen=SUMMARIES_KEPT)
         self.started_at = time.time()
-        self.metrics = Metrics()
+        persona = settings.persona
+        self.metrics = Metrics(tool_names=(*persona.tools, *persona.toolbox.names))
         self.records: RecordWriter | None = None
         self.metrics.watch_records(lambda: self.records)
         self._snapshots: asyncio.Task[None] | None = None
@@ -314,6 +315,7 @@ class Service:
             await self.records.aclose(RECORDS_FLUSH_TIMEOUT_S)
         if self.rest is not None:
             await self.rest.aclose()
+        await self.settings.persona.toolbox.aclose()
         if self.simulator is not None:
             await self.simulator.aclose()
 

@@ -156,6 +156,8 @@ class FakeConversation:
     audio: list[bytes] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     tool_responses: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    #: The scheduling of each non-blocking tool's answer, by function-call id.
+    tool_scheduling: dict[str, Any] = field(default_factory=dict)
     closed: bool = False
     #: Raised by the opener instead of opening (a model that cannot be reached).
     refuse: AgentError | None = None
@@ -189,8 +191,12 @@ class FakeConversation:
         self.texts.append(text)
         self.changed.set()
 
-    async def send_tool_response(self, call_id: str, name: str, response: dict[str, Any]) -> None:
+    async def send_tool_response(
+        self, call_id: str, name: str, response: dict[str, Any], scheduling: Any = None
+    ) -> None:
         self.tool_responses.append((call_id, name, response))
+        if scheduling is not None:
+            self.tool_scheduling[call_id] = scheduling
         self.changed.set()
 
     async def events(self) -> AsyncIterator[ConversationEvent]:

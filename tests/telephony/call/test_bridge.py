@@ -313,8 +313,17 @@ async def test_an_unknown_tool_gets_an_error_answer() -> None:
     s = await Scene().connected()
     s.model.push(ToolCall((FunctionCall("fc-9", "launch_rocket", {}),)))
     await until(lambda: s.model.tool_responses)
+    # Informative and final, so the model tells the caller instead of trying again.
     assert s.model.tool_responses == [
-        ("fc-9", "launch_rocket", {"result": "error", "error": "unknown tool 'launch_rocket'"})
+        (
+            "fc-9",
+            "launch_rocket",
+            {
+                "result": "error",
+                "error": "there is no tool named 'launch_rocket'",
+                "retryable": False,
+            },
+        )
     ]
     await s.hang_up()
 

@@ -1,19 +1,23 @@
 """Built-in tools the agent can call, declared to the model.
 
-The model only *asks*: what a tool does is decided by the transport that owns the call
-(``telephony.call.bridge`` hangs up or transfers through Twilio). Keeping the declarations here lets
-another transport offer the same tools.
+The model only *asks*: what ``end_call`` and ``transfer_call`` do is decided by the transport
+that owns the call (``telephony.call.bridge`` hangs up or transfers through Twilio). Keeping the
+declarations here lets another transport offer the same tools. ``google_search`` is the Live
+API's own grounding tool: the model runs it on Google's side, nothing here answers it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from google.genai import types
 
 END_CALL: Final = "end_call"
 TRANSFER_CALL: Final = "transfer_call"
+GOOGLE_SEARCH: Final = "google_search"
+#: Every built-in tool, in the order ``AGENT_TOOLS`` lists them by default.
+BUILTIN_TOOLS: Final = (END_CALL, TRANSFER_CALL, GOOGLE_SEARCH)
 
 _DECLARATIONS: Final = {
     END_CALL: types.FunctionDeclaration(
@@ -52,5 +56,21 @@ _DECLARATIONS: Final = {
 
 
 def declarations(names: Iterable[str]) -> list[types.FunctionDeclaration]:
-    """The function declarations for the enabled built-in tools, in a stable order."""
-    return [_DECLARATIONS[name] for name in names]
+    """The function declarations for the enabled built-in function tools, in a stable order
+    (``google_search`` is not a function: see ``live_tools``)."""
+    return [_DECLARATIONS[name] for name in names if name in _DECLARATIONS]
+
+
+def live_tools(
+    names: Iterable[str], extra: Iterable[types.FunctionDeclaration] = ()
+) -> list[types.Tool | Any] | None:
+    """The ``tools`` of a Live session's setup: the built-in functions named, the operator's
+    declarations, and Google Search when named. None when there are none."""
+    names = tuple(names)
+    functions = declarations(names) + list(extra)
+    tools: list[types.Tool | Any] = (
+        [types.Tool(function_declarations=functions)] if functions else []
+    )
+    if GOOGLE_SEARCH in names:
+        tools.append(types.Tool(google_search=types.GoogleSearch()))
+    return tools or None
