@@ -24,7 +24,8 @@ from pathlib import Path
 from telephony.call.summary import CallSummary, Interruption, Outcome, Turn
 from telephony.loadtest.metrics import percentile
 from telephony.ops.records import record_from_summary
-from telephony.ops.store import CallStore, RecordWriter
+from telephony.ops.store import CallStore
+from telephony.ops.writer import RecordWriter
 
 TICK_S = 0.020
 

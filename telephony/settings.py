@@ -8,8 +8,11 @@ is generated from it, and the tests check the README against it.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import secrets
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +52,13 @@ DEFAULT_DATABASE_URL: Final = "sqlite:///calls.db"
 #: API_TOKEN must be at least this long: it guards call transcripts and placing calls.
 MIN_API_TOKEN_CHARS: Final = 16
 DEFAULT_SERVER: Final = "http://127.0.0.1:8080"
+#: Call records the database refuses wait here (relative to the working directory).
+DEFAULT_SPOOL_DIR: Final = ".voice-agent/spool"
+DEFAULT_SPOOL_MAX_MB: Final = 64
+DEFAULT_HEARTBEAT_S: Final = 15.0
+DEFAULT_SNAPSHOT_S: Final = 30.0
+#: An instance id: a DNS label (a pod name, a host name's first label).
+_INSTANCE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 
 _E164: Final = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
@@ -226,6 +236,38 @@ PHONE_VARIABLES: Final = (
         "mask phone numbers (all digits but the last 4) in logs and call records",
         _OPS,
     ),
+    Variable(
+        "INSTANCE_ID",
+        "",
+        "this server process's name in the call records (letters, digits, '-'; at most 63); "
+        "unset: the host name (a pod's name)",
+        _OPS,
+    ),
+    Variable(
+        "INSTANCE_HEARTBEAT_S",
+        "15",
+        "how often an instance says it is alive; one silent for 4 of these is presumed gone "
+        "and its calls in progress are recorded as interrupted",
+        _OPS,
+    ),
+    Variable(
+        "RECORDS_SNAPSHOT_S",
+        "30",
+        "how often the records of calls in progress are refreshed (what a crash leaves) (0: off)",
+        _OPS,
+    ),
+    Variable(
+        "RECORDS_SPOOL_DIR",
+        DEFAULT_SPOOL_DIR,
+        "records the database refuses wait here (on local disk) until it takes them again",
+        _OPS,
+    ),
+    Variable(
+        "RECORDS_SPOOL_MAX_MB",
+        str(DEFAULT_SPOOL_MAX_MB),
+        "the spool's size limit; beyond it the oldest spooled records are dropped",
+        _OPS,
+    ),
     Variable("OUTBOUND_CALLER_ID", "", "our Twilio number (E.164) outbound calls come from", _OPS),
     Variable(
         "OUTBOUND_ANSWER_TIMEOUT_S",
@@ -314,6 +356,13 @@ class Settings:
     record_calls_max_s: float = 7200.0
     #: SQLAlchemy URL of the call-record database (None: records are off).
     database_url: str | None = DEFAULT_DATABASE_URL
+    #: This process in the call records and the ``instances`` table (``INSTANCE_ID``).
+    instance_id: str = "local"
+    instance_heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    #: Refresh the records of calls in progress this often (0: only at start and end).
+    records_snapshot_s: float = DEFAULT_SNAPSHOT_S
+    records_spool_dir: Path = Path(DEFAULT_SPOOL_DIR)
+    records_spool_max_bytes: int = DEFAULT_SPOOL_MAX_MB * 1024 * 1024
     #: Bearer token of the operator API (``/calls``); None: that API is disabled.
     api_token: str | None = None
     redact_phone_numbers: bool = False
@@ -447,6 +496,38 @@ def _database_url(env: EnvReader) -> str | None:
     return raw
 
 
+@functools.cache
+def default_instance_id() -> str:
+    """The host name's first label (a pod's name in Kubernetes), made a valid id. A sandbox
+    that names every host ``localhost`` (Cloud Run) gets a random suffix, once per process:
+    instances sharing a database must never share an id."""
+    label = socket.gethostname().split(".")[0]
+    label = re.sub(r"[^A-Za-z0-9-]", "-", label).strip("-")[:63].rstrip("-")
+    if not label or label.lower() in {"localhost", "localhost-localdomain"}:
+        return f"{label or 'instance'}-{secrets.token_hex(4)}"
+    return label
+
+
+def _instance_id(env: EnvReader) -> str:
+    raw = env.raw("INSTANCE_ID")
+    if raw is None:
+        return default_instance_id()
+    if not _INSTANCE_ID.match(raw):
+        raise env.error(
+            "INSTANCE_ID",
+            "expected letters, digits and '-' (not first), at most 63 characters, like "
+            f"voice-agent-7d9f-x2k4; got {raw[:80]!r}",
+        )
+    return raw
+
+
+def _spool_dir(env: EnvReader) -> Path:
+    path = Path(env.raw("RECORDS_SPOOL_DIR") or DEFAULT_SPOOL_DIR).expanduser()
+    if path.exists() and not path.is_dir():
+        raise env.error("RECORDS_SPOOL_DIR", f"{path} exists and is not a directory")
+    return path
+
+
 def _api_token(env: EnvReader) -> str | None:
     token = env.raw("API_TOKEN")
     if token is not None and len(token) < MIN_API_TOKEN_CHARS:
@@ -540,6 +621,15 @@ def _read(env: EnvReader) -> Settings:
         record_calls=_record_calls(env),
         record_calls_max_s=env.seconds("RECORD_CALLS_MAX_S", 7200.0),
         database_url=_database_url(env),
+        instance_id=_instance_id(env),
+        instance_heartbeat_s=env.seconds("INSTANCE_HEARTBEAT_S", DEFAULT_HEARTBEAT_S, 600.0),
+        records_snapshot_s=env.seconds_or_off("RECORDS_SNAPSHOT_S", DEFAULT_SNAPSHOT_S, 3600.0),
+        records_spool_dir=_spool_dir(env),
+        records_spool_max_bytes=env.positive_int(
+            "RECORDS_SPOOL_MAX_MB", DEFAULT_SPOOL_MAX_MB, 1_000_000
+        )
+        * 1024
+        * 1024,
         api_token=_api_token(env),
         redact_phone_numbers=env.flag("REDACT_PHONE_NUMBERS", False),
         twilio_api_base_url=api_base,

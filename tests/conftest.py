@@ -17,4 +17,6 @@ def hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     # Call records of servers started by tests go to the test's own database, not to
     # ./calls.db (the default) in whatever directory the suite runs from.
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'calls.db'}")
+    # Records the database refuses are spooled there (not in ./.voice-agent/spool).
+    monkeypatch.setenv("RECORDS_SPOOL_DIR", str(tmp_path / "spool"))
     yield

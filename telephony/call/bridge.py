@@ -64,7 +64,7 @@ from telephony.call.heard import Heard
 from telephony.call.pacing import DEFAULT_LEAD_S, MARK, Pacer
 from telephony.call.recorder import CallRecorder
 from telephony.call.state import CallState, State
-from telephony.call.summary import CallSummary, Interruption, Outcome
+from telephony.call.summary import CallSummary, Interruption, Outcome, call_parameters
 from telephony.call.tooling import ToolRunner
 from telephony.call.turns import TurnLog
 from telephony.errors import TelephonyError
@@ -325,12 +325,12 @@ class Call:
         self.summary.max_buffered_ms = round(stats.max_buffered_ms, 1)
 
     def _began(self, start: ms.Start) -> bool:
-        params = start.custom_parameters
+        caller, callee, direction = call_parameters(start.custom_parameters)
         self.summary.call_sid = start.call_sid
         self.summary.stream_sid = start.stream_sid
-        self.summary.caller = params.get("from", "")
-        self.summary.callee = params.get("to", "")
-        outbound = params.get("direction", "").startswith("outbound")
+        self.summary.caller = caller
+        self.summary.callee = callee
+        outbound = direction.startswith("outbound")
         self.summary.direction = "outbound" if outbound else "inbound"
         if outbound:
             self._answer = AnswerDetector(self._t0, self._answer_timeout_s)
@@ -341,7 +341,11 @@ class Call:
                 caller=self.summary.caller,
                 callee=self.summary.callee,
                 direction=self.summary.direction,
-                custom_parameters=dict(params),
+                # Untrusted: bounded before it goes to the operator's backends.
+                custom_parameters={
+                    str(k)[:64]: str(v)[:512]
+                    for k, v in list(start.custom_parameters.items())[:32]
+                },
             )
             self._tools = ToolRunner(
                 self._toolbox,

@@ -8,10 +8,24 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CallSummary", "Interruption", "Outcome", "Turn", "join_fragments"]
+__all__ = [
+    "PARAMETER_MAX_CHARS",
+    "CallSummary",
+    "Interruption",
+    "Outcome",
+    "Turn",
+    "call_parameters",
+    "clean_text",
+    "join_fragments",
+]
+
+#: The longest ``from``/``to``/``direction`` kept from a stream's ``customParameters`` (what
+#: the record's columns hold; an E.164 number is at most 16 characters, a SIP URI a few dozen).
+PARAMETER_MAX_CHARS = 64
 
 
 class Outcome(enum.StrEnum):
@@ -133,3 +147,27 @@ def join_fragments(parts: list[str]) -> str:
             out.append(" ")
         out.append(part)
     return "".join(out).strip()
+
+
+def clean_text(value: object, limit: int) -> str:
+    """``value`` as text of at most ``limit`` characters, without control characters (NUL is
+    refused by PostgreSQL; newlines and escapes would forge log lines)."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > 4 * limit:
+        text = text[: 4 * limit]  # bound the work on hostile input before cleaning
+    if not text.isprintable():
+        text = "".join(c for c in text if c.isprintable())
+    return text[:limit]
+
+
+def call_parameters(params: Mapping[str, str]) -> tuple[str, str, str]:
+    """``(from, to, direction)`` from a stream's ``customParameters``, cleaned and bounded.
+
+    The parameters come from the TwiML we returned, but anyone who can open the stream can
+    send any: they are never trusted to fit the record's columns or a log line.
+    """
+    return (
+        clean_text(params.get("from", ""), PARAMETER_MAX_CHARS),
+        clean_text(params.get("to", ""), PARAMETER_MAX_CHARS),
+        clean_text(params.get("direction", ""), PARAMETER_MAX_CHARS),
+    )

@@ -74,7 +74,7 @@ def _detail(response: httpx.Response) -> str:
         return response.text[:200]
 
 
-def _store() -> Any:
+def _store(*, create: bool = False) -> Any:
     from telephony.ops.store import CallStore, StoreError
 
     url = os.environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
@@ -96,7 +96,7 @@ def _store() -> Any:
                 "server runs, or set DATABASE_URL to the server's"
             )
     try:
-        return CallStore(url, create=False)
+        return CallStore(url, create=create)
     except StoreError as exc:
         raise CommandError(str(exc)) from None
 
@@ -198,13 +198,20 @@ def format_call(r: dict[str, Any]) -> str:
 def prune_calls(days: float) -> int:
     if days <= 0:
         raise CommandError("--older-than-days must be > 0")
-    store = _store()
+    store = _store(create=True)  # a write: the tables of this version may be made
     try:
+        # Calls whose server stopped without ending them are ended first (as a live instance
+        # would), so that they are pruned like finished ones even with no server running.
+        ended = sum(store.interrupt_stale("").values())
         deleted = store.prune(time.time() - days * 86_400)
     except Exception as exc:
         raise CommandError(f"cannot prune {store.url}: {exc}") from None
     finally:
         store.close()
+    if ended:
+        print(
+            f"ended {ended} records of calls whose server stopped without ending them (interrupted)"
+        )
     print(f"deleted {deleted} call records older than {days:g} days")
     return 0
 

@@ -16,18 +16,22 @@ the model had generated in ``generated``.
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
 from dataclasses import asdict
 from typing import Any, Final
 
-from telephony.call.summary import CallSummary
+from telephony.call.summary import CallSummary, clean_text
 from telephony.ops.pii import mask_number, redact_value
 
 __all__ = [
+    "COLUMN_CHARS",
     "DIALING",
+    "INTERRUPTED",
     "IN_PROGRESS",
     "OUTCOMES",
+    "bounded",
     "dialing_record",
     "record_from_summary",
     "transcript_of",
@@ -37,7 +41,10 @@ __all__ = [
 IN_PROGRESS: Final = "in_progress"
 #: ``outcome`` of an outbound call placed through Twilio that hasn't connected (yet).
 DIALING: Final = "dialing"
-#: Every outcome a record can have: the call's own (``telephony.call.Outcome``), the two
+#: ``outcome`` of a call whose server stopped (crashed, was killed) without ending it: set by
+#: another instance, or the same one restarted (``telephony.ops.store``), on the last snapshot.
+INTERRUPTED: Final = "interrupted"
+#: Every outcome a record can have: the call's own (``telephony.call.Outcome``), the three
 #: above, and the ends of outbound calls that never reached the agent (Twilio's statuses).
 OUTCOMES: Final = (
     "completed",
@@ -46,12 +53,62 @@ OUTCOMES: Final = (
     "failed",
     "rejected",
     "shutdown",
+    INTERRUPTED,
     IN_PROGRESS,
     DIALING,
     "busy",
     "no-answer",
     "canceled",
 )
+
+#: The length of each bounded text column (the store's schema is built from this): PostgreSQL
+#: refuses a longer value (SQLite would keep it), so rows are cut to fit before any write.
+COLUMN_CHARS: Final = {
+    "call_sid": 64,
+    "stream_sid": 64,
+    "direction": 16,
+    "caller": 64,
+    "callee": 64,
+    "outcome": 32,
+    "instance_id": 64,
+}
+#: Free-text columns are unbounded in the schema; a reason is one line, kept short anyway.
+REASON_MAX_CHARS: Final = 1000
+
+
+def _bounded_sid(sid: str, limit: int) -> str:
+    """A SID that fits: real ones (34 characters) are kept; a longer one (hostile) is cut
+    and tagged with a digest of the whole, so two long SIDs never share one record."""
+    if len(sid) <= limit and sid.isprintable():
+        return sid
+    digest = hashlib.sha256(sid.encode("utf-8", "replace")).hexdigest()[:16]
+    return clean_text(sid, limit - 17) + "~" + digest
+
+
+def bounded(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with every bounded column cut to what the schema stores (a copy if changed).
+
+    Never fails: a value that is not text becomes text. Cheap when nothing needs cutting.
+    """
+    out = row
+    for name, limit in COLUMN_CHARS.items():
+        value = out.get(name)
+        if value is None or (
+            isinstance(value, str) and len(value) <= limit and value.isprintable()
+        ):
+            continue
+        if out is row:
+            out = dict(row)
+        if name == "call_sid":
+            out[name] = _bounded_sid(str(value), limit)
+        else:
+            out[name] = clean_text(value, limit)
+    reason = out.get("reason")
+    if isinstance(reason, str) and len(reason) > REASON_MAX_CHARS:
+        if out is row:
+            out = dict(row)
+        out["reason"] = reason[: REASON_MAX_CHARS - 1] + "…"
+    return out
 
 
 def transcript_of(summary: CallSummary) -> list[dict[str, Any]]:
@@ -122,7 +179,7 @@ def record_from_summary(
         transcript = redact_value(transcript)
         tool_calls = redact_value(tool_calls)
         interruptions = redact_value(interruptions)
-    return {
+    row = {
         "call_sid": summary.call_sid,
         "stream_sid": summary.stream_sid,
         "direction": summary.direction or "inbound",
@@ -165,6 +222,7 @@ def record_from_summary(
             "redacted": redact,
         },
     }
+    return bounded(row)
 
 
 def dialing_record(

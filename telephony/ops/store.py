@@ -1,36 +1,40 @@
 """The call-record database: SQLite by default, any SQLAlchemy database by URL.
 
-Two layers:
+``CallStore`` is synchronous SQLAlchemy Core over two tables: ``calls`` (one row per call)
+and ``instances`` (one row per server process: its heartbeat). It is used by the server's
+writer thread (``telephony.ops.writer``), by API reads (in worker threads) and directly by
+``voice-agent calls``.
 
-- ``CallStore``: synchronous SQLAlchemy Core (one table, ``calls``). Used by the server's
-  writer thread, by API reads (in worker threads) and directly by ``voice-agent calls``.
-- ``RecordWriter``: the server's façade. ``submit()`` never blocks the event loop: rows go to
-  one dedicated writer thread, in order, with retries; ``flush()``/``aclose()`` wait
-  (boundedly) until every submitted row is written, which the server does on shutdown.
+Rows are upserted by call SID: a call is written when its stream starts (``in_progress``),
+refreshed while it runs, and written again when it ends, so a process that dies mid-call still
+leaves a record. A snapshot never overwrites a finished record (writes for one call are
+ordered, but a shutdown snapshot may be taken after the call's own final write was queued, and
+a spooled snapshot may be replayed late). A final record replaces an ``interrupted`` one: the
+call's own account of its end is better than a guess.
 
-Rows are upserted by call SID: a call is written when its stream starts (``in_progress``), and
-again when it ends, so a process that dies mid-call still leaves a record. A snapshot never
-overwrites a finished record (writes for one call are ordered, but a shutdown snapshot may be
-taken after the call's own final write was queued).
+Crash consistency: each record carries the ``instance_id`` of the server that served it, and
+each server refreshes its heartbeat in ``instances``. ``interrupt_stale`` ends (``interrupted``)
+the ``in_progress`` records of instances whose heartbeat is stale or absent; a restarted
+instance ends those of its own previous life (``claim_instance``, ``interrupt_previous_life``).
 
-Schema changes: the table is created if missing (``create_all``); there are no migrations
-yet. ``SCHEMA_VERSION`` is stored in each row's ``detail`` so a future migration can tell.
+Schema changes: tables are created if missing (``create_all``), and columns added since are
+added at open (``ALTER TABLE ... ADD COLUMN``, nullable ones only: ``migrate``).
+``SCHEMA_VERSION`` is also stored in each row's ``detail``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
+import datetime as dt
 import logging
-import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
     Column,
+    Connection,
     Engine,
     Float,
     Integer,
@@ -38,12 +42,16 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    case,
     create_engine,
     delete,
     event,
+    exists,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -52,18 +60,24 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from agent.logs import fields
 from telephony.errors import TelephonyError
-from telephony.ops.records import DIALING, IN_PROGRESS
+from telephony.ops.records import COLUMN_CHARS, DIALING, IN_PROGRESS, INTERRUPTED, bounded
 
-__all__ = ["CallStore", "RecordWriter", "StoreError"]
+__all__ = ["CallStore", "Instance", "InstanceInUse", "StoreError"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
-#: Attempts per row before it is given up (and logged with its call SID).
-WRITE_ATTEMPTS: Final = 3
-WRITE_BACKOFF_S: Final = (0.2, 1.0)
+#: 2: ``calls.instance_id`` and the ``instances`` table (crash consistency).
+SCHEMA_VERSION: Final = 2
 #: The most rows one list request returns.
 MAX_LIMIT: Final = 500
+#: An instance whose heartbeat is older than this many of its own intervals is gone.
+STALE_HEARTBEATS: Final = 4
+#: Records written before instances had ids (schema 1) are ended once this old.
+LEGACY_STALE_S: Final = 300.0
+#: Heartbeats of instances gone this long are deleted (their calls were ended long ago).
+FORGET_INSTANCES_S: Final = 86_400.0
+#: SQLite: how long a write waits for another writer's lock (``?timeout=`` in the URL wins).
+SQLITE_BUSY_TIMEOUT_S: Final = 10
 
 _JSON = JSON().with_variant(JSONB(), "postgresql")
 
@@ -72,12 +86,12 @@ metadata = MetaData()
 calls = Table(
     "calls",
     metadata,
-    Column("call_sid", String(64), primary_key=True),
-    Column("stream_sid", String(64), nullable=False, default=""),
-    Column("direction", String(16), nullable=False, default="inbound"),
-    Column("caller", String(64), nullable=False, default=""),
-    Column("callee", String(64), nullable=False, default=""),
-    Column("outcome", String(32), nullable=False, index=True),
+    Column("call_sid", String(COLUMN_CHARS["call_sid"]), primary_key=True),
+    Column("stream_sid", String(COLUMN_CHARS["stream_sid"]), nullable=False, default=""),
+    Column("direction", String(COLUMN_CHARS["direction"]), nullable=False, default="inbound"),
+    Column("caller", String(COLUMN_CHARS["caller"]), nullable=False, default=""),
+    Column("callee", String(COLUMN_CHARS["callee"]), nullable=False, default=""),
+    Column("outcome", String(COLUMN_CHARS["outcome"]), nullable=False, index=True),
     Column("reason", Text, nullable=False, default=""),
     # Seconds since the epoch (UTC): the same meaning on every database, no timezone pitfalls.
     Column("started_at", Float, nullable=False, index=True),
@@ -93,6 +107,22 @@ calls = Table(
     Column("transcript", _JSON, nullable=False),
     Column("detail", _JSON, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Schema 2 (added to older tables by `migrate`, so nullable): the server that served it.
+    Column("instance_id", String(COLUMN_CHARS["instance_id"])),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(COLUMN_CHARS["instance_id"]), primary_key=True),
+    Column("host", String(255), nullable=False, default=""),
+    Column("pid", Integer, nullable=False, default=0),
+    # Names the spool directory the instance holds locked: a process that holds it now and
+    # finds its token here knows the heartbeat is its own previous life's.
+    Column("token", String(64), nullable=False, default=""),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("heartbeat_s", Float, nullable=False),
 )
 
 #: Columns of a list entry (everything but the bulky transcript and detail).
@@ -100,8 +130,49 @@ SUMMARY_COLUMNS: Final = tuple(c for c in calls.c if c.name not in {"transcript"
 _OPEN_OUTCOMES: Final = (IN_PROGRESS, DIALING)
 
 
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One server process, as the ``instances`` table knows it."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_s: float
+    #: The spool directory's token (``telephony.ops.spool``); "" without a spool.
+    token: str = ""
+
+    def row(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host[:255],
+            "pid": self.pid,
+            "token": self.token,
+            "started_at": self.started_at,
+            "heartbeat_at": now,
+            "heartbeat_s": self.heartbeat_s,
+        }
+
+
 class StoreError(TelephonyError):
     """The database can't be opened or used (the message says which URL and why)."""
+
+
+class InstanceInUse(StoreError):
+    """This process's ``INSTANCE_ID`` belongs to a live instance (the message says which)."""
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def interrupted_reason(instance_id: str | None, last_seen: float | None) -> str:
+    """What an ``interrupted`` record says happened."""
+    seen = f"last seen {_when(last_seen)}" if last_seen is not None else "no heartbeat on record"
+    return (
+        "the server serving this call stopped without ending it "
+        f"(instance {instance_id or 'unknown'}, {seen})"
+    )
 
 
 def _safe_url(url: str) -> str:
@@ -131,7 +202,9 @@ class CallStore:
                 database = parsed.database
                 if database and database != ":memory:" and not database.startswith("file:"):
                     Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-                options["connect_args"] = {"check_same_thread": False, "timeout": 10}
+                options["connect_args"] = {"check_same_thread": False}
+                if "timeout" not in parsed.query:  # sqlite:///calls.db?timeout=2 wins
+                    options["connect_args"]["timeout"] = SQLITE_BUSY_TIMEOUT_S
             elif parsed.get_driver_name() in {"psycopg", "psycopg2"}:
                 # Never wait forever on a database that doesn't answer (libpq has no default).
                 options["connect_args"] = {"connect_timeout": 10}
@@ -140,6 +213,7 @@ class CallStore:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             if create:
                 metadata.create_all(self.engine)
+            migrate(self.engine, required=create)
         except ImportError as exc:
             raise StoreError(
                 f"cannot open the call database {self.url}: its driver is not installed "
@@ -162,8 +236,10 @@ class CallStore:
 
     def upsert(self, row: dict[str, Any]) -> None:
         """Insert or update one call's row (a snapshot never replaces a finished record)."""
-        values = dict(row)
-        values["updated_at"] = time.time()
+        values = bounded(dict(row))
+        # A spooled row keeps the time it was taken: "last known alive" stays true on replay.
+        if values.get("updated_at") is None:
+            values["updated_at"] = time.time()
         values["detail"] = {**values.get("detail", {}), "schema_version": SCHEMA_VERSION}
         sid = values["call_sid"]
         snapshot = values["outcome"] in _OPEN_OUTCOMES
@@ -194,11 +270,189 @@ class CallStore:
             return bool(result.rowcount)
 
     def prune(self, before: float) -> int:
-        """Delete finished records of calls started before ``before`` (epoch s); how many."""
+        """Delete finished (or interrupted) records of calls started before ``before`` (epoch
+        s); how many."""
         with self.engine.begin() as conn:
             result = conn.execute(
                 delete(calls).where(
                     (calls.c.started_at < before) & calls.c.outcome.not_in(_OPEN_OUTCOMES)
+                )
+            )
+            return int(result.rowcount)
+
+    # -- instances ------------------------------------------------------------------------
+
+    def instance_conflict(self, me: Instance, now: float | None = None) -> str | None:
+        """Why ``me`` may not take its id (a live instance holds it), or None."""
+        now = time.time() if now is None else now
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(select(instances).where(instances.c.id == me.id)).first()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read instances from {self.url}: {_one_line(exc)}") from exc
+        return None if row is None else _conflict(row._mapping, me, now)
+
+    def claim_instance(self, me: Instance, now: float | None = None) -> float | None:
+        """Register ``me``; ``InstanceInUse`` if a live instance holds the id.
+
+        Returns the last heartbeat of the id's previous life (a process that stopped without
+        releasing it, e.g. killed), or None.
+        """
+        try:
+            return self._claim(me, time.time() if now is None else now)
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"cannot register instance {me.id} in {self.url}: {_one_line(exc)}"
+            ) from exc
+
+    def _claim(self, me: Instance, now: float) -> float | None:
+        values = me.row(now)
+        with self.engine.begin() as conn:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(instances).values(values))
+                return None
+            except IntegrityError:
+                pass
+            row = conn.execute(select(instances).where(instances.c.id == me.id)).first()
+            if row is None:  # released in between
+                conn.execute(insert(instances).values(values))
+                return None
+            old = row._mapping
+            problem = _conflict(old, me, now)
+            if problem is not None:
+                raise InstanceInUse(problem)
+            # Compare-and-set: of two processes taking over the same stale id, one wins.
+            taken = conn.execute(
+                update(instances)
+                .where(
+                    (instances.c.id == me.id)
+                    & (instances.c.heartbeat_at == old["heartbeat_at"])
+                    & (instances.c.token == old["token"])
+                )
+                .values(values)
+            )
+            if not taken.rowcount:
+                raise InstanceInUse(f"INSTANCE_ID={me.id} was taken by another process just now")
+            return float(old["heartbeat_at"])
+
+    def heartbeat(self, me: Instance, now: float | None = None) -> bool:
+        """Refresh ``me``'s heartbeat (re-registering if its row is gone); False if another
+        process has taken the id over (this one was presumed dead)."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(instances)
+                .where((instances.c.id == me.id) & (instances.c.token == me.token))
+                .values(heartbeat_at=now, host=me.host[:255], pid=me.pid)
+            )
+            if done.rowcount:
+                return True
+            if conn.execute(select(instances.c.id).where(instances.c.id == me.id)).first():
+                return False
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(instances).values(me.row(now)))
+            except IntegrityError:
+                return False
+            return True
+
+    def instance_heartbeat(self, instance_id: str) -> float | None:
+        """The last heartbeat of ``instance_id`` (None: not registered)."""
+        with self.engine.connect() as conn:
+            beat = conn.execute(
+                select(instances.c.heartbeat_at).where(instances.c.id == instance_id)
+            ).scalar()
+        return None if beat is None else float(beat)
+
+    def release_instance(self, me: Instance) -> None:
+        """A clean exit: the id is free at once (its calls have all been ended)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(instances).where((instances.c.id == me.id) & (instances.c.token == me.token))
+            )
+
+    def interrupt_stale(self, me: str, now: float | None = None) -> dict[str | None, int]:
+        """End (``interrupted``) the ``in_progress`` records of every instance but ``me``
+        (``""``: a tool, not an instance) whose heartbeat is stale or absent; how many, by
+        instance. Never touches a live instance's records: the check is repeated inside each
+        update."""
+        now = time.time() if now is None else now
+        with self.engine.connect() as conn:
+            owners = list(
+                conn.execute(
+                    select(calls.c.instance_id).where(calls.c.outcome == IN_PROGRESS).distinct()
+                ).scalars()
+            )
+            named = [o for o in owners if o is not None and o != me]
+            beats = {
+                r.id: r for r in conn.execute(select(instances).where(instances.c.id.in_(named)))
+            }
+        ended: dict[str | None, int] = {}
+        for owner in owners:
+            if owner == me:
+                continue
+            if owner is None:  # written before records had an instance
+                count = self._interrupt(None, None, now, older_than=now - LEGACY_STALE_S)
+            else:
+                beat = beats.get(owner)
+                if beat is not None and not _stale(beat.heartbeat_at, beat.heartbeat_s, now):
+                    continue
+                seen = None if beat is None else float(beat.heartbeat_at)
+                count = self._interrupt(owner, seen, now)
+            if count:
+                ended[owner] = count
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(instances).where(
+                    (instances.c.heartbeat_at < now - FORGET_INSTANCES_S) & (instances.c.id != me)
+                )
+            )
+        return ended
+
+    def interrupt_previous_life(
+        self, me: str, last_seen: float | None, started_at: float, now: float | None = None
+    ) -> int:
+        """End the ``in_progress`` records ``me`` wrote before ``started_at`` (its previous
+        life: this process has served none of them); how many."""
+        now = time.time() if now is None else now
+        return self._interrupt(me, last_seen, now, older_than=started_at, check_alive=False)
+
+    def _interrupt(
+        self,
+        owner: str | None,
+        last_seen: float | None,
+        now: float,
+        *,
+        older_than: float | None = None,
+        check_alive: bool = True,
+    ) -> int:
+        condition = calls.c.outcome == IN_PROGRESS
+        if owner is None:
+            condition = condition & calls.c.instance_id.is_(None)
+        else:
+            condition = condition & (calls.c.instance_id == owner)
+            if check_alive:
+                alive = select(instances.c.id).where(
+                    (instances.c.id == owner)
+                    & (instances.c.heartbeat_at + STALE_HEARTBEATS * instances.c.heartbeat_s >= now)
+                )
+                condition = condition & ~exists(alive)
+        if older_than is not None:
+            condition = condition & (calls.c.updated_at < older_than)
+        # The record's last write is the last time the call was known alive; its transcript
+        # and details (the last snapshot) stay as they are.
+        lived = calls.c.updated_at - calls.c.started_at
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(calls)
+                .where(condition)
+                .values(
+                    outcome=INTERRUPTED,
+                    reason=interrupted_reason(owner, last_seen),
+                    ended_at=calls.c.updated_at,
+                    duration_s=case((lived < 0, 0.0), else_=lived),
+                    updated_at=now,
                 )
             )
             return int(result.rowcount)
@@ -247,109 +501,64 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class RecordWriter:
-    """Writes call records from the event loop without ever waiting on the database.
+def _stale(heartbeat_at: float, heartbeat_s: float, now: float) -> bool:
+    return heartbeat_at + STALE_HEARTBEATS * heartbeat_s < now
 
-    ``on_failure`` is called (in the loop) with the call SID of a row that could not be
-    written after ``WRITE_ATTEMPTS`` (for the metrics); the failure is logged there too.
+
+def _conflict(row: Any, me: Instance, now: float) -> str | None:
+    """Why the id in ``row`` is not free for ``me``, or None."""
+    if _stale(row["heartbeat_at"], row["heartbeat_s"], now):
+        return None  # gone (killed, or its host is)
+    if row["token"] and row["token"] == me.token:
+        # Written by a process that used the spool directory this one now holds locked: a
+        # previous life here (killed moments ago), not a live twin.
+        return None
+    age = max(0.0, now - row["heartbeat_at"])
+    return (
+        f"INSTANCE_ID={me.id} is in use by a live instance (host {row['host']}, pid "
+        f"{row['pid']}, heartbeat {age:.0f} s ago): stop it, or give this process another "
+        "INSTANCE_ID"
+    )
+
+
+def migrate(engine: Engine, *, required: bool = True) -> list[str]:
+    """Add the columns this version has and an existing ``calls`` table lacks; their names.
+
+    Only nullable columns are ever added, so it is safe on a table in use by an older
+    version. Two instances migrating at once: the loser sees the column and moves on.
+    ``required=False`` (a read-only command): a failure is logged, not raised.
     """
-
-    def __init__(self, store: CallStore, on_failure: Callable[[str], None] | None = None) -> None:
-        self.store = store
-        self._on_failure = on_failure
-        # One thread: rows are written in the order submitted, and SQLite sees one writer.
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="call-records"
-        )
-        self._readers = concurrent.futures.ThreadPoolExecutor(
-            max_workers=2, thread_name_prefix="call-records-read"
-        )
-        self._pending: set[asyncio.Future[Any]] = set()
-        self._closed = False
-        self.written = 0
-        self.failed = 0
-        self._lock = threading.Lock()
-
-    def submit(self, row: dict[str, Any]) -> None:
-        """Queue a row for writing. Returns at once; never raises."""
-        if self._closed:
-            log.error(
-                "records.write_after_close",
-                extra=fields(call_sid=row.get("call_sid"), outcome=row.get("outcome")),
+    added: list[str] = []
+    with engine.connect() as conn:
+        missing = _missing_columns(conn)
+    for column in missing:
+        if column.primary_key or not column.nullable:
+            raise StoreError(f"cannot add the required column calls.{column.name} to a table")
+        kind = column.type.compile(dialect=engine.dialect)
+        name = engine.dialect.identifier_preparer.quote(column.name)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE calls ADD COLUMN {name} {kind}"))
+            added.append(column.name)
+        except SQLAlchemyError as exc:
+            with engine.connect() as conn:
+                if column.name not in {c.name for c in _missing_columns(conn)}:
+                    continue  # added by another instance meanwhile
+            if required:
+                raise
+            log.warning(
+                "records.migration_failed",
+                extra=fields(column=column.name, error=_one_line(exc)),
             )
-            return
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._write, row)
-        self._pending.add(future)
-        sid = str(row.get("call_sid", ""))
-        future.add_done_callback(lambda f: self._done(f, sid))
+            return added
+    if added:
+        log.warning("records.migrated", extra=fields(added_columns=added, schema=SCHEMA_VERSION))
+    return added
 
-    def _write(self, row: dict[str, Any]) -> bool:
-        sid = row.get("call_sid")
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                self.store.upsert(row)
-                with self._lock:
-                    self.written += 1
-                return True
-            except Exception as exc:  # the database is down, full, locked…
-                log.warning(
-                    "records.write_failed",
-                    extra=fields(call_sid=sid, attempt=attempt, error=str(exc)),
-                )
-                if attempt < WRITE_ATTEMPTS:
-                    time.sleep(WRITE_BACKOFF_S[min(attempt - 1, len(WRITE_BACKOFF_S) - 1)])
-        with self._lock:
-            self.failed += 1
-        log.error("records.lost", extra=fields(call_sid=sid, outcome=row.get("outcome")))
-        return False
 
-    def _done(self, future: asyncio.Future[bool], call_sid: str) -> None:
-        self._pending.discard(future)
-        if future.cancelled():
-            return
-        if (future.exception() is not None or not future.result()) and self._on_failure:
-            self._on_failure(call_sid)
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    async def flush(self, timeout_s: float) -> bool:
-        """Wait until every row submitted so far is written (True) or ``timeout_s`` passes."""
-        if not self._pending:
-            return True
-        _, not_done = await asyncio.wait(set(self._pending), timeout=timeout_s)
-        if not_done:
-            log.error("records.flush_timeout", extra=fields(unwritten=len(not_done)))
-        return not not_done
-
-    async def aclose(self, timeout_s: float) -> bool:
-        """Flush, then release the threads and the connection pool."""
-        flushed = await self.flush(timeout_s)
-        self._closed = True
-        self._executor.shutdown(wait=False)
-        self._readers.shutdown(wait=False)
-        await asyncio.to_thread(self.store.close)
-        log.info(
-            "records.closed", extra=fields(written=self.written, failed=self.failed, ok=flushed)
-        )
-        return flushed
-
-    async def in_order(self, fn: Callable[..., Any], *args: Any, timeout_s: float = 10.0) -> Any:
-        """Run a ``CallStore`` write in the writer thread, after the rows already queued.
-
-        Waits at most ``timeout_s`` (``TimeoutError``); the write still goes ahead, and
-        ``flush()`` waits for it like any row.
-        """
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, lambda: fn(*args))
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
-        async with asyncio.timeout(timeout_s):
-            return await asyncio.shield(future)
-
-    async def read(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a ``CallStore`` read in a reader thread (not behind queued writes)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(*args, **kwargs))
+def _missing_columns(conn: Connection) -> list[Column[Any]]:
+    inspector = inspect(conn)
+    if not inspector.has_table("calls"):
+        return []
+    have = {c["name"] for c in inspector.get_columns("calls")}
+    return [c for c in calls.c if c.name not in have]

@@ -24,7 +24,6 @@ documentation routes (``/docs``, ``/redoc``, ``/openapi.json``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -41,7 +40,6 @@ from agent.logs import call_id_var, fields
 from telephony.call.bridge import Call, SocketClosed
 from telephony.call.recorder import CallRecorder
 from telephony.ops import api as operator_api
-from telephony.ops.store import CallStore, RecordWriter
 from telephony.server.metrics import CONTENT_TYPE_LATEST
 from telephony.server.metrics_port import MetricsListener, bearer_ok
 from telephony.server.service import Service, client_key, start_model
@@ -133,12 +131,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for warning in settings.warnings:
             log.warning("config.warning", extra=fields(message=warning))
-        if settings.database_url is not None:
-            # Opening may create the file or the table: off the loop, and fatal if it fails
-            # (a service that silently keeps no records is worse than one that won't start).
-            store = await asyncio.to_thread(CallStore, settings.database_url)
-            service.records = RecordWriter(store, on_failure=service.record_failed)
-            log.info("records.ready", extra=fields(database=store.url))
+        await service.open_records()  # fatal if it fails; off the loop
         await start_model(service)
         listener = None
         if metrics_socket is not None:

@@ -9,7 +9,8 @@ calls turned away) is updated as it happens. The per-frame audio path has no met
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,8 +20,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from telephony.call.summary import CallSummary, Outcome
+from telephony.ops.records import INTERRUPTED
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -163,6 +167,11 @@ class Metrics:
         # Label values known up front, so dashboards see zeros instead of missing series.
         for outcome in Outcome:
             self.calls.labels(outcome=outcome.value)
+        # Not a call's own ending: its server stopped without one (counted by the instance
+        # that found the record, telephony.ops.store.CallStore.interrupt_stale).
+        self.calls.labels(outcome=INTERRUPTED)
+        self._records = _RecordsCollector()
+        r.register(self._records)
         for reason in ("busy", "draining"):
             self.turned_away.labels(reason=reason)
         for reason in ("go_away", "error", "stall"):
@@ -213,6 +222,14 @@ class Metrics:
             "crashed",
         ):
             self.errors.labels(kind=kind)
+
+    def watch_records(self, source: Callable[[], Any]) -> None:
+        """Export the record writer's counters (``telephony.ops.writer.RecordWriter``), read
+        at each scrape: nothing is counted on the writing path."""
+        self._records.source = source
+
+    def calls_interrupted(self, count: int) -> None:
+        self.calls.labels(outcome=INTERRUPTED).inc(count)
 
     # -- live -----------------------------------------------------------------------------
 
@@ -286,6 +303,35 @@ class Metrics:
     def exposition(self) -> bytes:
         """The text exposition format (serve with ``CONTENT_TYPE_LATEST``)."""
         return generate_latest(self.registry)
+
+
+class _RecordsCollector(Collector):
+    """The record writer's backlog and counters, read when scraped (zeros without one)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Any] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        writer = self.source() if self.source is not None else None
+        stats = writer.stats if writer is not None else None
+        pending = GaugeMetricFamily(
+            PREFIX + "records_pending",
+            "Call records not in the database yet: queued, spooled, or waiting in memory.",
+            value=writer.pending if writer is not None else 0,
+        )
+        yield pending
+        yield GaugeMetricFamily(
+            PREFIX + "records_spool_bytes",
+            "Bytes of call records in the local spool, waiting for the database.",
+            value=writer.spool_bytes if writer is not None else 0,
+        )
+        for name, text in (
+            ("spooled", "Call records the database refused, written to the local spool."),
+            ("replayed", "Spooled (or held) call records written once the database took them."),
+            ("dropped", "Call records lost: spool full, or refused for what they hold (keep 0)."),
+        ):
+            value = getattr(stats, name) if stats is not None else 0
+            yield CounterMetricFamily(PREFIX + "records_" + name, text, value=value)
 
 
 def _add(counter: Counter, amount: float) -> None:

@@ -96,20 +96,33 @@ def check_signatures(settings: Settings) -> None:
 
 def preflight(settings: Settings) -> None:
     """Refuse unsigned requests to a real model; open the call-record database and write to
-    it once (``StartupError`` if either fails)."""
+    it once, and check that this instance's id and spool are free (``StartupError`` if any
+    fails)."""
     check_signatures(settings)
     if settings.database_url is None:
         return
-    from telephony.ops.store import CallStore, StoreError
+    from telephony.ops.spool import Spool, SpoolError, SpoolInUse
+    from telephony.ops.store import CallStore, Instance, StoreError
 
     try:
         store = CallStore(settings.database_url)
         try:
             store.check_writable()
+            spool = Spool(settings.records_spool_dir, settings.instance_id, max_bytes=1)
+            token = spool.token
+            spool.close()
+            me = Instance(settings.instance_id, socket.gethostname(), os.getpid(), 0.0, 1.0, token)
+            problem = store.instance_conflict(me)
         finally:
             store.close()
+    except SpoolInUse as exc:
+        raise StartupError(str(exc)) from None
+    except SpoolError as exc:
+        raise StartupError(f"RECORDS_SPOOL_DIR: {exc}") from None
     except StoreError as exc:
         raise StartupError(f"DATABASE_URL: {exc}") from None
+    if problem is not None:
+        raise StartupError(problem)
 
 
 def _port(args: argparse.Namespace) -> int:

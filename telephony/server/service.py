@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
+import socket
 import time
 from collections import OrderedDict, deque
 from typing import Any
@@ -25,7 +27,9 @@ from agent.session import AgentSession, LiveAgent
 from telephony.call.bridge import Call
 from telephony.call.summary import CallSummary
 from telephony.ops.records import record_from_summary
-from telephony.ops.store import RecordWriter
+from telephony.ops.spool import Spool, other_spools
+from telephony.ops.store import CallStore, Instance
+from telephony.ops.writer import RecordWriter
 from telephony.server.metrics import Metrics
 from telephony.settings import Settings
 from telephony.twilio.rest import TwilioRest
@@ -72,6 +76,8 @@ class Service:
         self.metrics = Metrics(tool_names=(*persona.tools, *persona.toolbox.names))
         self.metrics_port: int | None = None  # METRICS_PORT's listener, once it listens
         self.records: RecordWriter | None = None
+        self.metrics.watch_records(lambda: self.records)
+        self._snapshots: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -189,8 +195,78 @@ class Service:
 
     # -- call records -----------------------------------------------------------------------
 
-    def write_record(self, call: Call, *, in_progress: bool = False) -> None:
-        """Queue the call's record for the database (returns at once)."""
+    async def open_records(self) -> None:
+        """Open the call-record database, claim this instance's id, take over its spool, and
+        start the writer (its heartbeat, the sweep of interrupted calls, the replay). Fatal
+        if it fails: a service that silently keeps no records is worse than one that won't
+        start."""
+        settings = self.settings
+        if settings.database_url is None:
+            return
+        store = await asyncio.to_thread(CallStore, settings.database_url)
+        try:
+            spool = await asyncio.to_thread(
+                Spool,
+                settings.records_spool_dir,
+                settings.instance_id,
+                max_bytes=settings.records_spool_max_bytes,
+            )
+        except BaseException:
+            store.close()
+            raise
+        me = Instance(
+            id=settings.instance_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=time.time(),
+            heartbeat_s=settings.instance_heartbeat_s,
+            token=spool.token,
+        )
+        try:
+            self.records = await asyncio.to_thread(
+                RecordWriter,
+                store,
+                spool=spool,
+                instance=me,
+                on_dropped=self.record_failed,
+                on_interrupted=self.metrics.calls_interrupted,
+            )
+        except BaseException:
+            spool.close()
+            store.close()
+            raise
+        others = await asyncio.to_thread(
+            other_spools, settings.records_spool_dir, settings.instance_id
+        )
+        if others:
+            log.warning(
+                "records.other_spools",
+                extra=fields(
+                    spools=others,
+                    message="spooled records of other INSTANCE_IDs: start with that id to "
+                    "replay them",
+                ),
+            )
+        log.info("records.ready", extra=fields(database=store.url, instance_id=me.id))
+        if settings.records_snapshot_s > 0:
+            self._snapshots = asyncio.get_running_loop().create_task(
+                self._refresh_snapshots(settings.records_snapshot_s), name="record-snapshots"
+            )
+
+    async def _refresh_snapshots(self, every_s: float) -> None:
+        """Every ``every_s``, each call in progress gets its record refreshed (a snapshot:
+        what a crash leaves). One summary-to-row per call (~0.1 ms for a 120-turn call,
+        measured), one call at a time; the writing is the writer thread's."""
+        while True:
+            await asyncio.sleep(every_s)
+            for call in list(self.calls.values()):
+                if not call.outcome_decided.is_set():  # an ending call writes its own
+                    self.write_record(call, in_progress=True, refresh=True)
+                    await asyncio.sleep(0)  # one call at a time: no burst on the loop
+
+    def write_record(self, call: Call, *, in_progress: bool = False, refresh: bool = False) -> None:
+        """Queue the call's record for the database (returns at once). ``refresh``: a
+        periodic snapshot of a call in progress."""
         if self.records is None or not call.summary.call_sid:
             return
         try:
@@ -202,14 +278,15 @@ class Service:
         except Exception:  # a record must never break a call
             log.exception("records.build_failed")
             return
-        self.records.submit(row)
+        self.records.submit(row, refresh=refresh)
 
     def call_started(self, call: Call) -> None:
         self.calls[call.summary.call_sid] = call
         self.write_record(call, in_progress=True)
 
-    def record_failed(self, call_sid: str) -> None:
-        self.metrics.errors.labels(kind="call_record_failed").inc()
+    def record_failed(self, count: int) -> None:
+        """Records lost (called from the writer thread; the counter is thread-safe)."""
+        self.metrics.errors.labels(kind="call_record_failed").inc(count)
 
     # -- outcomes for <Connect action> ----------------------------------------------------
 
@@ -309,6 +386,9 @@ class Service:
         return await self.agent.open(call_sid)
 
     async def aclose(self) -> None:
+        if self._snapshots is not None:
+            self._snapshots.cancel()
+            await asyncio.wait([self._snapshots])  # its end, without re-raising it
         for call_sid in list(self._preconnects):
             task = self._take_preconnect(call_sid)
             if task is not None:

@@ -5,12 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -18,10 +14,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from support import free_port, run_stack, silence, speech
+from support import run_stack, silence, speech
+from support.serve import serve_subprocess
 from telephony.caller import CallFailed, place_call
 from telephony.ops.store import CallStore
-from telephony.server.runner import wait_ready
 from telephony.twilio.media_stream import InboundBuilder
 from telephony.twilio.signature import sign
 
@@ -201,33 +197,6 @@ async def test_webhook_preconnects_the_model_session(monkeypatch: pytest.MonkeyP
     assert summary.caller == "+14155550100"
     assert summary.model_connect_ms is not None and summary.model_connect_ms < 50
     assert result.time_to_first_audio_s is not None
-
-
-@asynccontextmanager
-async def serve_subprocess(
-    tmp_path: Path, drain_timeout_s: float
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, Path]]:
-    """``voice-agent serve`` as its own process (embedded simulator), ready; killed if left."""
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE"))},
-        "LIVE_SIMULATOR": "on",
-        "DRAIN_TIMEOUT_S": str(drain_timeout_s),
-        "LOG_FORMAT": "json",
-    }
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log_file:
-        command = [sys.executable, "-m", "telephony.cli", "serve", "--host", "127.0.0.1"]
-        proc = await asyncio.create_subprocess_exec(
-            *command, "--port", str(port), env=env, stdout=subprocess.DEVNULL, stderr=log_file
-        )
-        try:
-            await wait_ready(f"http://127.0.0.1:{port}")
-            yield proc, port, log_path
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
 
 
 async def test_sigterm_drains_calls_before_exiting(tmp_path: Path) -> None:

@@ -168,6 +168,18 @@ def test_metrics_are_served_off_the_call_port() -> None:
     assert annotations["prometheus.io/port"] == str(metrics_port)
 
 
+def test_the_records_spool_is_on_the_writable_tmp_volume_and_fits_in_it() -> None:
+    """The root filesystem is read-only: the spool (records the database refused) must be on
+    the /tmp emptyDir, bounded under its size limit (exceeding it evicts the pod)."""
+    e = env(container())
+    spool = e["RECORDS_SPOOL_DIR"]["value"]
+    (mount,) = [m for m in container()["volumeMounts"] if spool.startswith(m["mountPath"] + "/")]
+    pod = the("Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    limit_mib = int(volume["emptyDir"]["sizeLimit"].removesuffix("Mi"))
+    assert int(e["RECORDS_SPOOL_MAX_MB"]["value"]) * 1.048576 <= limit_mib * 0.75
+
+
 def test_secrets_come_from_a_secret_never_in_plain_text() -> None:
     e = env(container())
     for name in SECRET_NAMES:
@@ -529,6 +541,8 @@ def test_cloud_run_production_settings() -> None:
     # Cloud Run kills 10 s after SIGTERM: the drain must fit.
     (drain,) = re.findall(r'DRAIN_TIMEOUT_S\s*=\s*"(\d+)"', block)
     assert int(drain) < 10
+    # The records spool needs a writable directory: /tmp is the one Cloud Run has.
+    assert re.search(r'RECORDS_SPOOL_DIR\s*=\s*"/tmp/', block)
 
 
 def test_cloud_run_keeps_metrics_off_the_public_url() -> None:

@@ -13,10 +13,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from telephony.server.runner import free_port
 
@@ -36,8 +38,12 @@ def _postgres_bin() -> Path:
     return versions[-1]
 
 
-def _as_postgres() -> list[str]:
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+def _as_postgres() -> dict[str, Any]:
+    """``subprocess`` options that run a command as ``postgres`` when we are root: the
+    process itself changes user (a ``runuser`` in between would not pass our signals on)."""
+    if os.geteuid() != 0:
+        return {}
+    return {"user": "postgres", "group": "postgres", "extra_groups": []}
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
@@ -66,16 +72,19 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
 def postgres(workdir: Path, database: str = "calls") -> Iterator[str]:
     """A PostgreSQL server with an empty ``database``; yields its SQLAlchemy URL."""
     bin_dir = _postgres_bin()
-    data = workdir / "pgdata"
-    data.mkdir(parents=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
+        # The server runs as `postgres`, which cannot enter pytest's private (0700) temporary
+        # directories: its data directory is a fresh one of its own under the system's.
+        data = Path(tempfile.mkdtemp(prefix="voice-agent-pgdata-"))
         user = pwd.getpwnam("postgres")
-        os.chown(workdir, user.pw_uid, user.pw_gid)
         os.chown(data, user.pw_uid, user.pw_gid)
+    else:
+        data = workdir / "pgdata"
+        data.mkdir()
     log = workdir / "postgres.log"
     init = subprocess.run(
         [
-            *_as_postgres(),
             str(bin_dir / "initdb"),
             "-D",
             str(data),
@@ -91,6 +100,7 @@ def postgres(workdir: Path, database: str = "calls") -> Iterator[str]:
         text=True,
         timeout=120,
         check=False,
+        **_as_postgres(),
     )
     if init.returncode != 0:
         raise RuntimeError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
@@ -98,7 +108,6 @@ def postgres(workdir: Path, database: str = "calls") -> Iterator[str]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
-                *_as_postgres(),
                 str(bin_dir / "postgres"),
                 "-D",
                 str(data),
@@ -115,6 +124,7 @@ def postgres(workdir: Path, database: str = "calls") -> Iterator[str]:
             ],
             stdout=out,
             stderr=out,
+            **_as_postgres(),
         )
     try:
         _wait_for_port(port, proc, "postgres", log)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agent.config import DEFAULT_GREETING, DEFAULT_MODEL
@@ -105,6 +107,12 @@ def test_empty_greeting_means_caller_speaks_first() -> None:
         ({"OUTBOUND_ANSWER_TIMEOUT_S": "0"}, "OUTBOUND_ANSWER_TIMEOUT_S"),
         ({"TWILIO_API_BASE_URL": "api.twilio.com"}, "TWILIO_API_BASE_URL"),
         ({"TWILIO_API_BASE_URL": "https://proxy.example.com/twilio"}, "TWILIO_API_BASE_URL"),
+        ({"INSTANCE_ID": "-leading-dash"}, "INSTANCE_ID"),
+        ({"INSTANCE_ID": "web_1"}, "INSTANCE_ID"),
+        ({"INSTANCE_ID": "a" * 64}, "INSTANCE_ID"),
+        ({"INSTANCE_HEARTBEAT_S": "0"}, "INSTANCE_HEARTBEAT_S"),
+        ({"RECORDS_SNAPSHOT_S": "-5"}, "RECORDS_SNAPSHOT_S"),
+        ({"RECORDS_SPOOL_MAX_MB": "0"}, "RECORDS_SPOOL_MAX_MB"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -253,3 +261,71 @@ def test_signed_urls_keep_the_public_base_and_the_request_target() -> None:
         "wss://agent.example.com/base/twilio/media"
     )
     assert s.stream_url() == "wss://agent.example.com/base/twilio/media"
+
+
+def test_instance_identity_and_spool_defaults_and_overrides(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from telephony import settings as settings_module
+
+    defaults = Settings.from_env({})
+    assert defaults.instance_id == settings_module.default_instance_id()
+    assert defaults.instance_heartbeat_s == 15.0 and defaults.records_snapshot_s == 30.0
+    assert defaults.records_spool_dir == Path(".voice-agent/spool")
+    assert defaults.records_spool_max_bytes == 64 * 1024 * 1024
+    s = Settings.from_env(
+        {
+            "INSTANCE_ID": "voice-agent-7d9f8b-x2k4q",
+            "INSTANCE_HEARTBEAT_S": "5",
+            "RECORDS_SNAPSHOT_S": "0",
+            "RECORDS_SPOOL_DIR": str(tmp_path),
+            "RECORDS_SPOOL_MAX_MB": "8",
+        }
+    )
+    assert s.instance_id == "voice-agent-7d9f8b-x2k4q" and s.instance_heartbeat_s == 5.0
+    assert s.records_snapshot_s == 0 and s.records_spool_dir == tmp_path
+    assert s.records_spool_max_bytes == 8 * 1024 * 1024
+    with pytest.raises(ConfigError, match="INSTANCE_ID: expected letters, digits and '-'"):
+        Settings.from_env({"INSTANCE_ID": "has space"})
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="RECORDS_SPOOL_DIR"):
+        Settings.from_env({"RECORDS_SPOOL_DIR": str(blocker)})
+
+
+@pytest.mark.parametrize(
+    ("hostname", "expected"),
+    [
+        ("voice-agent-7d9f8b-x2k4q", "voice-agent-7d9f8b-x2k4q"),
+        ("web1.internal.example.com", "web1"),
+        ("under_score", "under-score"),
+        ("x" * 80, "x" * 63),
+    ],
+)
+def test_the_default_instance_id_is_the_host_name_made_valid(
+    monkeypatch: pytest.MonkeyPatch, hostname: str, expected: str
+) -> None:
+    from telephony import settings as settings_module
+
+    monkeypatch.setattr("socket.gethostname", lambda: hostname)
+    settings_module.default_instance_id.cache_clear()
+    try:
+        assert settings_module.default_instance_id() == expected
+    finally:
+        settings_module.default_instance_id.cache_clear()
+
+
+def test_a_host_named_localhost_gets_a_unique_instance_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cloud Run names every instance's host "localhost": they must not share an id."""
+    from telephony import settings as settings_module
+
+    monkeypatch.setattr("socket.gethostname", lambda: "localhost")
+    settings_module.default_instance_id.cache_clear()
+    try:
+        first = settings_module.default_instance_id()
+        assert first.startswith("localhost-") and len(first) == len("localhost-") + 8
+        assert settings_module.default_instance_id() == first  # stable within a process
+        settings_module.default_instance_id.cache_clear()
+        assert settings_module.default_instance_id() != first
+    finally:
+        settings_module.default_instance_id.cache_clear()

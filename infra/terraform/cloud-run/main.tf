@@ -31,6 +31,11 @@ locals {
       # scrape over the public URL instead, pass env = { METRICS_PORT = "" } and a
       # METRICS_TOKEN in secret_ids.
       METRICS_PORT = "9090"
+      # Call records the database refuses wait in /tmp (writable; in memory on Cloud Run)
+      # until it takes them again. Each instance's host is "localhost": INSTANCE_ID defaults
+      # to a name unique to the process.
+      RECORDS_SPOOL_DIR    = "/tmp/voice-agent-spool"
+      RECORDS_SPOOL_MAX_MB = "32"
     },
     var.env,
   )
