@@ -52,6 +52,8 @@ DEFAULT_DATABASE_URL: Final = "sqlite:///calls.db"
 #: API_TOKEN must be at least this long: it guards call transcripts and placing calls.
 MIN_API_TOKEN_CHARS: Final = 16
 DEFAULT_SERVER: Final = "http://127.0.0.1:8080"
+#: Where Twilio opens Media Streams (``/<instance id>`` follows with STREAM_ROUTING=instance).
+MEDIA_PATH: Final = "/twilio/media"
 #: Call records the database refuses wait here (relative to the working directory).
 DEFAULT_SPOOL_DIR: Final = ".voice-agent/spool"
 DEFAULT_SPOOL_MAX_MB: Final = 64
@@ -163,6 +165,13 @@ PHONE_VARIABLES: Final = (
         "PRECONNECT_TTL_S",
         "8",
         "a pre-connected session its stream has not claimed within this is closed",
+        _SERVER,
+    ),
+    Variable(
+        "STREAM_ROUTING",
+        "shared",
+        "shared: the stream URL is /twilio/media; instance: /twilio/media/<INSTANCE_ID>, so a "
+        "load balancer can route the stream to the instance that pre-connected its session",
         _SERVER,
     ),
     Variable(
@@ -334,6 +343,8 @@ class Settings:
     #: Model sessions opened at the webhook, at most (None: derived; 0: pre-connect is off).
     max_preconnects: int | None = None
     preconnect_ttl_s: float = 8.0
+    #: ``instance``: streams are sent to ``/twilio/media/<instance_id>`` (see STREAM_ROUTING).
+    stream_routing: Literal["shared", "instance"] = "shared"
     http_header_timeout_s: float = 10.0
     http_body_timeout_s: float = 10.0
     #: Open connections at most (None: derived, then fitted to the open-file limit).
@@ -405,8 +416,12 @@ class Settings:
         return 2 * self.max_concurrent_calls + self.pending_streams_limit + 64
 
     def stream_url(self, host: str | None = None) -> str:
-        """The ``wss://`` URL Twilio must open, from PUBLIC_URL or else the request's host."""
-        return self.public_url_for("/twilio/media", host, websocket=True)
+        """The ``wss://`` URL Twilio must open, from PUBLIC_URL or else the request's host;
+        with ``STREAM_ROUTING=instance`` it names this instance."""
+        path = MEDIA_PATH
+        if self.stream_routing == "instance":
+            path += "/" + self.instance_id
+        return self.public_url_for(path, host, websocket=True)
 
     def public_http_url(self, path: str, host: str | None = None) -> str:
         """``PUBLIC_URL`` + path (the URL Twilio calls and signs)."""
@@ -604,6 +619,9 @@ def _read(env: EnvReader) -> Settings:
         ),
         max_preconnects=_optional_count(env, "MAX_PRECONNECTS", 0, 100_000),
         preconnect_ttl_s=env.seconds("PRECONNECT_TTL_S", 8.0, 300.0),
+        stream_routing=env.choice(  # type: ignore[arg-type]
+            "STREAM_ROUTING", "shared", ("shared", "instance")
+        ),
         http_header_timeout_s=env.seconds("HTTP_HEADER_TIMEOUT_S", 10.0, 300.0),
         http_body_timeout_s=env.seconds("HTTP_BODY_TIMEOUT_S", 10.0, 300.0),
         max_connections=_optional_count(env, "MAX_CONNECTIONS", 8, 1_000_000),

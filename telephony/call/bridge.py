@@ -343,8 +343,7 @@ class Call:
                 direction=self.summary.direction,
                 # Untrusted: bounded before it goes to the operator's backends.
                 custom_parameters={
-                    str(k)[:64]: str(v)[:512]
-                    for k, v in list(start.custom_parameters.items())[:32]
+                    str(k)[:64]: str(v)[:512] for k, v in list(start.custom_parameters.items())[:32]
                 },
             )
             self._tools = ToolRunner(

@@ -43,7 +43,7 @@ from telephony.ops import api as operator_api
 from telephony.server.metrics import CONTENT_TYPE_LATEST
 from telephony.server.metrics_port import MetricsListener, bearer_ok
 from telephony.server.service import Service, client_key, start_model
-from telephony.settings import Settings
+from telephony.settings import MEDIA_PATH, Settings
 from telephony.twilio import twiml
 from telephony.twilio.rest import TwilioRest
 from telephony.twilio.signature import SIGNATURE_HEADER, is_valid
@@ -330,7 +330,7 @@ def create_app(
 
     operator_api.install(app, service)
 
-    @app.websocket("/twilio/media")
+    @app.websocket(MEDIA_PATH)
     async def media(ws: WebSocket) -> None:
         url = settings.public_url_for(_target(ws.scope), ws.headers.get("host"), websocket=True)
         if not signature_ok(url, {}, ws.headers.get(SIGNATURE_HEADER)):
@@ -418,5 +418,18 @@ def create_app(
             else:
                 service.metrics.stream_rejected(call.summary)
             await call.socket.close(1000, "call ended")
+
+    @app.websocket(MEDIA_PATH + "/{instance}")
+    async def media_for_instance(ws: WebSocket, instance: str) -> None:
+        """STREAM_ROUTING=instance: the stream names the instance that answered its webhook
+        (and pre-connected its model session); the load balancer routes it there."""
+        if instance != settings.instance_id:
+            # Misrouted (or an instance replaced meanwhile): serve it anyway, without the
+            # pre-connected session, rather than drop a caller.
+            service.metrics.streams_misrouted.inc()
+            log.warning(
+                "stream.misrouted", extra=fields(instance=instance[:64], us=settings.instance_id)
+            )
+        await media(ws)
 
     return app

@@ -193,6 +193,12 @@ class Metrics:
         )
         for result in ("claimed", "expired", "refused"):
             self.preconnects.labels(result=result)
+        self.streams_misrouted = Counter(
+            p + "streams_misrouted",
+            "Media Streams for another instance's URL (STREAM_ROUTING=instance) that reached "
+            "this one: served, but their pre-connected session is wasted on the other.",
+            registry=r,
+        )
         self.streams_refused = Counter(
             p + "streams_refused",
             "Media Streams that had not started, refused or closed by reason (client_limit: "

@@ -199,7 +199,7 @@ def haproxy_config(port: int, instances: Mapping[str, int]) -> str:
         f"    bind 127.0.0.1:{port}",
     ]
     for name in instances:
-        lines.append(f"    use_backend instance_{name} if {{ path_beg /twilio/media/{name} }}")
+        lines.append(f"    use_backend instance_{name} if {{ path /twilio/media/{name} }}")
     lines += [
         "    default_backend pool",
         "backend pool",

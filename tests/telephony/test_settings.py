@@ -329,3 +329,14 @@ def test_a_host_named_localhost_gets_a_unique_instance_id(monkeypatch: pytest.Mo
         assert settings_module.default_instance_id() != first
     finally:
         settings_module.default_instance_id.cache_clear()
+
+
+def test_stream_routing_names_the_instance_in_the_stream_url() -> None:
+    shared = settings(PUBLIC_URL="https://agent.example.com", INSTANCE_ID="pod-1")
+    assert shared.stream_url() == "wss://agent.example.com/twilio/media"
+    routed = settings(
+        PUBLIC_URL="https://agent.example.com", INSTANCE_ID="pod-1", STREAM_ROUTING="instance"
+    )
+    assert routed.stream_url() == "wss://agent.example.com/twilio/media/pod-1"
+    with pytest.raises(ConfigError, match="STREAM_ROUTING"):
+        settings(STREAM_ROUTING="sticky")
