@@ -43,6 +43,9 @@ __all__ = [
     "render",
 ]
 
+#: The extended-thinking model's pause between the two halves of a split answer.
+SPLIT_PAUSE_S = 0.8
+
 #: Documented token rate of audio in the Gemini API.
 AUDIO_TOKENS_PER_S = 25
 
@@ -348,9 +351,13 @@ class ReplyPlayer:
             if not await self._send(wire.audio_chunk(pcm[pos * 2 : (pos + n) * 2], riding)):
                 return False
             if split_at is not None and pos + n >= split_at:
-                # The extended-thinking model ends a "turn" mid-answer and goes on.
+                # The extended-thinking model ends a "turn" mid-answer (once what it said has
+                # played, as turnComplete comes), thinks on, and goes on speaking.
                 split_at = None
+                turn.audio_sent_s = (pos + n) / OUTPUT_RATE
+                await asyncio.sleep(max(0.0, turn.playing_until() - loop.time()))
                 await self._send(wire.turn_complete())
+                await asyncio.sleep(SPLIT_PAUSE_S)
             self.chunk_log.append((emitted_at, self._samples_out))
             self._samples_out += n
             if turn.first_chunk_at is None:

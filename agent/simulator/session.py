@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
@@ -91,6 +92,8 @@ class SimSession:
         self.tool_calls: dict[str, JsonDict] = {}
         #: Function responses received, by id (unknown ids included), as received.
         self.tool_responses: dict[str, JsonDict] = {}
+        #: When each tool response arrived (``time.monotonic()``), by call id.
+        self.tool_response_at: dict[str, float] = {}
         #: Calls this session cancelled itself (a blocking call overtaken by caller speech).
         self.cancelled_calls: set[str] = set()
         #: Client messages of other kinds (e.g. ``contextUpdate``), as received.
@@ -559,6 +562,7 @@ class SimSession:
             if call_id not in self.tool_calls:
                 log.info("session %s: response for unknown tool call %r", self.id, call_id)
             self.tool_responses[call_id] = item
+            self.tool_response_at.setdefault(call_id, time.monotonic())
         self._notify()
 
     def _record_text(self, text: str) -> None:

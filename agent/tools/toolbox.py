@@ -52,6 +52,9 @@ class ToolResult:
     #: ``ok`` or what went wrong (``timeout``, ``http_error``, ``error``, …).
     outcome: str
     latency_ms: float
+    #: ``time.perf_counter()`` when the tool's answer (or failure) was in hand: what the
+    #: caller of ``run`` adds after it is its own overhead.
+    answered_at: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -113,13 +116,14 @@ class Toolbox:
     ) -> ToolResult:
         """Run one tool call to an answer. Never raises but ``CancelledError``."""
         started = time.perf_counter()
+        answered = [started]  # when the tool itself was done (set by _invoke)
         tool = self._tools.get(name)
         try:
             if tool is None:
                 raise ToolFailure(
                     "unknown_tool", f"there is no tool named {name!r}", retryable=False
                 )
-            response = await self._invoke(tool, args, call_id, call)
+            response = await self._invoke(tool, args, call_id, call, answered)
             outcome = OK
         except ToolFailure as failure:
             response, outcome = failure_response(failure), failure.outcome
@@ -133,10 +137,16 @@ class Toolbox:
                 ToolFailure("error", f"the tool failed ({type(exc).__name__})", retryable=False)
             )
             outcome = "error"
-        return ToolResult(response, outcome, round((time.perf_counter() - started) * 1000, 2))
+        done = answered[-1] if len(answered) > 1 else time.perf_counter()
+        return ToolResult(response, outcome, round((done - started) * 1000, 2), done)
 
     async def _invoke(
-        self, tool: Tool, args: Mapping[str, Any], call_id: str, call: CallIdentity
+        self,
+        tool: Tool,
+        args: Mapping[str, Any],
+        call_id: str,
+        call: CallIdentity,
+        answered: list[float],
     ) -> dict[str, Any]:
         spec = tool.spec
         if len(orjson.dumps(dict(args))) > MAX_ARGUMENTS_BYTES:
@@ -149,11 +159,13 @@ class Toolbox:
             async with asyncio.timeout(spec.timeout_s):
                 answer = await tool.invoke(args, call_id, call)
         except TimeoutError:
+            answered.append(time.perf_counter())
             raise ToolFailure(
                 "timeout",
                 f"{spec.name} did not answer within {spec.timeout_s:g} s",
                 retryable=True,
             ) from None
+        answered.append(time.perf_counter())
         response = dict(answer) if isinstance(answer, Mapping) else {"result": answer}
         try:
             size = len(orjson.dumps(response))

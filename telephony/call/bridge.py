@@ -223,6 +223,7 @@ class Call:
         self._pending_tool_id: str | None = None
         self._end_reason = ""
         self._turns_at_tool = 0
+        self._ending_since = 0.0
         self._end_task: asyncio.Task[None] | None = None
         # The model said it still works in the background (interactionStatus IN_PROGRESS):
         # a turnComplete now is not the end of its answer.
@@ -950,6 +951,7 @@ class Call:
         self._end_reason = reason
         self._pending_tool_id = tool_id
         self._turns_at_tool = self._turns.completed
+        self._ending_since = self._now()
         # Owned by the call's TaskGroup; cancelled by run() if the call ends first.
         self._end_task = self._tg.create_task(
             self._end_after_playback(outcome), name=f"end:{self.summary.call_sid}"
@@ -961,7 +963,9 @@ class Call:
         while True:
             await self._mark_end_of_audio()
             now = self._now()
-            silent_for = now - self._last_audio_at
+            # Quiet since the agent last spoke, or since it asked to end (a model may ask
+            # first and say goodbye after: it gets MODEL_QUIET_S to start).
+            silent_for = now - max(self._last_audio_at, self._ending_since)
             spoken = (
                 self._turns.completed > self._turns_at_tool or silent_for >= MODEL_QUIET_S
             ) and not self._model_working

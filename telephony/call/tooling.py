@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
@@ -141,6 +142,8 @@ class ToolRunner:
         self._finish(record, result.outcome, result.latency_ms, result.response)
         self._on_change()
         await self._answer(fc, result.response, spec.sdk_scheduling())
+        # Ours, from the tool's answer to the function response handed to the socket.
+        record["overhead_ms"] = round((time.perf_counter() - result.answered_at) * 1000, 3)
 
     async def _answer(self, fc: FunctionCall, response: dict[str, Any], scheduling: Any) -> None:
         try:

@@ -191,7 +191,11 @@ def format_call(r: dict[str, Any]) -> str:
     for tool in detail.get("tool_calls") or []:
         args = json.dumps(tool.get("args"), ensure_ascii=False)
         result = json.dumps(tool.get("result"), ensure_ascii=False)
-        lines.append(f"tool      {tool.get('name')} {args} -> {result}")
+        how = tool.get("outcome") or "ok"
+        if tool.get("latency_ms") is not None:
+            how += f", {tool['latency_ms']:.0f} ms"
+        at = f" at {tool['at_s']:.1f} s" if isinstance(tool.get("at_s"), (int, float)) else ""
+        lines.append(f"tool      {tool.get('name')} {args} -> {how}{at}: {result}")
     return "\n".join(lines)
 
 

@@ -91,7 +91,17 @@ def seeded(sid: str, started_at: float, **changes: Any) -> dict[str, Any]:
         ],
         interruptions=[Interruption(1.5, 0.03, 2400, 800, 800, "Hello! Thanks")],
         dtmf=["5"],
-        tool_calls=[{"id": "t", "name": "end_call", "args": {}, "result": {"result": "ok"}}],
+        tool_calls=[
+            {
+                "id": "t",
+                "name": "end_call",
+                "args": {},
+                "result": {"result": "ok"},
+                "at_s": 7.0,
+                "outcome": "ok",
+                "latency_ms": 12.4,
+            }
+        ],
     )
     for key, value in changes.items():
         setattr(s, key, value)
@@ -186,7 +196,7 @@ async def test_the_page_lists_calls_and_shows_transcripts(
     assert seen["started_title"] == "2023-11-14 22:15:00"
     assert seen["overflow"] == [0, 0]
     # The interrupted greeting shows what the caller heard, flagged, with what was generated.
-    first, caller, answer = seen["turns"]
+    first, caller, answer, tool = seen["turns"]
     assert "interrupted" in first["class"] and "interrupted" in first["who"]
     assert first["text"] == "Hello! Thanks"
     assert seen["generated"] == "Hello! Thanks for calling. How can I help you today?"
@@ -195,5 +205,7 @@ async def test_the_page_lists_calls_and_shows_transcripts(
     assert caller["text"] == "I'd like to book a table <img src=x onerror=alert(1)>"
     assert seen["injected"] == []
     assert answer == {"class": "turn agent", "who": "Agent", "text": "Sure, for how many?"}
-    assert "DTMF\n5" in seen["detail"] and "tool end_call" in seen["detail"]
+    # Tool calls take their place in the conversation, with outcome and latency.
+    assert tool == {"class": "turn tool", "who": "Tool", "text": "end_call {} → ok, 12 ms"}
+    assert "DTMF\n5" in seen["detail"]
     assert seen["errors"] == []
