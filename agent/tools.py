@@ -1,8 +1,9 @@
 """Built-in tools the agent can call, declared to the model.
 
 The model only *asks*: what a tool does is decided by the transport that owns the call
-(``telephony.call.bridge`` hangs up or transfers through Twilio). Keeping the declarations here lets
-another transport offer the same tools.
+(``telephony.call.bridge`` hangs up or transfers through Twilio, and runs the handlers it is
+given, such as ``search_knowledge``'s in ``agent.knowledge.tool``). Keeping the declarations
+here lets another transport offer the same tools.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from collections.abc import Iterable
 from typing import Final
 
 from google.genai import types
+
+from agent.knowledge.tool import DECLARATION as SEARCH_KNOWLEDGE_DECLARATION
+from agent.knowledge.tool import SEARCH_KNOWLEDGE
 
 END_CALL: Final = "end_call"
 TRANSFER_CALL: Final = "transfer_call"
@@ -48,6 +52,7 @@ _DECLARATIONS: Final = {
             },
         ),
     ),
+    SEARCH_KNOWLEDGE: SEARCH_KNOWLEDGE_DECLARATION,
 }
 
 
