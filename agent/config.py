@@ -11,6 +11,7 @@ whether real model credentials exist. Nothing here knows about phones: the servi
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -311,9 +312,12 @@ class KnowledgeSettings:
     search_timeout_s: float = 2.0
 
 
-def read_knowledge(env: EnvReader, *, backend: Backend) -> KnowledgeSettings | None:
+def read_knowledge(
+    env: EnvReader, *, backend: Backend, paths: Sequence[Path] | None = None
+) -> KnowledgeSettings | None:
     """The knowledge settings (None when AGENT_KNOWLEDGE is unset). ``backend`` decides
-    what ``KNOWLEDGE_EMBEDDINGS=auto`` means."""
+    what ``KNOWLEDGE_EMBEDDINGS=auto`` means; ``paths`` stand for AGENT_KNOWLEDGE (the
+    command line's; an empty list for commands that only read the index)."""
     raw = env.raw("AGENT_KNOWLEDGE")
     index = Path(env.raw("KNOWLEDGE_INDEX") or "knowledge.db").expanduser()
     mode = env.choice("KNOWLEDGE_EMBEDDINGS", "auto", ("auto", "gemini", "local", "off"))
@@ -321,23 +325,22 @@ def read_knowledge(env: EnvReader, *, backend: Backend) -> KnowledgeSettings | N
     if any(c.isspace() for c in model):
         raise env.error("KNOWLEDGE_EMBEDDING_MODEL", f"not a model name: {model!r}")
     timeout = env.seconds("KNOWLEDGE_SEARCH_TIMEOUT_S", 2.0, 30.0)
-    if raw is None:
-        return None
-    paths = tuple(Path(p.strip()).expanduser() for p in raw.split(",") if p.strip())
-    if not paths:
-        raise env.error("AGENT_KNOWLEDGE", "names no folder or file")
-    for path in paths:
-        if not path.exists():
-            raise env.error("AGENT_KNOWLEDGE", f"{path} does not exist")
+    if paths is None:
+        if raw is None:
+            return None
+        paths = [Path(p.strip()).expanduser() for p in raw.split(",") if p.strip()]
+        if not paths:
+            raise env.error("AGENT_KNOWLEDGE", "names no folder or file")
+        for path in paths:
+            if not path.exists():
+                raise env.error("AGENT_KNOWLEDGE", f"{path} does not exist")
     if index.is_dir():
         raise env.error("KNOWLEDGE_INDEX", f"{index} is a directory (name the index file)")
-    embeddings: Embeddings
     if mode == "auto":
-        embeddings = "local" if backend == "simulator" else "gemini"
-    else:
-        embeddings = mode  # type: ignore[assignment]
+        mode = "local" if backend == "simulator" else "gemini"
+    embeddings: Embeddings = mode  # type: ignore[assignment]
     return KnowledgeSettings(
-        paths=paths,
+        paths=tuple(paths),
         index=index,
         embeddings=embeddings,
         embedding_model=model,

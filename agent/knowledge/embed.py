@@ -19,11 +19,12 @@ from agent.config import KnowledgeSettings, ModelAccess
 from agent.knowledge import KnowledgeError, MissingExtra
 
 __all__ = [
-    "EmbeddingFailed",
     "Embedder",
+    "EmbeddingFailed",
     "GeminiEmbedder",
     "LocalEmbedder",
     "Vectors",
+    "embedder_identity",
     "gemini_client",
     "make_embedder",
 ]
@@ -85,8 +86,9 @@ class LocalEmbedder:
     in_process = True
     dim = WORDLLAMA_DIM
     id = f"local:wordllama/{WORDLLAMA_CONFIG}"
-    #: Measured on the bench corpus: unrelated questions score 0.05-0.3, related ones 0.4+.
-    min_similarity = 0.3
+    #: wordllama's similarities run low: a question and the passage that answers it score
+    #: ~0.2-0.6, unrelated text ~-0.05-0.1 (bench/knowledge.py prints the distribution).
+    min_similarity = 0.15
 
     def __init__(self) -> None:
         try:
@@ -105,7 +107,8 @@ class LocalEmbedder:
         return _normalised(self._model.embed(texts, norm=True), self.dim)
 
     def query_now(self, text: str) -> Vectors:
-        return self.embed_now([text])[0]
+        row: Vectors = self.embed_now([text])[0]
+        return row
 
     async def documents(self, texts: list[str]) -> Vectors:
         return await asyncio.to_thread(self.embed_now, texts)
@@ -121,13 +124,14 @@ class GeminiEmbedder:
 
     in_process = False
     dim = GEMINI_DIM
-    #: gemini-embedding-001 scores even unrelated English text at ~0.4-0.5.
-    min_similarity = 0.5
 
-    def __init__(self, client: Any, model: str) -> None:
+    def __init__(self, client: Any, model: str, *, min_similarity: float = 0.55) -> None:
         self._client = client
         self.model = model
         self.id = f"gemini:{model}"
+        #: gemini-embedding-001's vectors all lean one way: unrelated English texts score
+        #: around 0.5 (an estimate from published use, not measured here: no credentials).
+        self.min_similarity = min_similarity
 
     async def _embed(self, texts: list[str], task: str) -> Vectors:
         from google.genai import types
@@ -160,7 +164,8 @@ class GeminiEmbedder:
         return await self._embed(texts, "RETRIEVAL_DOCUMENT")
 
     async def query(self, text: str) -> Vectors:
-        return (await self._embed([text], "RETRIEVAL_QUERY"))[0]
+        row: Vectors = (await self._embed([text], "RETRIEVAL_QUERY"))[0]
+        return row
 
     def query_now(self, text: str) -> Vectors:
         raise NotImplementedError("GeminiEmbedder is asynchronous: await query()")
@@ -182,10 +187,21 @@ def gemini_client(
     if base_url is not None:
         options.base_url = base_url
     if ssl_context is not None:
-        options.async_client_args = {"verify": ssl_context}
+        # The SDK's async REST goes through httpx2 ("verify"), or aiohttp ("ssl") when that
+        # is installed; each drops the other's argument.
+        options.async_client_args = {"verify": ssl_context, "ssl": ssl_context}
     if access.backend == "vertex":
         return genai.Client(vertexai=True, http_options=options)
     return genai.Client(api_key=api_key or access.api_key, http_options=options)
+
+
+def embedder_identity(settings: KnowledgeSettings) -> tuple[str, int]:
+    """(id, dimensions) of the configured embedder without loading it (``off``: no vectors)."""
+    if settings.embeddings == "off":
+        return "off", 0
+    if settings.embeddings == "local":
+        return LocalEmbedder.id, LocalEmbedder.dim
+    return f"gemini:{settings.embedding_model}", GEMINI_DIM
 
 
 def make_embedder(settings: KnowledgeSettings, client: Any = None) -> Embedder | None:

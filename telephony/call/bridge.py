@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol
 
 from agent.activity import CallerActivity
@@ -33,6 +33,7 @@ from agent.events import (
     AudioDamaged,
     AudioOut,
     ConversationEvent,
+    FunctionCall,
     GenerationComplete,
     GoAway,
     InputTranscript,
@@ -74,6 +75,7 @@ __all__ = [
     "Conversation",
     "ConversationOpener",
     "SocketClosed",
+    "ToolHandler",
     "TwilioSocket",
 ]
 
@@ -94,6 +96,9 @@ LIMITS_TICK_S: Final = 0.5
 #: Model audio is converted in slices of at most this much (1 s at 24 kHz), yielding to the
 #: event loop in between: one huge message must not stall every other call.
 CONVERT_SLICE_BYTES: Final = 48_000
+#: A tool handler that has not answered in this long gets an error answer for it (handlers
+#: keep their own, shorter deadlines: search_knowledge's is KNOWLEDGE_SEARCH_TIMEOUT_S).
+TOOL_TIMEOUT_S: Final = 15.0
 
 
 class SocketClosed(TelephonyError):
@@ -139,6 +144,11 @@ class Conversation(Protocol):
 #: Opens a call's conversation: (call SID, the call's caller activity, the call's clock origin).
 ConversationOpener = Callable[[str, CallerActivity, float], Awaitable[Conversation]]
 
+#: Answers one call of a tool the model was offered (e.g. ``agent.knowledge.tool``): the
+#: arguments in, the FunctionResponse out. Runs in a task of its own while the call goes on;
+#: must not raise (an answer of ``{"result": "error", ...}`` says what went wrong).
+ToolHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
 
 class _StreamEnded(TelephonyError):
     """Internal: the caller side is done (stop, hang-up, or a fatal protocol error)."""
@@ -168,6 +178,7 @@ class Call:
         outbound_greeting: str | None = None,
         answer_timeout_s: float = 5.0,
         audio_lead_s: float = DEFAULT_LEAD_S,
+        tool_handlers: Mapping[str, ToolHandler] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.socket = socket
@@ -182,6 +193,8 @@ class Call:
         self._rest = rest
         self._on_started = on_started
         self._rec = recorder  # None unless RECORD_CALLS is set: then every hook is one test
+        self._tool_handlers = dict(tool_handlers or {})
+        self._tool_tasks: dict[str, asyncio.Task[None]] = {}  # answers in progress, by call id
         self._now = clock
         self.state = CallState()
         self.summary = CallSummary()
@@ -236,7 +249,7 @@ class Call:
                     tg.create_task(self._pacing(), name=f"pacing:{start.call_sid}"),
                 ]
                 await self._done.wait()
-                for task in tasks:
+                for task in [*tasks, *self._tool_tasks.values()]:
                     task.cancel()
                 if self._end_task is not None:
                     self._end_task.cancel()
@@ -706,8 +719,15 @@ class Call:
     # -- tools ----------------------------------------------------------------------------
 
     async def _on_tool_call(self, event: ToolCall) -> None:
-        assert self._session is not None
+        assert self._session is not None and self._tg is not None
         for fc in event.calls:
+            handler = self._tool_handlers.get(fc.name)
+            if handler is not None:
+                if fc.id not in self._tool_tasks:  # else: asked again while being answered
+                    self._tool_tasks[fc.id] = self._tg.create_task(
+                        self._run_tool(fc, handler), name=f"tool:{fc.name}:{fc.id}"
+                    )
+                continue
             record: dict[str, Any] = {"id": fc.id, "name": fc.name, "args": fc.args}
             self.summary.tool_calls.append(record)
             ending = self.state.is_(State.ENDING)
@@ -727,17 +747,54 @@ class Call:
                 result = {"result": "ignored", "error": "the call is already ending"}
             else:
                 result = {"result": "error", "error": f"unknown tool {fc.name!r}"}
-            record["result"] = result
-            if self._rec is not None:
-                self._rec.event("tool_call", self._now(), **record)
-            log.info(
-                "call.tool_call",
-                extra=fields(tool=fc.name, args=fc.args, result=result.get("result")),
-            )
-            await self._session.send_tool_response(fc.id, fc.name, result)
+            record.update(result=result, outcome=result.get("result"), latency_ms=0.0)
+            await self._tool_answered(fc, record, result)
+
+    async def _run_tool(self, fc: FunctionCall, handler: ToolHandler) -> None:
+        """Answer one call of a handled tool, off the model side's loop: the call goes on
+        (barge-in, audio) while it runs; a cancellation by the model drops the answer."""
+        assert self._session is not None
+        record: dict[str, Any] = {"id": fc.id, "name": fc.name, "args": fc.args}
+        self.summary.tool_calls.append(record)
+        began = self._now()
+        try:
+            try:
+                async with asyncio.timeout(TOOL_TIMEOUT_S):
+                    result = await handler(dict(fc.args))
+            except TimeoutError:
+                result = {"result": "error", "error": "the tool did not answer in time"}
+        except asyncio.CancelledError:
+            record.update(outcome="cancelled", latency_ms=round((self._now() - began) * 1000, 1))
+            raise
+        finally:
+            self._tool_tasks.pop(fc.id, None)
+        latency_ms = round((self._now() - began) * 1000, 1)
+        record.update(result=result, outcome=result.get("result"), latency_ms=latency_ms)
+        await self._tool_answered(fc, record, result)
+
+    async def _tool_answered(
+        self, fc: FunctionCall, record: dict[str, Any], result: dict[str, Any]
+    ) -> None:
+        assert self._session is not None
+        if self._rec is not None:
+            self._rec.event("tool_call", self._now(), **record)
+        log.info(
+            "call.tool_call",
+            extra=fields(
+                tool=fc.name,
+                args=fc.args,
+                result=result.get("result"),
+                latency_ms=record.get("latency_ms"),
+            ),
+        )
+        await self._session.send_tool_response(fc.id, fc.name, result)
 
     def _on_tool_cancel(self, ids: tuple[str, ...]) -> None:
         log.info("call.tool_cancelled", extra=fields(ids=list(ids)))
+        for call_id in ids:
+            task = self._tool_tasks.pop(call_id, None)
+            if task is not None:
+                task.cancel()  # the model took the question back: no answer is sent
         if self._end_task is not None and self._pending_tool_id in ids:
             # The model took it back before we acted: the call goes on.
             self._end_task.cancel()

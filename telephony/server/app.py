@@ -33,7 +33,7 @@ from telephony.call.recorder import CallRecorder
 from telephony.ops import api as operator_api
 from telephony.ops.store import CallStore, RecordWriter
 from telephony.server.metrics import CONTENT_TYPE_LATEST
-from telephony.server.service import Service, start_model
+from telephony.server.service import Service, start_knowledge, start_model
 from telephony.settings import Settings
 from telephony.twilio import twiml
 from telephony.twilio.rest import TwilioRest
@@ -114,6 +114,7 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             service.records = RecordWriter(store, on_failure=service.record_failed)
             log.info("records.ready", extra=fields(database=store.url))
         await start_model(service)
+        await start_knowledge(service)
         if settings.rest_enabled:
             assert settings.twilio_account_sid and settings.twilio_auth_token
             service.rest = TwilioRest(
@@ -311,6 +312,7 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
             ),
             outbound_greeting=settings.outbound_greeting,
             answer_timeout_s=settings.outbound_answer_timeout_s,
+            tool_handlers=service.tool_handlers,
         )
         try:
             await call.run()

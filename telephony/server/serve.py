@@ -80,7 +80,16 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def preflight(settings: Settings) -> None:
-    """Open the call-record database and write to it once (``StartupError`` if it fails)."""
+    """Open the call-record database and write to it once, and check that the knowledge base
+    can be opened as configured (``StartupError`` if not)."""
+    if settings.knowledge is not None:
+        from agent.knowledge import KnowledgeError
+        from agent.knowledge.service import check
+
+        try:
+            check(settings.knowledge)
+        except KnowledgeError as exc:
+            raise StartupError(f"AGENT_KNOWLEDGE: {exc}") from None
     if settings.database_url is None:
         return
     from telephony.ops.store import CallStore, StoreError

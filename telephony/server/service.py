@@ -15,7 +15,7 @@ from agent.events import AgentError, ModelUnavailable
 from agent.logs import call_id_var, fields
 from agent.resilient import ResiliencePolicy, ResilientSession, open_conversation
 from agent.session import AgentSession, LiveAgent
-from telephony.call.bridge import Call
+from telephony.call.bridge import Call, ToolHandler
 from telephony.call.summary import CallSummary
 from telephony.ops.records import record_from_summary
 from telephony.ops.store import RecordWriter
@@ -23,7 +23,7 @@ from telephony.server.metrics import Metrics
 from telephony.settings import Settings
 from telephony.twilio.rest import TwilioRest
 
-__all__ = ["Service", "start_model"]
+__all__ = ["Service", "start_knowledge", "start_model"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class Service:
         self.agent: LiveAgent | None = None
         self.rest: TwilioRest | None = None
         self.simulator: Any = None  # agent.simulator.LiveSimulator when embedded
+        self.knowledge: Any = None  # agent.knowledge.search.KnowledgeBase (AGENT_KNOWLEDGE)
+        #: Tools answered by handlers in this process (search_knowledge), for every call.
+        self.tool_handlers: dict[str, ToolHandler] = {}
         self.draining = False
         self.streams = 0  # open Media Stream sockets (accepted)
         self.calls: dict[str, Call] = {}  # started calls by call SID
@@ -234,6 +237,8 @@ class Service:
             await self.records.aclose(RECORDS_FLUSH_TIMEOUT_S)
         if self.rest is not None:
             await self.rest.aclose()
+        if self.knowledge is not None:
+            self.knowledge.close()
         if self.simulator is not None:
             await self.simulator.aclose()
 
@@ -289,3 +294,30 @@ async def start_model(service: Service) -> None:
     breaker = service.agent.breaker
     service.metrics.model_circuit_open.set_function(lambda: 1.0 if breaker.is_open else 0.0)
     breaker.on_refused = service.metrics.model_connections_refused.inc
+
+
+async def start_knowledge(service: Service) -> None:
+    """AGENT_KNOWLEDGE: bring the index up to date and offer search_knowledge to every call
+    (after ``start_model``: with the simulator, its embedding endpoint may be the embedder)."""
+    settings = service.settings.knowledge
+    if settings is None:
+        return
+    from agent.knowledge.search import describe
+    from agent.knowledge.service import open_knowledge
+    from agent.knowledge.tool import KnowledgeTool
+
+    simulator = service.simulator
+    base, report = await open_knowledge(
+        settings,
+        service.settings.model,
+        base_url=simulator.base_url if simulator is not None else None,
+        ssl_context=simulator.client_ssl_context() if simulator is not None else None,
+        api_key="simulator" if simulator is not None else None,
+    )
+    service.knowledge = base
+    tool = KnowledgeTool(base)
+    service.tool_handlers[tool.name] = tool.answer
+    log.info(
+        "knowledge.ready",
+        extra=fields(index=describe(settings, base.embedder), **report.summary()),
+    )
