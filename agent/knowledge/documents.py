@@ -257,7 +257,9 @@ def markdown_blocks(text: str) -> list[Block]:
             level = 1 if raw.strip().startswith("=") else 2
             blocks.append(Block(_inline(current.pop()), level))
             continue
-        if _HRULE.match(raw) or _TABLE_RULE.match(raw) or _LINK_DEF.match(raw):
+        if "|" in line and _TABLE_RULE.match(raw):
+            continue  # the rule under a table's header row
+        if _HRULE.match(raw) or _LINK_DEF.match(raw):
             flush()
             continue
         if line.startswith(">"):

@@ -286,7 +286,7 @@ def answer(passages: Sequence[Passage], max_chars: int = MAX_ANSWER_CHARS) -> di
     for p in passages:
         if left < MIN_PASSAGE_CHARS and out:
             break
-        text = _shorten(p.text, left)
+        text = _shorten(p.text.strip(), left)
         left -= len(text)
         item = {"source": p.source, "text": text}
         if p.heading:

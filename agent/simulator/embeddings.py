@@ -89,12 +89,12 @@ def embed_text(text: str, dim: int) -> list[float]:
         if word in _STOP:
             continue
         digest = int.from_bytes(hashlib.blake2b(_stem(word).encode(), digest_size=8).digest())
-        vector[digest % dim] += 1.0 if (digest >> 63) & 1 else -1.0
+        vector[1 + digest % (dim - 1)] += 1.0 if (digest >> 63) & 1 else -1.0
     norm = float(np.linalg.norm(vector))
-    words = vector / norm if norm else vector
-    common = np.full(dim, 1 / np.sqrt(dim))
-    out = words + common
-    return [round(float(x), 6) for x in out / np.linalg.norm(out)]
+    if norm:
+        vector /= norm
+    vector[0] = 1.0  # the common direction: every text shares it
+    return [round(float(x), 6) for x in vector / np.linalg.norm(vector)]
 
 
 def _error(code: int, status: str, message: str) -> tuple[int, bytes]:
@@ -159,7 +159,7 @@ def respond(
             status, out = _error(400, "INVALID_ARGUMENT", "content must have text parts")
             return status, out, []
         dim = wire.field(item, "output_dimensionality") or DEFAULT_DIM
-        if not isinstance(dim, int) or not 1 <= dim <= DEFAULT_DIM:
+        if not isinstance(dim, int) or not 2 <= dim <= DEFAULT_DIM:
             status, out = _error(400, "INVALID_ARGUMENT", f"bad outputDimensionality {dim!r}")
             return status, out, []
         texts.append(text)
