@@ -187,7 +187,7 @@ async def test_file_and_passage_counts_are_bounded(tmp_path: Path) -> None:
     assert "f3.md: skipped, more than 3 files" in skipped
     assert "f2.md: skipped, the index holds at most 10 passages" in skipped
     assert report.added == ["f0.md", "f1.md"] and report.chunks == 8  # type: ignore[attr-defined]
-    assert [d.warning for d in base.index.documents()][0] == (
+    assert next(d.warning for d in base.index.documents()) == (
         "only its first 4 passages are indexed"
     )
 

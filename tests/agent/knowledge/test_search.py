@@ -18,15 +18,15 @@ def test_rrf_rewards_agreement_between_rankings() -> None:
     vector = [3, 4, 1]
     fused = rrf([lexical, vector])
     assert [i for i, _ in fused] == [1, 3, 2, 4]
-    top_id, top_score = fused[0]
+    top_score = fused[0][1]
     assert top_score == 1 / (RRF_K + 1) + 1 / (RRF_K + 3)
     # Weights tilt it; an empty ranking changes nothing.
-    assert [i for i, _ in rrf([lexical, vector], weights=[1.0, 3.0])][0] == 3
+    assert next(i for i, _ in rrf([lexical, vector], weights=[1.0, 3.0])) == 3
     assert rrf([lexical, []]) == rrf([lexical])
 
 
 def test_rrf_ties_go_to_the_best_single_rank() -> None:
-    # 2 is first in one ranking, 1 second in both... equal sums are broken by the best rank.
+    # Equal sums are broken by the best single rank, then by id.
     fused = rrf([[5, 6], [6, 5]])
     assert [i for i, _ in fused] == [5, 6]  # same score, same best rank: lower id first
 
