@@ -4,7 +4,9 @@ This is where a reader finds what happens on barge-in (``_on_interrupted``), whe
 (``_begin_ending``, ``_finish`` and the ``Outcome``s), and how the model's events become
 Twilio messages (``_model_side``). What the caller heard (``heard``), the turn log
 (``turns``), outbound answer detection (``answer``), the caller's activity
-(``agent.activity``) and the lifecycle (``state``) are pure helpers it drives.
+(``agent.activity``) and the lifecycle (``state``) are pure helpers it drives. Tools it does
+not act on itself (``search_knowledge``) are answered by the ``tool_handlers`` it is given,
+each in a task of its own (``_run_tool``).
 
 Shape of a call: ``Call.run()`` waits for Twilio's ``start`` (with a timeout), then runs three
 tasks in one TaskGroup: the *caller side* reads Twilio frames and forwards audio, digits and
@@ -724,8 +726,10 @@ class Call:
             handler = self._tool_handlers.get(fc.name)
             if handler is not None:
                 if fc.id not in self._tool_tasks:  # else: asked again while being answered
+                    pending: dict[str, Any] = {"id": fc.id, "name": fc.name, "args": fc.args}
+                    self.summary.tool_calls.append(pending)
                     self._tool_tasks[fc.id] = self._tg.create_task(
-                        self._run_tool(fc, handler), name=f"tool:{fc.name}:{fc.id}"
+                        self._run_tool(fc, handler, pending), name=f"tool:{fc.name}:{fc.id}"
                     )
                 continue
             record: dict[str, Any] = {"id": fc.id, "name": fc.name, "args": fc.args}
@@ -750,12 +754,12 @@ class Call:
             record.update(result=result, outcome=result.get("result"), latency_ms=0.0)
             await self._tool_answered(fc, record, result)
 
-    async def _run_tool(self, fc: FunctionCall, handler: ToolHandler) -> None:
+    async def _run_tool(
+        self, fc: FunctionCall, handler: ToolHandler, record: dict[str, Any]
+    ) -> None:
         """Answer one call of a handled tool, off the model side's loop: the call goes on
         (barge-in, audio) while it runs; a cancellation by the model drops the answer."""
         assert self._session is not None
-        record: dict[str, Any] = {"id": fc.id, "name": fc.name, "args": fc.args}
-        self.summary.tool_calls.append(record)
         began = self._now()
         try:
             try:
