@@ -10,7 +10,8 @@ by keyword (``search_knowledge``).
 - ``search``: reciprocal-rank fusion and the bounded answer (pure), and ``KnowledgeBase``,
   which searches and degrades to keywords when the embedder fails;
 - ``tool``: the function declaration and the async answer to one tool call;
-- ``cli``: ``voice-agent knowledge index|search|list``.
+- ``service``: opening it for a process (the server at startup; ``voice-agent knowledge
+  index|search|list``, in ``telephony.server.knowledge_cli``).
 
 Importing this package (and ``tool``, ``documents``) needs no optional dependency; the index
 and the embedders need the ``knowledge`` extra, and say so in one line when it is missing.
