@@ -11,12 +11,19 @@ whether real model credentials exist. Nothing here knows about phones: the servi
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
 from agent.env import ConfigError, EnvReader, Variable
-from agent.tools.builtin import BUILTIN_TOOLS, END_CALL, GOOGLE_SEARCH, TRANSFER_CALL
+from agent.tools.builtin import (
+    BUILTIN_TOOLS,
+    END_CALL,
+    GOOGLE_SEARCH,
+    SEARCH_KNOWLEDGE,
+    TRANSFER_CALL,
+)
 from agent.tools.toolbox import Toolbox
 
 __all__ = [
@@ -25,13 +32,16 @@ __all__ = [
     "DEFAULT_INSTRUCTIONS",
     "DEFAULT_MODEL",
     "DEFAULT_VERTEX_MODEL",
+    "KNOWLEDGE_VARIABLES",
     "KNOWN_VOICES",
     "MODEL_VARIABLES",
     "PERSONA_VARIABLES",
     "ConfigError",
+    "KnowledgeSettings",
     "ModelAccess",
     "Persona",
     "VadSettings",
+    "read_knowledge",
     "read_model_access",
     "read_persona",
 ]
@@ -86,9 +96,15 @@ KNOWN_VOICES: Final = frozenset(
     )
 )
 
+#: Offered whenever AGENT_KNOWLEDGE is set (``agent.knowledge.tool``).
+KNOWLEDGE_TOOL: Final = SEARCH_KNOWLEDGE
+#: The Gemini embedding model, and the size we ask it for (768 of its 3072: a quarter of
+#: the index and of the search time, for a small loss of quality in Google's figures).
+DEFAULT_EMBEDDING_MODEL: Final = "gemini-embedding-001"
 
 _MODEL = "Model access"
 _PERSONA = "Persona"
+_KNOWLEDGE = "Knowledge (search_knowledge)"
 
 #: The variables read here, in the order the docs list them.
 MODEL_VARIABLES: Final = (
@@ -225,7 +241,44 @@ PERSONA_VARIABLES: Final = (
 #: AGENT_TOOLS when unset.
 DEFAULT_TOOLS: Final = (END_CALL, TRANSFER_CALL)
 
+KNOWLEDGE_VARIABLES: Final = (
+    Variable(
+        "AGENT_KNOWLEDGE",
+        "",
+        "folders or files (comma-separated) of Markdown, text, HTML and PDF the agent can "
+        "search (search_knowledge); unset: no knowledge tool",
+        _KNOWLEDGE,
+    ),
+    Variable(
+        "KNOWLEDGE_INDEX",
+        "knowledge.db",
+        "the search index (one SQLite file), updated at startup for what changed",
+        _KNOWLEDGE,
+    ),
+    Variable(
+        "KNOWLEDGE_EMBEDDINGS",
+        "auto",
+        "gemini, local (bundled wordllama, offline), off (keyword search only); auto: gemini "
+        "with model credentials, local with the simulator",
+        _KNOWLEDGE,
+    ),
+    Variable(
+        "KNOWLEDGE_EMBEDDING_MODEL",
+        DEFAULT_EMBEDDING_MODEL,
+        "the Gemini embedding model (KNOWLEDGE_EMBEDDINGS=gemini)",
+        _KNOWLEDGE,
+    ),
+    Variable(
+        "KNOWLEDGE_SEARCH_TIMEOUT_S",
+        "2",
+        "longest a search may take during a call (embedding the question gets half of it, "
+        "then keyword search alone)",
+        _KNOWLEDGE,
+    ),
+)
+
 Sensitivity = Literal["high", "low"]
+Embeddings = Literal["gemini", "local", "off"]
 Backend = Literal["gemini", "vertex", "simulator"]
 
 
@@ -280,6 +333,53 @@ class ModelAccess:
     fast_path: bool = True
 
 
+@dataclass(frozen=True)
+class KnowledgeSettings:
+    """What the agent can look up (``agent.knowledge``): where, and how it is searched."""
+
+    paths: tuple[Path, ...]
+    index: Path = Path("knowledge.db")
+    embeddings: Embeddings = "local"
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    search_timeout_s: float = 2.0
+
+
+def read_knowledge(
+    env: EnvReader, *, backend: Backend, paths: Sequence[Path] | None = None
+) -> KnowledgeSettings | None:
+    """The knowledge settings (None when AGENT_KNOWLEDGE is unset). ``backend`` decides
+    what ``KNOWLEDGE_EMBEDDINGS=auto`` means; ``paths`` stand for AGENT_KNOWLEDGE (the
+    command line's; an empty list for commands that only read the index)."""
+    raw = env.raw("AGENT_KNOWLEDGE")
+    index = Path(env.raw("KNOWLEDGE_INDEX") or "knowledge.db").expanduser()
+    mode = env.choice("KNOWLEDGE_EMBEDDINGS", "auto", ("auto", "gemini", "local", "off"))
+    model = env.raw("KNOWLEDGE_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL
+    if any(c.isspace() for c in model):
+        raise env.error("KNOWLEDGE_EMBEDDING_MODEL", f"not a model name: {model!r}")
+    timeout = env.seconds("KNOWLEDGE_SEARCH_TIMEOUT_S", 2.0, 30.0)
+    if paths is None:
+        if raw is None:
+            return None
+        paths = [Path(p.strip()).expanduser() for p in raw.split(",") if p.strip()]
+        if not paths:
+            raise env.error("AGENT_KNOWLEDGE", "names no folder or file")
+        for path in paths:
+            if not path.exists():
+                raise env.error("AGENT_KNOWLEDGE", f"{path} does not exist")
+    if index.is_dir():
+        raise env.error("KNOWLEDGE_INDEX", f"{index} is a directory (name the index file)")
+    if mode == "auto":
+        mode = "local" if backend == "simulator" else "gemini"
+    embeddings: Embeddings = mode  # type: ignore[assignment]
+    return KnowledgeSettings(
+        paths=tuple(paths),
+        index=index,
+        embeddings=embeddings,
+        embedding_model=model,
+        search_timeout_s=timeout,
+    )
+
+
 def read_model_access(env: EnvReader) -> ModelAccess:
     """How to reach the model; ``ConfigError`` when credentials are inconsistent."""
     api_key = env.raw("GEMINI_API_KEY") or env.raw("GOOGLE_API_KEY")
@@ -326,8 +426,11 @@ def read_model_access(env: EnvReader) -> ModelAccess:
 _BCP47: Final = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?$")
 
 
-def read_persona(env: EnvReader, *, transfer_available: bool) -> Persona:
-    """Who the agent is. ``transfer_available``: there is a number to transfer calls to."""
+def read_persona(
+    env: EnvReader, *, transfer_available: bool, knowledge_available: bool = False
+) -> Persona:
+    """Who the agent is. ``transfer_available``: there is a number to transfer calls to;
+    ``knowledge_available``: AGENT_KNOWLEDGE is set (search_knowledge is offered)."""
     text = env.raw("AGENT_INSTRUCTIONS")
     path = env.raw("AGENT_INSTRUCTIONS_FILE")
     if text and path:
@@ -360,14 +463,18 @@ def read_persona(env: EnvReader, *, transfer_available: bool) -> Persona:
         if tools_raw is not None
         else DEFAULT_TOOLS
     )
+    known = (*BUILTIN_TOOLS, KNOWLEDGE_TOOL)
     for tool in tools:
-        if tool not in BUILTIN_TOOLS:
-            raise env.error(
-                "AGENT_TOOLS", f"unknown tool {tool!r} (known: {', '.join(BUILTIN_TOOLS)})"
-            )
+        if tool not in known:
+            raise env.error("AGENT_TOOLS", f"unknown tool {tool!r} (known: {', '.join(known)})")
+    if KNOWLEDGE_TOOL in tools and not knowledge_available:
+        raise env.error("AGENT_TOOLS", f"{KNOWLEDGE_TOOL} needs AGENT_KNOWLEDGE")
     if "transfer_call" in tools and not transfer_available:
         # The transfer tool exists only when there is somewhere to transfer to.
         tools = tuple(t for t in tools if t != "transfer_call")
+    if knowledge_available and KNOWLEDGE_TOOL not in tools:
+        # Knowledge configured means the model can search it.
+        tools = (*tools, KNOWLEDGE_TOOL)
     toolbox = read_toolbox(env)
     sensitivity = ("high", "low")
     vad = VadSettings(
@@ -415,7 +522,7 @@ def read_toolbox(env: EnvReader) -> Toolbox:
                 toolbox.add(py_tool)
         except (ToolDefinitionError, ValueError) as exc:
             raise env.error("AGENT_TOOLS_MODULE", str(exc)) from None
-    clash = sorted(set(toolbox.names) & {*BUILTIN_TOOLS, GOOGLE_SEARCH})
+    clash = sorted(set(toolbox.names) & {*BUILTIN_TOOLS, GOOGLE_SEARCH, KNOWLEDGE_TOOL})
     if clash:
         raise env.error(
             "AGENT_TOOLS_FILE" if path else "AGENT_TOOLS_MODULE",

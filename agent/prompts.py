@@ -10,6 +10,11 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "KNOWLEDGE_FAILED_NOTE",
+    "KNOWLEDGE_FOUND_NOTE",
+    "KNOWLEDGE_NONE_NOTE",
+    "KNOWLEDGE_QUERY_DESCRIPTION",
+    "KNOWLEDGE_TOOL_DESCRIPTION",
     "NUDGE",
     "SILENT_GOODBYE_PROMPT",
     "STILL_THERE_PROMPT",
@@ -61,3 +66,26 @@ def primed_instructions(instructions: str, history: str) -> str:
 
 def dtmf_prompt(digit: str) -> str:
     return f"The caller pressed {digit} on their keypad."
+
+
+# --- search_knowledge (agent.knowledge.tool) -------------------------------------------------
+
+KNOWLEDGE_TOOL_DESCRIPTION: Final = (
+    "Search the business's own documents (FAQ, policies, prices, opening hours, procedures) "
+    "for facts the caller asks about. Call it before answering any question about the "
+    "business, with the caller's question in a few words. Answer only from the passages it "
+    "returns, briefly and in your own words."
+)
+KNOWLEDGE_QUERY_DESCRIPTION: Final = "The caller's question, in a few words."
+KNOWLEDGE_FOUND_NOTE: Final = (
+    "Answer from these passages only, in a sentence or two. If they do not answer the "
+    "question, say you don't have that information."
+)
+KNOWLEDGE_NONE_NOTE: Final = (
+    "Nothing in the documents matches. Searching again with other words will not help: "
+    "tell the caller you don't have that information."
+)
+KNOWLEDGE_FAILED_NOTE: Final = (
+    "The documents cannot be searched right now. Tell the caller you cannot look that up "
+    "at the moment."
+)

@@ -41,6 +41,11 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
     ),
     "loadtest": ("telephony.loadtest.cli", "main", "replay recorded calls, many at once"),
     "simulate-live": ("agent.simulator", "main", "run the local Live API simulator on its own"),
+    "knowledge": (
+        "telephony.server.knowledge_cli",
+        "main",
+        "the knowledge base (AGENT_KNOWLEDGE): index | search | list",
+    ),
     "config": (
         "telephony.server.config_cli",
         "main",
@@ -54,6 +59,10 @@ EXTRAS: Final = {
     "psycopg2": "postgres",
     "locust": "loadtest",
     "gevent": "loadtest",
+    "apsw": "knowledge",
+    "sqlite_vec": "knowledge",
+    "wordllama": "knowledge",
+    "pypdf": "knowledge",
 }
 
 

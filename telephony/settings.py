@@ -20,10 +20,13 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from agent.config import (
+    KNOWLEDGE_VARIABLES,
     MODEL_VARIABLES,
     PERSONA_VARIABLES,
+    KnowledgeSettings,
     ModelAccess,
     Persona,
+    read_knowledge,
     read_model_access,
     read_persona,
 )
@@ -308,7 +311,12 @@ PHONE_VARIABLES: Final = (
 )
 
 #: Every environment variable the service reads, in documentation order.
-VARIABLES: Final[tuple[Variable, ...]] = (*MODEL_VARIABLES, *PERSONA_VARIABLES, *PHONE_VARIABLES)
+VARIABLES: Final[tuple[Variable, ...]] = (
+    *MODEL_VARIABLES,
+    *PERSONA_VARIABLES,
+    *PHONE_VARIABLES,
+    *KNOWLEDGE_VARIABLES,
+)
 VARIABLE_NAMES: Final = frozenset(v.name for v in VARIABLES)
 
 ENV_EXAMPLE_HEADER: Final = """\
@@ -328,6 +336,8 @@ class Settings:
 
     model: ModelAccess
     persona: Persona = field(default_factory=Persona)
+    #: What the agent can search (``AGENT_KNOWLEDGE``); None: no knowledge tool.
+    knowledge: KnowledgeSettings | None = None
     public_url: str | None = None
     twilio_auth_token: str | None = None
     twilio_account_sid: str | None = None
@@ -601,10 +611,14 @@ def _read(env: EnvReader) -> Settings:
     caller_id = _e164(env, "OUTBOUND_CALLER_ID")
     api_base = _api_base(env)
     model = read_model_access(env)
-    persona = read_persona(env, transfer_available=bool(transfer))
+    knowledge = read_knowledge(env, backend=model.backend)
+    persona = read_persona(
+        env, transfer_available=bool(transfer), knowledge_available=knowledge is not None
+    )
     return Settings(
         model=model,
         persona=persona,
+        knowledge=knowledge,
         public_url=public_url,
         twilio_auth_token=token,
         twilio_account_sid=sid,

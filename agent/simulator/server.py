@@ -3,6 +3,11 @@
 The real google-genai SDK only speaks ``wss://``, so the simulator serves TLS with a throwaway
 certificate authority made by ``trustme``; clients trust it through :attr:`ca_pem_path`
 (``SSL_CERT_FILE``) or :meth:`client_ssl_context` (``async_client_args={"ssl": …}``).
+
+The same port answers the SDK's REST embedding requests (``models/…:batchEmbedContents``,
+``agent.simulator.embeddings``), as the real API's host does: the SDK has one base URL for
+both. websockets reads only GET requests without a body, so a connection whose first request
+is anything else is answered here, one request, then closed (``_LiveOrRest``).
 """
 
 from __future__ import annotations
@@ -17,14 +22,14 @@ import tempfile
 from collections import Counter
 from http import HTTPStatus
 from types import TracebackType
-from typing import Self
+from typing import Any, Final, Self
 
 import numpy as np
 import trustme
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from agent.simulator import wire
+from agent.simulator import embeddings, wire
 from agent.simulator.behaviour import SimBehaviour
 from agent.simulator.handles import HandleRegistry
 from agent.simulator.session import SimSession
@@ -32,6 +37,85 @@ from agent.simulator.session import SimSession
 __all__ = ["LiveSimulator"]
 
 log = logging.getLogger(__name__)
+
+#: The largest REST request we read (100 passages of a few kB each fit well within it).
+MAX_REST_BYTES: Final = 4 * 1024 * 1024
+_REASONS: Final = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Content Too Large",
+    503: "Service Unavailable",
+}
+
+
+class _LiveOrRest(ServerConnection):
+    """A connection of the simulator: the Live WebSocket (a GET upgrade, handed to
+    websockets untouched), or one REST request answered by ``simulator.rest``."""
+
+    simulator: LiveSimulator
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._mode: str | None = None  # "ws" or "rest", once the first bytes tell
+        self._head = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        if self._mode == "ws":
+            super().data_received(data)
+            return
+        self._head += data
+        if self._mode is None:
+            if len(self._head) < 4:
+                return
+            if self._head.startswith(b"GET "):
+                self._mode = "ws"
+                head, self._head = bytes(self._head), bytearray()
+                super().data_received(head)
+                return
+            self._mode = "rest"
+        self._rest()
+
+    def _rest(self) -> None:
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > 64 * 1024:
+                self._answer(413, b'{"error": {"code": 413, "message": "headers too large"}}')
+            return
+        lines = bytes(self._head[:end]).decode("latin-1").split("\r\n")
+        method, _, rest = lines[0].partition(" ")
+        path = rest.rpartition(" ")[0]
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        try:
+            length = int(headers.get("content-length", ""))
+        except ValueError:
+            self._answer(411, b'{"error": {"code": 411, "message": "Content-Length required"}}')
+            return
+        if length > MAX_REST_BYTES:
+            self._answer(413, b'{"error": {"code": 413, "message": "request too large"}}')
+            return
+        body = bytes(self._head[end + 4 : end + 4 + length])
+        if len(body) < length:
+            return  # more to come
+        status, payload = self.simulator.rest(method, path, headers, body)
+        self._answer(status, payload)
+
+    def _answer(self, status: int, payload: bytes) -> None:
+        self._mode = "done"
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+            "Content-Type: application/json; charset=UTF-8\r\n"
+            f"Content-Length: {len(payload)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        # Closing makes the WebSocket handshake waiting on this connection give up quietly.
+        self.transport.write(head + payload)
+        self.transport.close()
 
 
 class LiveSimulator:
@@ -64,6 +148,10 @@ class LiveSimulator:
         self._taken = 0
         self._new_session = asyncio.Event()
         self._handles = HandleRegistry()
+        #: REST embedding requests answered so far: (path, the texts embedded).
+        self.embed_requests: list[tuple[str, list[str]]] = []
+        #: Fault: answer this many embedding requests with 503 UNAVAILABLE (then normally).
+        self.embedding_failures = 0
         seed = self.behaviour.seed
         self._seeds = np.random.SeedSequence(seed) if seed is not None else None
 
@@ -78,6 +166,7 @@ class LiveSimulator:
             f.write(self._ca.cert_pem.bytes())
         server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._cert.configure_cert(server_ctx)
+        connection = type("Connection", (_LiveOrRest,), {"simulator": self})
         try:
             self._server = await serve(
                 self._handle,
@@ -91,6 +180,7 @@ class LiveSimulator:
                 ping_interval=None,
                 max_size=16 * 1024 * 1024,
                 close_timeout=2,
+                create_connection=connection,
             )
         except BaseException:
             self._remove_ca_file()
@@ -187,6 +277,30 @@ class LiveSimulator:
         """The session a resumption handle was issued to."""
         sid = self._handles.session_of(handle)
         return next((s for s in self._sessions if s.id == sid), None)
+
+    # --- REST: embeddings ------------------------------------------------------------------
+
+    @property
+    def embedded_texts(self) -> int:
+        """Texts embedded so far, over every request."""
+        return sum(len(texts) for _, texts in self.embed_requests)
+
+    def rest(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        """(status, JSON body) for one REST request (only the embedding methods exist)."""
+        if embeddings.is_embed_path(path) and self.embedding_failures > 0:
+            self.embedding_failures -= 1
+            return (
+                503,
+                b'{"error": {"code": 503, "message": "The service is currently '
+                b'unavailable.", "status": "UNAVAILABLE"}}',
+            )
+        status, payload, texts = embeddings.respond(method, path, headers, body)
+        if status == 200:
+            self.embed_requests.append((path, texts))
+        log.debug("REST %s %s: %d", method, path, status)
+        return status, payload
 
     # --- Connections -----------------------------------------------------------------------
 

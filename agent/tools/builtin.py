@@ -13,13 +13,30 @@ from typing import Any, Final
 
 from google.genai import types
 
+from agent.prompts import KNOWLEDGE_QUERY_DESCRIPTION, KNOWLEDGE_TOOL_DESCRIPTION
+
 END_CALL: Final = "end_call"
 TRANSFER_CALL: Final = "transfer_call"
 GOOGLE_SEARCH: Final = "google_search"
+#: Offered whenever AGENT_KNOWLEDGE is set; answered by ``agent.knowledge.tool``.
+SEARCH_KNOWLEDGE: Final = "search_knowledge"
 #: Every built-in tool, in the order ``AGENT_TOOLS`` lists them by default.
 BUILTIN_TOOLS: Final = (END_CALL, TRANSFER_CALL, GOOGLE_SEARCH)
 
 _DECLARATIONS: Final = {
+    SEARCH_KNOWLEDGE: types.FunctionDeclaration(
+        name=SEARCH_KNOWLEDGE,
+        description=KNOWLEDGE_TOOL_DESCRIPTION,
+        parameters=types.Schema(
+            type=types.Type.OBJECT,
+            properties={
+                "query": types.Schema(
+                    type=types.Type.STRING, description=KNOWLEDGE_QUERY_DESCRIPTION
+                )
+            },
+            required=["query"],
+        ),
+    ),
     END_CALL: types.FunctionDeclaration(
         name=END_CALL,
         description=(
@@ -59,6 +76,10 @@ def declarations(names: Iterable[str]) -> list[types.FunctionDeclaration]:
     """The function declarations for the enabled built-in function tools, in a stable order
     (``google_search`` is not a function: see ``live_tools``)."""
     return [_DECLARATIONS[name] for name in names if name in _DECLARATIONS]
+
+
+def declaration_of(name: str) -> types.FunctionDeclaration:
+    return _DECLARATIONS[name]
 
 
 def live_tools(

@@ -93,6 +93,9 @@ class ToolSpec:
     scheduling: Scheduling = "when_idle"
     #: Where it was defined, for messages ("tools.yaml: tools[2]", "shop.tools:lookup").
     source: str = ""
+    #: Declared to the model by the toolbox (False: declared with the built-in tools, like
+    #: ``search_knowledge``, whose runner alone lives in a toolbox).
+    declared: bool = True
 
     def declaration(self, *, with_behavior: bool) -> types.FunctionDeclaration:
         """The declaration sent at session setup. ``with_behavior``: the backend takes the

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -36,12 +36,14 @@ from agent.tools.spec import (
     failure_response,
 )
 
-__all__ = ["ToolResult", "Toolbox"]
+__all__ = ["HandlerTool", "ToolResult", "Toolbox"]
 
 log = logging.getLogger(__name__)
 
 #: Outcomes as they appear in records and metrics.
 OK: Final = "ok"
+#: What an answer may say of itself (``status`` or ``result``) that records and metrics keep.
+REPORTED_OUTCOMES: Final = frozenset({"no_results", "error"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,20 @@ class ToolResult:
     @property
     def ok(self) -> bool:
         return self.outcome == OK
+
+
+@dataclass(frozen=True)
+class HandlerTool:
+    """A tool answered by a coroutine of this process that takes only the arguments (e.g.
+    ``agent.knowledge.tool.KnowledgeTool.answer``)."""
+
+    spec: ToolSpec
+    handler: Callable[[dict[str, Any]], Awaitable[Mapping[str, Any]]]
+
+    async def invoke(
+        self, args: Mapping[str, Any], call_id: str, call: CallIdentity
+    ) -> Mapping[str, Any]:
+        return await self.handler(dict(args))
 
 
 class Toolbox:
@@ -100,7 +116,13 @@ class Toolbox:
         return [t.spec for t in self._tools.values()]
 
     def declarations(self, *, with_behavior: bool) -> list[types.FunctionDeclaration]:
-        return [spec.declaration(with_behavior=with_behavior) for spec in self.specs()]
+        return [
+            spec.declaration(with_behavior=with_behavior) for spec in self.specs() if spec.declared
+        ]
+
+    def with_tools(self, tools: Iterable[Tool]) -> Toolbox:
+        """A new toolbox with this one's tools and ``tools``."""
+        return Toolbox([*self._tools.values(), *tools])
 
     async def aclose(self) -> None:
         """Release what the tools hold (the HTTP tools' connection pool)."""
@@ -124,7 +146,11 @@ class Toolbox:
                     "unknown_tool", f"there is no tool named {name!r}", retryable=False
                 )
             response = await self._invoke(tool, args, call_id, call, answered)
-            outcome = OK
+            # A tool that answers "nothing found" or "failed" in its own words is counted so.
+            reported = response.get("status", response.get("result"))
+            outcome = (
+                reported if isinstance(reported, str) and reported in REPORTED_OUTCOMES else OK
+            )
         except ToolFailure as failure:
             response, outcome = failure_response(failure), failure.outcome
             log.warning(

@@ -4,7 +4,9 @@ This is where a reader finds what happens on barge-in (``_on_interrupted``), whe
 (``_begin_ending``, ``_finish`` and the ``Outcome``s), and how the model's events become
 Twilio messages (``_model_side``). What the caller heard (``heard``), the turn log
 (``turns``), outbound answer detection (``answer``), the caller's activity
-(``agent.activity``) and the lifecycle (``state``) are pure helpers it drives.
+(``agent.activity``) and the lifecycle (``state``) are pure helpers it drives. Tools it does
+not act on itself (the operator's, ``search_knowledge``) come from the ``toolbox`` it is given
+and run in tasks of their own (``tooling.ToolRunner``).
 
 Shape of a call: ``Call.run()`` waits for Twilio's ``start`` (with a timeout), then runs three
 tasks in one TaskGroup: the *caller side* reads Twilio frames and forwards audio, digits and
@@ -792,7 +794,7 @@ class Call:
             await self._session.send_tool_response(call_id, name, response, scheduling)
 
     async def _on_tool_call(self, event: ToolCall) -> None:
-        assert self._session is not None
+        assert self._session is not None and self._tg is not None
         for fc in event.calls:
             if self._tools is not None and self._tools.handles(fc.name):
                 await self._tools.start(fc)
@@ -914,7 +916,13 @@ class Call:
             elapsed = self._elapsed()
             if elapsed >= self._max_call_s:
                 log.info("call.limit", extra=fields(limit="max_call_seconds", at_s=round(elapsed)))
-                self._begin_ending(Outcome.ENDED_BY_AGENT, None, "maximum call duration reached")
+                # Wrapped up 30 s ago: what plays now is all there is to wait for.
+                self._begin_ending(
+                    Outcome.ENDED_BY_AGENT,
+                    None,
+                    "maximum call duration reached",
+                    expect_words=False,
+                )
                 return
             if not warned and elapsed >= wrap_up_at:
                 warned = True
@@ -945,13 +953,23 @@ class Call:
 
     # -- ending ---------------------------------------------------------------------------
 
-    def _begin_ending(self, outcome: Outcome, tool_id: str | None, reason: str = "") -> None:
+    def _begin_ending(
+        self,
+        outcome: Outcome,
+        tool_id: str | None,
+        reason: str = "",
+        *,
+        expect_words: bool = True,
+    ) -> None:
+        """End the call once the agent's last words have played. ``expect_words``: the model
+        was just asked to speak (it called end_call, or was told to say goodbye), so it gets
+        ``MODEL_QUIET_S`` to start before the line is closed."""
         assert self._tg is not None
         self.state.to(State.ENDING)
         self._end_reason = reason
         self._pending_tool_id = tool_id
         self._turns_at_tool = self._turns.completed
-        self._ending_since = self._now()
+        self._ending_since = self._now() if expect_words else 0.0
         # Owned by the call's TaskGroup; cancelled by run() if the call ends first.
         self._end_task = self._tg.create_task(
             self._end_after_playback(outcome), name=f"end:{self.summary.call_sid}"

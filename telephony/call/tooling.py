@@ -136,10 +136,12 @@ class ToolRunner:
 
     async def _run(self, fc: FunctionCall, record: dict[str, Any]) -> None:
         spec = self._toolbox.spec(fc.name)
+        started = self._now()
         result = await self._toolbox.run(fc.name, fc.args, fc.id, self._identity)
         if self._running.pop(fc.id, None) is None:
             return  # cancelled meanwhile
-        self._finish(record, result.outcome, result.latency_ms, result.response)
+        # On the call's clock, like every other time in its record.
+        self._finish(record, result.outcome, (self._now() - started) * 1000, result.response)
         self._on_change()
         await self._answer(fc, result.response, spec.sdk_scheduling())
         # Ours, from the tool's answer to the function response handed to the socket.

@@ -42,7 +42,7 @@ from telephony.call.recorder import CallRecorder
 from telephony.ops import api as operator_api
 from telephony.server.metrics import CONTENT_TYPE_LATEST
 from telephony.server.metrics_port import MetricsListener, bearer_ok
-from telephony.server.service import Service, client_key, start_model
+from telephony.server.service import Service, client_key, start_knowledge, start_model
 from telephony.settings import MEDIA_PATH, Settings
 from telephony.twilio import twiml
 from telephony.twilio.rest import TwilioRest
@@ -133,6 +133,7 @@ def create_app(
             log.warning("config.warning", extra=fields(message=warning))
         await service.open_records()  # fatal if it fails; off the loop
         await start_model(service)
+        await start_knowledge(service)
         listener = None
         if metrics_socket is not None:
             listener = MetricsListener(
@@ -379,7 +380,7 @@ def create_app(
             ),
             outbound_greeting=settings.outbound_greeting,
             answer_timeout_s=settings.outbound_answer_timeout_s,
-            toolbox=settings.persona.toolbox,
+            toolbox=service.toolbox,
             tool_filler_after_s=settings.tool_filler_after_s,
         )
         # Behind a proxy in FORWARDED_ALLOW_IPS, the address it forwarded for.

@@ -34,6 +34,10 @@ def check() -> int:
     print(f"model backend: {settings.model.backend} ({settings.model.model})")
     print(f"signatures: {'checked' if settings.signatures_enforced else 'NOT checked'}")
     print(f"call records: {settings.database_url or 'off'}")
+    knowledge = settings.knowledge
+    if knowledge is not None:
+        where = ", ".join(str(p) for p in knowledge.paths)
+        print(f"knowledge: {where} -> {knowledge.index} ({knowledge.embeddings} embeddings)")
     print("set:")
     shown = 0
     for var in VARIABLES:

@@ -95,10 +95,18 @@ def check_signatures(settings: Settings) -> None:
 
 
 def preflight(settings: Settings) -> None:
-    """Refuse unsigned requests to a real model; open the call-record database and write to
-    it once, and check that this instance's id and spool are free (``StartupError`` if any
-    fails)."""
+    """Refuse unsigned requests to a real model; check that the knowledge base can be opened
+    as configured; open the call-record database and write to it once, and check that this
+    instance's id and spool are free (``StartupError`` if any fails)."""
     check_signatures(settings)
+    if settings.knowledge is not None:
+        from agent.knowledge import KnowledgeError
+        from agent.knowledge.service import check
+
+        try:
+            check(settings.knowledge)
+        except KnowledgeError as exc:
+            raise StartupError(f"AGENT_KNOWLEDGE: {exc}") from None
     if settings.database_url is None:
         return
     from telephony.ops.spool import Spool, SpoolError, SpoolInUse

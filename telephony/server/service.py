@@ -24,6 +24,8 @@ from agent.events import AgentError, ModelUnavailable
 from agent.logs import call_id_var, fields
 from agent.resilient import ResiliencePolicy, ResilientSession, open_conversation
 from agent.session import AgentSession, LiveAgent
+from agent.tools.spec import ToolSpec
+from agent.tools.toolbox import HandlerTool
 from telephony.call.bridge import Call
 from telephony.call.summary import CallSummary
 from telephony.ops.records import record_from_summary
@@ -34,7 +36,7 @@ from telephony.server.metrics import Metrics
 from telephony.settings import Settings
 from telephony.twilio.rest import TwilioRest
 
-__all__ = ["Service", "client_key", "start_model"]
+__all__ = ["Service", "client_key", "start_knowledge", "start_model"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,9 @@ class Service:
         self.agent: LiveAgent | None = None
         self.rest: TwilioRest | None = None
         self.simulator: Any = None  # agent.simulator.LiveSimulator when embedded
+        self.knowledge: Any = None  # agent.knowledge.search.KnowledgeBase (AGENT_KNOWLEDGE)
+        #: The tools every call runs: the operator's, and search_knowledge once it is up.
+        self.toolbox = settings.persona.toolbox
         self.draining = False
         self.streams = 0  # started Media Streams: each holds a call slot
         # Accepted Media Streams that have not sent ``start`` yet (oldest first): their
@@ -403,7 +408,9 @@ class Service:
             await self.records.aclose(RECORDS_FLUSH_TIMEOUT_S)
         if self.rest is not None:
             await self.rest.aclose()
-        await self.settings.persona.toolbox.aclose()
+        await self.toolbox.aclose()
+        if self.knowledge is not None:
+            self.knowledge.close()
         if self.simulator is not None:
             await self.simulator.aclose()
 
@@ -473,3 +480,39 @@ async def start_model(service: Service) -> None:
     breaker = service.agent.breaker
     service.metrics.model_circuit_open.set_function(lambda: 1.0 if breaker.is_open else 0.0)
     breaker.on_refused = service.metrics.model_connections_refused.inc
+
+
+async def start_knowledge(service: Service) -> None:
+    """AGENT_KNOWLEDGE: bring the index up to date and offer search_knowledge to every call
+    (after ``start_model``: with the simulator, its embedding endpoint may be the embedder)."""
+    settings = service.settings.knowledge
+    if settings is None:
+        return
+    from agent.knowledge.search import describe
+    from agent.knowledge.service import open_knowledge
+    from agent.knowledge.tool import KnowledgeTool
+
+    simulator = service.simulator
+    base, report = await open_knowledge(
+        settings,
+        service.settings.model,
+        base_url=simulator.base_url if simulator is not None else None,
+        ssl_context=simulator.client_ssl_context() if simulator is not None else None,
+        api_key="simulator" if simulator is not None else None,
+    )
+    service.knowledge = base
+    tool = KnowledgeTool(base)
+    spec = ToolSpec(
+        tool.name,
+        "Search the knowledge base.",
+        {"type": "object", "properties": {"query": {"type": "string"}}},
+        # The search keeps its own deadline; this only backs it up.
+        timeout_s=settings.search_timeout_s + 1.0,
+        source="AGENT_KNOWLEDGE",
+        declared=False,  # declared with the built-in tools
+    )
+    service.toolbox = service.toolbox.with_tools([HandlerTool(spec, tool.answer)])
+    log.info(
+        "knowledge.ready",
+        extra=fields(index=describe(settings, base.embedder), **report.summary()),
+    )

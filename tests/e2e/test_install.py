@@ -203,6 +203,19 @@ def test_a_missing_extra_is_one_line_naming_it(user_venv: Path, tmp_path: Path) 
     assert "secret" not in line
 
 
+def test_knowledge_without_its_extra_is_one_line_naming_it(user_venv: Path, tmp_path: Path) -> None:
+    (tmp_path / "faq.md").write_text("# Parking\nBehind the building.\n")
+    proc = run(
+        [str(user_venv / "voice-agent"), "serve", "--port", "0"],
+        cwd=tmp_path,
+        AGENT_KNOWLEDGE=str(tmp_path / "faq.md"),
+    )
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("voice-agent: AGENT_KNOWLEDGE: the knowledge base needs apsw")
+    assert line.endswith("pip install 'gemini-phone-agent[knowledge]'")
+
+
 def test_serve_and_answer_a_first_call_with_the_bundled_sample(
     user_venv: Path, tmp_path: Path
 ) -> None:

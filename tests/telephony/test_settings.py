@@ -113,6 +113,12 @@ def test_empty_greeting_means_caller_speaks_first() -> None:
         ({"INSTANCE_HEARTBEAT_S": "0"}, "INSTANCE_HEARTBEAT_S"),
         ({"RECORDS_SNAPSHOT_S": "-5"}, "RECORDS_SNAPSHOT_S"),
         ({"RECORDS_SPOOL_MAX_MB": "0"}, "RECORDS_SPOOL_MAX_MB"),
+        ({"AGENT_KNOWLEDGE": "/nonexistent/folder"}, "AGENT_KNOWLEDGE"),
+        ({"AGENT_KNOWLEDGE": " , "}, "AGENT_KNOWLEDGE"),
+        ({"AGENT_TOOLS": "end_call,search_knowledge"}, "AGENT_TOOLS"),
+        ({"KNOWLEDGE_EMBEDDINGS": "openai"}, "KNOWLEDGE_EMBEDDINGS"),
+        ({"KNOWLEDGE_SEARCH_TIMEOUT_S": "0"}, "KNOWLEDGE_SEARCH_TIMEOUT_S"),
+        ({"KNOWLEDGE_EMBEDDING_MODEL": "two words"}, "KNOWLEDGE_EMBEDDING_MODEL"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -147,6 +153,33 @@ def test_records_api_and_outbound_defaults_and_overrides() -> None:
     assert any("TWILIO_API_BASE_URL" in w for w in s.warnings)
     off = Settings.from_env({"DATABASE_URL": "off"})
     assert off.database_url is None and any("no record" in w for w in off.warnings)
+
+
+def test_knowledge_offers_search_knowledge_and_picks_the_embedder(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert settings().knowledge is None
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    faq = tmp_path / "faq.md"
+    faq.write_text("# FAQ")
+    s = settings(AGENT_KNOWLEDGE=f"{docs}, {faq}")
+    assert s.knowledge is not None
+    assert s.knowledge.paths == (docs, faq)
+    assert s.knowledge.index.name == "knowledge.db"
+    assert s.knowledge.embeddings == "local"  # the simulator: offline embeddings
+    assert s.knowledge.search_timeout_s == 2.0
+    assert s.persona.tools == ("end_call", "search_knowledge")
+    real = settings(AGENT_KNOWLEDGE=str(docs), GEMINI_API_KEY="k", AGENT_TOOLS="end_call")
+    assert real.knowledge is not None and real.knowledge.embeddings == "gemini"
+    assert real.persona.tools == ("end_call", "search_knowledge")
+    off = settings(
+        AGENT_KNOWLEDGE=str(docs),
+        KNOWLEDGE_EMBEDDINGS="off",
+        KNOWLEDGE_INDEX=str(tmp_path / "k.db"),
+        KNOWLEDGE_SEARCH_TIMEOUT_S="0.5",
+    )
+    assert off.knowledge is not None
+    assert (off.knowledge.embeddings, off.knowledge.index) == ("off", tmp_path / "k.db")
+    assert off.knowledge.search_timeout_s == 0.5
 
 
 def test_public_urls() -> None:

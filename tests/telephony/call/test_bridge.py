@@ -34,6 +34,8 @@ from agent.prompts import (
     outbound_greeting_prompt,
     wrap_up_prompt,
 )
+from agent.tools import Toolbox, ToolSpec
+from agent.tools.toolbox import HandlerTool
 from support.fakes import SILENCE, FakeConversation, FakeTwilio
 from support.virtual_time import run_virtual
 from telephony.audio import ulaw_encode
@@ -349,6 +351,87 @@ async def test_an_unknown_tool_gets_an_error_answer() -> None:
         )
     ]
     await s.hang_up()
+
+
+class SlowTool:
+    """A tool handler that answers after ``delay_s`` (virtual time)."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.calls: list[dict[str, Any]] = []
+        self.cancelled = 0
+
+    async def __call__(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(args)
+        try:
+            await asyncio.sleep(self.delay_s)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return {"result": "ok", "passages": [{"source": "faq.md", "text": "Open 9-5."}]}
+
+
+def knowledge(handler: Any, timeout_s: float = 3.0) -> Toolbox:
+    """A toolbox running ``search_knowledge`` with ``handler`` (as the service sets it up)."""
+    spec = ToolSpec(
+        "search_knowledge",
+        "Search.",
+        {"type": "object", "properties": {"query": {"type": "string"}}},
+        timeout_s=timeout_s,
+        declared=False,
+    )
+    return Toolbox([HandlerTool(spec, handler)])
+
+
+@virtual
+async def test_a_handled_tool_is_answered_off_the_model_loop_and_recorded() -> None:
+    tool = SlowTool(0.3)
+    s = await Scene(toolbox=knowledge(tool, timeout_s=10)).connected()
+    s.model.push(ToolCall((FunctionCall("k1", "search_knowledge", {"query": "hours"}),)))
+    # While the search runs, the model's audio still reaches the caller.
+    s.model.push(*agent_audio(0.2))
+    await until(lambda: s.call.summary.frames_out > 0)
+    assert s.model.tool_responses == []
+    await until(lambda: s.model.tool_responses)
+    [(call_id, name, response)] = s.model.tool_responses
+    assert (call_id, name, response["result"]) == ("k1", "search_knowledge", "ok")
+    assert tool.calls == [{"query": "hours"}]
+    [record] = s.call.summary.tool_calls
+    assert record["outcome"] == "ok" and record["args"] == {"query": "hours"}
+    assert record["latency_ms"] == pytest.approx(300, abs=20)
+    assert record["overhead_ms"] >= 0
+    assert record["result"]["passages"][0]["source"] == "faq.md"
+    await s.hang_up()
+
+
+@virtual
+async def test_a_handled_tool_taken_back_by_the_model_gets_no_answer() -> None:
+    tool = SlowTool(5.0)
+    s = await Scene(toolbox=knowledge(tool, timeout_s=10)).connected()
+    s.model.push(ToolCall((FunctionCall("k1", "search_knowledge", {"query": "x"}),)))
+    await until(lambda: tool.calls)
+    s.model.push(ToolCallCancellation(("k1",)))
+    await until(lambda: tool.cancelled)
+    await asyncio.sleep(6)
+    assert s.model.tool_responses == []
+    assert s.call.summary.tool_calls[0]["outcome"] == "cancelled"
+    await s.hang_up()
+
+
+@virtual
+async def test_a_handler_that_never_answers_is_bounded_and_the_call_end_cancels_it() -> None:
+    stuck = SlowTool(3600.0)
+    s = await Scene(toolbox=knowledge(stuck)).connected()
+    s.model.push(ToolCall((FunctionCall("k1", "search_knowledge", {"query": "x"}),)))
+    await until(lambda: s.model.tool_responses, timeout_s=30)
+    assert s.model.tool_responses[0][2]["status"] == "error"
+    # A second one, still running when the caller hangs up, does not hold the call open.
+    s.model.push(ToolCall((FunctionCall("k2", "search_knowledge", {"query": "y"}),)))
+    await until(lambda: len(stuck.calls) == 2)
+    began = s.loop.time()
+    summary = await s.hang_up()
+    assert s.loop.time() - began < 1.0
+    assert [t["outcome"] for t in summary.tool_calls] == ["timeout", "cancelled"]
 
 
 @virtual
