@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from agent.env import ConfigError, EnvReader, Variable
-from agent.tools.builtin import (
+from agent.tools.names import (
     BUILTIN_TOOLS,
     END_CALL,
     GOOGLE_SEARCH,

@@ -10,7 +10,9 @@
 Operators writing Python tools need only ``tool``, ``CallIdentity`` and ``ToolFailure``.
 """
 
-from agent.tools.builtin import END_CALL, GOOGLE_SEARCH, TRANSFER_CALL, declarations
+from typing import Any
+
+from agent.tools.names import END_CALL, GOOGLE_SEARCH, TRANSFER_CALL
 from agent.tools.python import tool
 from agent.tools.spec import CallIdentity, ToolFailure, ToolSpec
 from agent.tools.toolbox import Toolbox, ToolResult
@@ -27,3 +29,13 @@ __all__ = [
     "declarations",
     "tool",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The declarations need the SDK: loaded only when asked for (``voice-agent calls`` reads
+    # the settings, which name the tools, and must not load google-genai).
+    if name == "declarations":
+        from agent.tools.builtin import declarations
+
+        return declarations
+    raise AttributeError(name)

@@ -14,14 +14,25 @@ from typing import Any, Final
 from google.genai import types
 
 from agent.prompts import KNOWLEDGE_QUERY_DESCRIPTION, KNOWLEDGE_TOOL_DESCRIPTION
+from agent.tools.names import (
+    BUILTIN_TOOLS,
+    END_CALL,
+    GOOGLE_SEARCH,
+    SEARCH_KNOWLEDGE,
+    TRANSFER_CALL,
+)
 
-END_CALL: Final = "end_call"
-TRANSFER_CALL: Final = "transfer_call"
-GOOGLE_SEARCH: Final = "google_search"
-#: Offered whenever AGENT_KNOWLEDGE is set; answered by ``agent.knowledge.tool``.
-SEARCH_KNOWLEDGE: Final = "search_knowledge"
-#: Every built-in tool, in the order ``AGENT_TOOLS`` lists them by default.
-BUILTIN_TOOLS: Final = (END_CALL, TRANSFER_CALL, GOOGLE_SEARCH)
+__all__ = [
+    "BUILTIN_TOOLS",
+    "END_CALL",
+    "GOOGLE_SEARCH",
+    "SEARCH_KNOWLEDGE",
+    "TRANSFER_CALL",
+    "declaration_of",
+    "declarations",
+    "live_tools",
+]
+
 
 _DECLARATIONS: Final = {
     SEARCH_KNOWLEDGE: types.FunctionDeclaration(

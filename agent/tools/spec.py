@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
-from google.genai import types
+if TYPE_CHECKING:
+    from google.genai import types
 
 __all__ = [
     "BEHAVIORS",
@@ -47,16 +48,6 @@ MAX_ARGUMENTS_BYTES: Final = 16 * 1024
 #: The longest description we pass to the model (it is part of every session's setup).
 MAX_DESCRIPTION_CHARS: Final = 2000
 _SCHEMA_TYPES: Final = frozenset({"object", "string", "number", "integer", "boolean", "array"})
-
-_SDK_BEHAVIOR: Final = {
-    "blocking": types.Behavior.BLOCKING,
-    "non_blocking": types.Behavior.NON_BLOCKING,
-}
-_SDK_SCHEDULING: Final = {
-    "when_idle": types.FunctionResponseScheduling.WHEN_IDLE,
-    "silent": types.FunctionResponseScheduling.SILENT,
-    "interrupt": types.FunctionResponseScheduling.INTERRUPT,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +92,21 @@ class ToolSpec:
         """The declaration sent at session setup. ``with_behavior``: the backend takes the
         ``behavior`` field (the Gemini API does; on ``gemini-3.8-live`` an undeclared
         function is non-blocking, so a blocking tool must say so)."""
+        from google.genai import types  # the SDK only where a session is set up
+
         return types.FunctionDeclaration(
             name=self.name,
             description=self.description,
             parameters_json_schema=dict(self.parameters),
-            behavior=_SDK_BEHAVIOR[self.behavior] if with_behavior else None,
+            behavior=types.Behavior(self.behavior.upper()) if with_behavior else None,
         )
 
     def sdk_scheduling(self) -> types.FunctionResponseScheduling | None:
-        return _SDK_SCHEDULING[self.scheduling] if self.behavior == "non_blocking" else None
+        if self.behavior != "non_blocking":
+            return None
+        from google.genai import types
+
+        return types.FunctionResponseScheduling(self.scheduling.upper())
 
 
 class Tool(Protocol):

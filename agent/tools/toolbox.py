@@ -20,12 +20,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
-from google.genai import types
 
 from agent.logs import fields
+
+if TYPE_CHECKING:
+    from google.genai import types
 from agent.tools.spec import (
     MAX_ARGUMENTS_BYTES,
     MAX_RESPONSE_BYTES,
