@@ -14,8 +14,8 @@ import pytest
 
 from telephony.call.summary import CallSummary, Outcome, Turn
 from telephony.ops import cli
-from telephony.ops.records import record_from_summary
 from telephony.ops.recordings import recording_file
+from telephony.ops.records import record_from_summary
 from telephony.ops.stats import dashboard, percentile
 from telephony.ops.store import SCHEMA_VERSION, CallStore
 
