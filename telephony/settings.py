@@ -60,6 +60,8 @@ MEDIA_PATH: Final = "/twilio/media"
 #: Call records the database refuses wait here (relative to the working directory).
 DEFAULT_SPOOL_DIR: Final = ".voice-agent/spool"
 DEFAULT_SPOOL_MAX_MB: Final = 64
+#: End-of-call reports not delivered yet wait here (relative to the working directory).
+DEFAULT_WEBHOOK_DIR: Final = ".voice-agent/webhooks"
 DEFAULT_HEARTBEAT_S: Final = 15.0
 DEFAULT_SNAPSHOT_S: Final = 30.0
 #: An instance id: a DNS label (a pod name, a host name's first label).
@@ -280,6 +282,37 @@ PHONE_VARIABLES: Final = (
         "the spool's size limit; beyond it the oldest spooled records are dropped",
         _OPS,
     ),
+    Variable(
+        "EVENT_STREAMS_MAX",
+        "32",
+        "live event streams (GET /calls/events, the page's live updates) open at once, at most",
+        _OPS,
+    ),
+    Variable(
+        "CALL_WEBHOOK_URL",
+        "",
+        "POST an end-of-call report (JSON, signed) here when each call ends; unset: off",
+        _OPS,
+    ),
+    Variable(
+        "CALL_WEBHOOK_SECRET",
+        "",
+        "signs the reports (X-Agent-Signature, like tool requests); unset: TOOLS_SIGNING_SECRET",
+        _OPS,
+        secret=True,
+    ),
+    Variable(
+        "CALL_WEBHOOK_QUEUE_DIR",
+        DEFAULT_WEBHOOK_DIR,
+        "reports wait here (on local disk) until delivered, across restarts",
+        _OPS,
+    ),
+    Variable(
+        "CALL_WEBHOOK_QUEUE_MAX",
+        "1000",
+        "reports queued at most; beyond it the oldest is dropped",
+        _OPS,
+    ),
     Variable("OUTBOUND_CALLER_ID", "", "our Twilio number (E.164) outbound calls come from", _OPS),
     Variable(
         "OUTBOUND_ANSWER_TIMEOUT_S",
@@ -387,6 +420,14 @@ class Settings:
     #: Bearer token of the operator API (``/calls``); None: that API is disabled.
     api_token: str | None = None
     redact_phone_numbers: bool = False
+    #: Live event streams of the operator page at most (``EVENT_STREAMS_MAX``).
+    event_streams_max: int = 32
+    #: Where end-of-call reports are POSTed (``CALL_WEBHOOK_URL``; None: off).
+    call_webhook_url: str | None = None
+    #: Signs them (``CALL_WEBHOOK_SECRET``, else ``TOOLS_SIGNING_SECRET``; None: unsigned).
+    call_webhook_secret: str | None = None
+    call_webhook_queue_dir: Path = Path(DEFAULT_WEBHOOK_DIR)
+    call_webhook_queue_max: int = 1000
     #: Where the Twilio REST client sends requests (a local stand-in in tests).
     twilio_api_base_url: str | None = None
     outbound_caller_id: str | None = None
@@ -564,6 +605,33 @@ def _api_token(env: EnvReader) -> str | None:
     return token
 
 
+def _webhook_url(env: EnvReader) -> str | None:
+    url = env.raw("CALL_WEBHOOK_URL")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in {"https", "http"} or not parts.netloc:
+        raise env.error("CALL_WEBHOOK_URL", f"expected https://host/path, got {url!r}")
+    return url
+
+
+def _webhook_secret(env: EnvReader, url: str | None) -> str | None:
+    secret = env.raw("CALL_WEBHOOK_SECRET") or env.raw("TOOLS_SIGNING_SECRET")
+    if url and not secret:
+        env.warnings.append(
+            "CALL_WEBHOOK_URL is set without CALL_WEBHOOK_SECRET (or TOOLS_SIGNING_SECRET): "
+            "end-of-call reports are sent unsigned"
+        )
+    return secret
+
+
+def _webhook_dir(env: EnvReader) -> Path:
+    path = Path(env.raw("CALL_WEBHOOK_QUEUE_DIR") or DEFAULT_WEBHOOK_DIR).expanduser()
+    if path.exists() and not path.is_dir():
+        raise env.error("CALL_WEBHOOK_QUEUE_DIR", f"{path} exists and is not a directory")
+    return path
+
+
 def _api_base(env: EnvReader) -> str | None:
     api_base = env.raw("TWILIO_API_BASE_URL")
     if not api_base:
@@ -610,6 +678,7 @@ def _read(env: EnvReader) -> Settings:
     log_level = env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
     caller_id = _e164(env, "OUTBOUND_CALLER_ID")
     api_base = _api_base(env)
+    webhook_url = _webhook_url(env)
     model = read_model_access(env)
     knowledge = read_knowledge(env, backend=model.backend)
     persona = read_persona(
@@ -664,6 +733,11 @@ def _read(env: EnvReader) -> Settings:
         * 1024,
         api_token=_api_token(env),
         redact_phone_numbers=env.flag("REDACT_PHONE_NUMBERS", False),
+        event_streams_max=env.positive_int("EVENT_STREAMS_MAX", 32, 10_000),
+        call_webhook_url=webhook_url,
+        call_webhook_secret=_webhook_secret(env, webhook_url),
+        call_webhook_queue_dir=_webhook_dir(env),
+        call_webhook_queue_max=env.positive_int("CALL_WEBHOOK_QUEUE_MAX", 1000, 1_000_000),
         twilio_api_base_url=api_base,
         outbound_caller_id=caller_id,
         outbound_answer_timeout_s=env.seconds("OUTBOUND_ANSWER_TIMEOUT_S", 5.0, 60.0),

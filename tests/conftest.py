@@ -19,4 +19,6 @@ def hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'calls.db'}")
     # Records the database refuses are spooled there (not in ./.voice-agent/spool).
     monkeypatch.setenv("RECORDS_SPOOL_DIR", str(tmp_path / "spool"))
+    # End-of-call reports not delivered yet (CALL_WEBHOOK_URL) wait there.
+    monkeypatch.setenv("CALL_WEBHOOK_QUEUE_DIR", str(tmp_path / "webhooks"))
     yield

@@ -4,35 +4,48 @@
                            ``direction``); ``next_before`` pages back
 - ``GET  /calls/{sid}``    one call's record: transcript, tool calls, DTMF, latency, tokens…
 - ``POST /calls``          place an outbound call: ``{"to": "+1…", "from": "+1…"?}``
+- ``GET  /calls/events``   live events (``text/event-stream``): ``call.started``, ``call.ended``
+- ``GET  /calls/stats``    the dashboard: calls per bucket by outcome, latency percentiles…
+- ``GET  /calls/{sid}/recording?leg=caller|agent|both``   the call's recording (WAV)
+- ``POST /calls/{sid}/feedback``   ``{"rating": 1-5, "comment": "…"}``, kept with the record
 - ``GET  /ui``             a page listing calls with their transcripts (uses the API above)
 
-Every ``/calls`` route needs ``Authorization: Bearer <API_TOKEN>``. Without ``API_TOKEN`` the
+Every ``/calls`` route needs ``Authorization: Bearer <API_TOKEN>`` (the page reads the event
+stream with ``fetch``, so the token never goes in a URL). Without ``API_TOKEN`` the
 API is disabled (503), never open. The page itself holds no data: it asks for the token and
 calls the API from the browser, so it needs no auth of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
 import hmac
 import logging
+import math
 import re
+import time
 from importlib import resources
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from agent.logs import fields
-from telephony.ops.pii import mask_number
+from telephony.call.recorder import safe_dirname
+from telephony.ops.events import TooManyClients
+from telephony.ops.pii import mask_number, redact_value
+from telephony.ops.recordings import Leg, recording_file
 from telephony.ops.records import OUTCOMES, dialing_record
-from telephony.ops.store import MAX_LIMIT
+from telephony.ops.stats import dashboard
+from telephony.ops.store import MAX_LIMIT, StoreError
 from telephony.twilio.rest import TwilioRestError
 
-__all__ = ["DialRequest", "install", "public"]
+__all__ = ["DialRequest", "Feedback", "install", "public"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +60,19 @@ class DialRequest(BaseModel):
     from_: str | None = Field(
         default=None, alias="from", description="our Twilio number (default OUTBOUND_CALLER_ID)"
     )
+
+
+#: A feedback comment is at most this long.
+MAX_COMMENT_CHARS: Final = 2000
+#: The dashboard looks back at most this far (31 days).
+MAX_STATS_HOURS: Final = 24 * 31
+
+
+class Feedback(BaseModel):
+    """``POST /calls/{sid}/feedback``: the operator's verdict (1: bad … 5: good)."""
+
+    rating: int = Field(ge=1, le=5, description="1 (thumbs down) to 5 (thumbs up)")
+    comment: str = Field(default="", max_length=MAX_COMMENT_CHARS)
 
 
 def iso(ts: float | None) -> str | None:
@@ -123,6 +149,85 @@ def install(app: FastAPI, service: Any) -> None:
         next_before = rows[-1]["started_at"] if len(rows) == limit else None
         return JSONResponse({"calls": [public(r) for r in rows], "next_before": next_before})
 
+    @router.get("/calls/events", dependencies=auth)
+    async def call_events() -> StreamingResponse:
+        events = service.events
+        try:
+            subscriber = events.subscribe()
+        except TooManyClients as exc:
+            raise HTTPException(503, f"too many event streams: {exc}") from None
+        return StreamingResponse(
+            events.stream(subscriber),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @router.get("/calls/stats", dependencies=auth)
+    async def call_stats(
+        hours: Annotated[int, Query(ge=1, le=MAX_STATS_HOURS)] = 24,
+        bucket_minutes: Annotated[int, Query(ge=5, le=1440)] = 60,
+    ) -> JSONResponse:
+        writer = store()
+        bucket_s = bucket_minutes * 60.0
+        until = math.ceil(time.time() / bucket_s) * bucket_s  # buckets on round hours
+        since = until - hours * 3600.0
+
+        def compute() -> dict[str, Any]:
+            return dashboard(writer.store.window(since, until), since, until, bucket_s)
+
+        return JSONResponse(await writer.read(compute))
+
+    @router.get("/calls/{call_sid}/recording", dependencies=auth, response_model=None)
+    async def get_recording(call_sid: str, leg: Annotated[Leg, Query()] = "both") -> FileResponse:
+        root = settings.record_calls
+        if root is None or not _SID.match(call_sid):
+            raise HTTPException(404, "no such recording")
+        name = safe_dirname(call_sid)
+        if service.records is not None:
+            row = await service.records.read(service.records.store.get, call_sid)
+            if row is None:
+                raise HTTPException(404, "no such call")
+            name = str((row.get("detail") or {}).get("recording") or name)
+        try:
+            path = await asyncio.to_thread(recording_file, Path(root), name, leg)
+        except (OSError, ValueError, EOFError) as exc:
+            log.warning("api.recording_failed", extra=fields(call_sid=call_sid, error=str(exc)))
+            raise HTTPException(500, "the recording cannot be read") from None
+        if path is None:
+            raise HTTPException(404, "no such recording")
+        return FileResponse(
+            path,
+            media_type="audio/wav",
+            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        )
+
+    @router.post("/calls/{call_sid}/feedback", dependencies=auth)
+    async def post_feedback(call_sid: str, body: Feedback) -> JSONResponse:
+        if not _SID.match(call_sid):
+            raise HTTPException(404, "no such call")
+        writer = store()
+        comment = body.comment.replace("\x00", "").strip()
+        if settings.redact_phone_numbers:
+            comment = redact_value(comment)
+        at = time.time()
+        try:
+            found = await writer.in_order(
+                writer.store.set_feedback, call_sid, body.rating, comment, at
+            )
+        except (StoreError, TimeoutError) as exc:
+            raise HTTPException(503, f"the call database is not taking writes: {exc}") from None
+        if not found:
+            raise HTTPException(404, "no such call")
+        log.info("call.feedback", extra=fields(call_sid=call_sid, rating=body.rating))
+        return JSONResponse(
+            {
+                "call_sid": call_sid,
+                "feedback_rating": body.rating,
+                "feedback_comment": comment,
+                "feedback_at": at,
+            }
+        )
+
     @router.get("/calls/{call_sid}", dependencies=auth)
     async def get_call(call_sid: str) -> JSONResponse:
         if not _SID.match(call_sid):
@@ -188,7 +293,8 @@ def install(app: FastAPI, service: Any) -> None:
                 # only talk to this server.
                 "Content-Security-Policy": (
                     f"default-src 'none'; script-src {script_hash}; style-src 'unsafe-inline'; "
-                    "connect-src 'self'; form-action 'none'; frame-ancestors 'none'"
+                    "connect-src 'self'; media-src blob:; img-src data:; form-action 'none'; "
+                    "frame-ancestors 'none'"
                 ),
                 "X-Content-Type-Options": "nosniff",
                 "Referrer-Policy": "no-referrer",

@@ -1,4 +1,4 @@
-"""``voice-agent calls list|show`` and ``voice-agent dial``: the operator's commands.
+"""``voice-agent calls list|show|export|prune`` and ``voice-agent dial``: the operator's commands.
 
 ``calls`` reads the call records straight from the database (``DATABASE_URL``, as the server
 uses it), or, with ``--api URL``, from a running server's ``/calls`` API (``API_TOKEN``).
@@ -9,13 +9,17 @@ the Twilio credentials and serves the call, so the command needs only its URL an
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import datetime as dt
 import json
 import os
+import re
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -199,6 +203,138 @@ def format_call(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: The columns of ``calls export --format csv``, in order (the transcript as text).
+CSV_COLUMNS = (
+    "call_sid",
+    "direction",
+    "caller",
+    "callee",
+    "outcome",
+    "reason",
+    "started",
+    "ended",
+    "duration_s",
+    "turns",
+    "interruptions",
+    "reconnects",
+    "stalls",
+    "tokens_total",
+    "greeting_ms",
+    "response_ms_p50",
+    "tool_calls",
+    "tool_errors",
+    "instance_id",
+    "feedback_rating",
+    "feedback_comment",
+    "feedback_at",
+    "transcript",
+)
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
+_UNITS = {"m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """``--since``: ``24h``/``7d``/``30m`` ago, an ISO 8601 date or time (UTC unless it says),
+    or epoch seconds."""
+    now = time.time() if now is None else now
+    text = text.strip()
+    relative = _RELATIVE.match(text)
+    if relative:
+        return now - float(relative.group(1)) * _UNITS[relative.group(2)]
+    with contextlib.suppress(ValueError):
+        return float(text)
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandError(
+            f"--since: expected 24h, 7d, an ISO date like 2026-11-21 or epoch seconds; got {text!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def _iso(ts: Any) -> str | None:
+    if not isinstance(ts, int | float):
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def export_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A record as exported (JSON lines): every column, times also as ISO 8601 (UTC)."""
+    out = dict(row)
+    out["started"] = _iso(row.get("started_at"))
+    out["ended"] = _iso(row.get("ended_at"))
+    out["feedback"] = (
+        None
+        if row.get("feedback_rating") is None
+        else {
+            "rating": row.get("feedback_rating"),
+            "comment": row.get("feedback_comment") or "",
+            "at": _iso(row.get("feedback_at")),
+        }
+    )
+    return out
+
+
+def csv_row(row: dict[str, Any]) -> list[Any]:
+    detail = row.get("detail") or {}
+    tools = [t for t in detail.get("tool_calls") or [] if isinstance(t, dict)]
+    lines = []
+    for entry in row.get("transcript") or []:
+        who = "Agent" if entry.get("role") == "agent" else "Caller"
+        lines.append(f"{who}: {entry.get('text', '')}")
+    values = {
+        **row,
+        "started": _iso(row.get("started_at")),
+        "ended": _iso(row.get("ended_at")),
+        "feedback_at": _iso(row.get("feedback_at")),
+        "tool_calls": len(tools),
+        "tool_errors": sum(1 for t in tools if (t.get("outcome") or "ok") != "ok"),
+        "transcript": "\n".join(lines),
+    }
+    return ["" if values.get(c) is None else values[c] for c in CSV_COLUMNS]
+
+
+def write_export(rows: Iterable[dict[str, Any]], out: IO[str], fmt: str) -> int:
+    """Write ``rows`` as CSV (a header first) or JSON lines; how many."""
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            writer.writerow(csv_row(row))
+            count += 1
+        return count
+    for row in rows:
+        out.write(json.dumps(export_row(row), ensure_ascii=False, default=str) + "\n")
+        count += 1
+    return count
+
+
+def export_calls(fmt: str, since: str | None, output: str | None) -> int:
+    start = parse_since(since) if since else None
+    store = _store()
+    try:
+        rows: Iterator[dict[str, Any]] = store.export(start)
+        if output:
+            target = Path(output)
+            tmp = target.with_name(target.name + ".tmp")
+            with tmp.open("w", encoding="utf-8", newline="") as out:
+                count = write_export(rows, out, fmt)
+            tmp.replace(target)
+            print(f"exported {count} call records to {target}", file=sys.stderr)
+        else:
+            write_export(rows, sys.stdout, fmt)
+    except CommandError:
+        raise
+    except Exception as exc:
+        raise CommandError(f"cannot export calls from {store.url}: {exc}") from None
+    finally:
+        store.close()
+    return 0
+
+
 def prune_calls(days: float) -> int:
     if days <= 0:
         raise CommandError("--older-than-days must be > 0")
@@ -236,6 +372,12 @@ def calls_main(argv: list[str]) -> int:
         "prune", help="delete records of calls that started more than DAYS ago (retention)"
     )
     prune.add_argument("--older-than-days", type=float, required=True, metavar="DAYS")
+    export = sub.add_parser(
+        "export", help="every record (with feedback) as CSV or JSON lines, oldest first"
+    )
+    export.add_argument("--format", choices=("csv", "jsonl"), default="jsonl")
+    export.add_argument("--since", help="24h, 7d, an ISO date/time (UTC), or epoch seconds")
+    export.add_argument("--output", "-o", metavar="FILE", help="write here (default: stdout)")
     for p in (ls, show):
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--api", metavar="URL", help="read from a server (needs API_TOKEN)")
@@ -243,6 +385,8 @@ def calls_main(argv: list[str]) -> int:
     try:
         if args.action == "prune":
             return prune_calls(args.older_than_days)
+        if args.action == "export":
+            return export_calls(args.format, args.since, args.output)
         if args.action == "list":
             rows = list_calls(args)
             print(json.dumps(rows, indent=2, default=str) if args.json else format_list(rows))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -62,12 +63,13 @@ from agent.logs import fields
 from telephony.errors import TelephonyError
 from telephony.ops.records import COLUMN_CHARS, DIALING, IN_PROGRESS, INTERRUPTED, bounded
 
-__all__ = ["CallStore", "Instance", "InstanceInUse", "StoreError"]
+__all__ = ["FEEDBACK_COLUMNS", "CallStore", "Instance", "InstanceInUse", "StoreError"]
 
 log = logging.getLogger(__name__)
 
 #: 2: ``calls.instance_id`` and the ``instances`` table (crash consistency).
-SCHEMA_VERSION: Final = 2
+#: 3: ``calls.feedback_rating``, ``feedback_comment``, ``feedback_at`` (the operator's verdict).
+SCHEMA_VERSION: Final = 3
 #: The most rows one list request returns.
 MAX_LIMIT: Final = 500
 #: An instance whose heartbeat is older than this many of its own intervals is gone.
@@ -109,6 +111,11 @@ calls = Table(
     Column("updated_at", Float, nullable=False),
     # Schema 2 (added to older tables by `migrate`, so nullable): the server that served it.
     Column("instance_id", String(COLUMN_CHARS["instance_id"])),
+    # Schema 3: an operator's feedback on the call (1-5, a comment, when). Written only by
+    # `set_feedback`: call rows never carry these keys, so a late upsert keeps them.
+    Column("feedback_rating", Integer),
+    Column("feedback_comment", Text),
+    Column("feedback_at", Float),
 )
 
 instances = Table(
@@ -128,6 +135,17 @@ instances = Table(
 #: Columns of a list entry (everything but the bulky transcript and detail).
 SUMMARY_COLUMNS: Final = tuple(c for c in calls.c if c.name not in {"transcript", "detail"})
 _OPEN_OUTCOMES: Final = (IN_PROGRESS, DIALING)
+#: Written by the operator, never by the call (``CallStore.set_feedback``).
+FEEDBACK_COLUMNS: Final = ("feedback_rating", "feedback_comment", "feedback_at")
+#: Columns the dashboard's statistics are computed from (``telephony.ops.stats``).
+_STATS_COLUMNS: Final = (
+    calls.c.started_at,
+    calls.c.outcome,
+    calls.c.greeting_ms,
+    calls.c.interruptions,
+    calls.c.reconnects,
+    calls.c.detail,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +254,7 @@ class CallStore:
 
     def upsert(self, row: dict[str, Any]) -> None:
         """Insert or update one call's row (a snapshot never replaces a finished record)."""
-        values = bounded(dict(row))
+        values = bounded({k: v for k, v in row.items() if k not in FEEDBACK_COLUMNS})
         # A spooled row keeps the time it was taken: "last known alive" stays true on replay.
         if values.get("updated_at") is None:
             values["updated_at"] = time.time()
@@ -266,6 +284,22 @@ class CallStore:
                 update(calls)
                 .where((calls.c.call_sid == call_sid) & (calls.c.outcome == DIALING))
                 .values(outcome=outcome, reason=reason, ended_at=time.time(), duration_s=0.0)
+            )
+            return bool(result.rowcount)
+
+    def set_feedback(
+        self, call_sid: str, rating: int, comment: str, now: float | None = None
+    ) -> bool:
+        """Keep an operator's feedback on a call (replacing any before); False: no such call."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(calls)
+                .where(calls.c.call_sid == call_sid)
+                .values(
+                    feedback_rating=rating,
+                    feedback_comment=comment,
+                    feedback_at=time.time() if now is None else now,
+                )
             )
             return bool(result.rowcount)
 
@@ -458,6 +492,37 @@ class CallStore:
             return int(result.rowcount)
 
     # -- reading --------------------------------------------------------------------------
+
+    def window(self, since: float, until: float, *, limit: int = 50_000) -> list[dict[str, Any]]:
+        """What the dashboard needs of the calls started in [since, until), oldest first, at
+        most ``limit`` of them."""
+        query = (
+            select(*_STATS_COLUMNS)
+            .where((calls.c.started_at >= since) & (calls.c.started_at < until))
+            .order_by(calls.c.started_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def export(self, since: float | None = None, *, batch: int = 500) -> Iterator[dict[str, Any]]:
+        """Every record (``since``: started at or after), oldest first, a batch at a time."""
+        after: tuple[float, str] | None = None
+        while True:
+            query = select(calls).order_by(calls.c.started_at, calls.c.call_sid).limit(batch)
+            if since is not None:
+                query = query.where(calls.c.started_at >= since)
+            if after is not None:
+                query = query.where(
+                    (calls.c.started_at > after[0])
+                    | ((calls.c.started_at == after[0]) & (calls.c.call_sid > after[1]))
+                )
+            with self.engine.connect() as conn:
+                rows = [dict(r._mapping) for r in conn.execute(query)]
+            yield from rows
+            if len(rows) < batch:
+                return
+            after = (rows[-1]["started_at"], rows[-1]["call_sid"])
 
     def list(
         self,

@@ -132,6 +132,7 @@ def create_app(
         for warning in settings.warnings:
             log.warning("config.warning", extra=fields(message=warning))
         await service.open_records()  # fatal if it fails; off the loop
+        await service.open_webhook()
         await start_model(service)
         await start_knowledge(service)
         listener = None
@@ -362,6 +363,11 @@ def create_app(
             service.call_started(call)
             return True
 
+        recorder = (
+            CallRecorder(settings.record_calls, max_audio_s=settings.record_calls_max_s)
+            if settings.record_calls is not None
+            else None
+        )
         call = Call(
             _StarletteSocket(ws),
             service.open_conversation,
@@ -373,11 +379,7 @@ def create_app(
             transfer_number=settings.transfer_number,
             rest=service.rest,
             on_started=started,
-            recorder=(
-                CallRecorder(settings.record_calls, max_audio_s=settings.record_calls_max_s)
-                if settings.record_calls is not None
-                else None
-            ),
+            recorder=recorder,
             outbound_greeting=settings.outbound_greeting,
             answer_timeout_s=settings.outbound_answer_timeout_s,
             toolbox=service.toolbox,
@@ -411,7 +413,8 @@ def create_app(
             if service.calls.get(call.summary.call_sid) is call:
                 del service.calls[call.summary.call_sid]
             service.remember(call.summary)
-            service.write_record(call)
+            recording = recorder.path.name if recorder is not None and recorder.path else None
+            row = service.call_ended(call, recording=recording)
             if slot:
                 service.saw_call_sid(call.summary.call_sid, "ended")
                 service.stream_closed()
@@ -419,6 +422,7 @@ def create_app(
             else:
                 service.metrics.stream_rejected(call.summary)
             await call.socket.close(1000, "call ended")
+            await service.report_call(row)
 
     @app.websocket(MEDIA_PATH + "/{instance}")
     async def media_for_instance(ws: WebSocket, instance: str) -> None:

@@ -172,6 +172,8 @@ class Metrics:
         self.calls.labels(outcome=INTERRUPTED)
         self._records = _RecordsCollector()
         r.register(self._records)
+        self._ops = _OpsCollector()
+        r.register(self._ops)
         for reason in ("busy", "draining"):
             self.turned_away.labels(reason=reason)
         for reason in ("go_away", "error", "stall"):
@@ -233,6 +235,11 @@ class Metrics:
         """Export the record writer's counters (``telephony.ops.writer.RecordWriter``), read
         at each scrape: nothing is counted on the writing path."""
         self._records.source = source
+
+    def watch_ops(self, source: Callable[[], Any]) -> None:
+        """Export the end-of-call webhook's and the live event streams' counters (read from
+        ``telephony.server.Service`` at each scrape)."""
+        self._ops.source = source
 
     def calls_interrupted(self, count: int) -> None:
         self.calls.labels(outcome=INTERRUPTED).inc(count)
@@ -338,6 +345,41 @@ class _RecordsCollector(Collector):
         ):
             value = getattr(stats, name) if stats is not None else 0
             yield CounterMetricFamily(PREFIX + "records_" + name, text, value=value)
+
+
+class _OpsCollector(Collector):
+    """CALL_WEBHOOK_URL deliveries and the operator page's event streams, read when scraped."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Any] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        service = self.source() if self.source is not None else None
+        webhook = getattr(service, "webhook", None)
+        stats = webhook.stats if webhook is not None else None
+        yield GaugeMetricFamily(
+            PREFIX + "webhook_queue_depth",
+            "End-of-call reports queued (on disk), not delivered yet.",
+            value=webhook.depth if webhook is not None else 0,
+        )
+        for name, text in (
+            ("delivered", "End-of-call reports the receiver accepted (2xx)."),
+            ("failed_attempts", "Delivery attempts that failed and will be retried."),
+            ("dropped", "End-of-call reports given up: refused (4xx), or the queue was full."),
+        ):
+            value = getattr(stats, name) if stats is not None else 0
+            yield CounterMetricFamily(PREFIX + "webhook_" + name, text, value=value)
+        events = getattr(service, "events", None)
+        yield GaugeMetricFamily(
+            PREFIX + "event_streams",
+            "Live event streams open (GET /calls/events).",
+            value=events.clients if events is not None else 0,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "event_streams_dropped",
+            "Event streams dropped because their client read too slowly.",
+            value=events.dropped if events is not None else 0,
+        )
 
 
 def _add(counter: Counter, amount: float) -> None:

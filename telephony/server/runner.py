@@ -45,6 +45,15 @@ class DrainingServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)  # type: ignore[arg-type]
 
+    async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        # Live event streams never end on their own: end them first, or uvicorn would wait
+        # for them (timeout_graceful_shutdown) before the lifespan's shutdown.
+        service = _find_service(getattr(self.config, "loaded_app", None))
+        events = getattr(service, "events", None)
+        if events is not None:
+            events.close()
+        await super().shutdown(sockets)  # type: ignore[arg-type]
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         app = getattr(self.config, "loaded_app", None)
         service = _find_service(app)

@@ -28,9 +28,11 @@ from agent.tools.spec import ToolSpec
 from agent.tools.toolbox import HandlerTool
 from telephony.call.bridge import Call
 from telephony.call.summary import CallSummary
+from telephony.ops.events import CallEvents
 from telephony.ops.records import record_from_summary
 from telephony.ops.spool import Spool, other_spools
 from telephony.ops.store import CallStore, Instance
+from telephony.ops.webhook import WebhookSender, report_of
 from telephony.ops.writer import RecordWriter
 from telephony.server.metrics import Metrics
 from telephony.settings import Settings
@@ -83,6 +85,11 @@ class Service:
         self.records: RecordWriter | None = None
         self.metrics.watch_records(lambda: self.records)
         self._snapshots: asyncio.Task[None] | None = None
+        #: Live call events for the operator page (``GET /calls/events``).
+        self.events = CallEvents(max_clients=settings.event_streams_max)
+        #: End-of-call reports (``CALL_WEBHOOK_URL``), once opened.
+        self.webhook: WebhookSender | None = None
+        self.metrics.watch_ops(lambda: self)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -269,11 +276,19 @@ class Service:
                     self.write_record(call, in_progress=True, refresh=True)
                     await asyncio.sleep(0)  # one call at a time: no burst on the loop
 
-    def write_record(self, call: Call, *, in_progress: bool = False, refresh: bool = False) -> None:
-        """Queue the call's record for the database (returns at once). ``refresh``: a
-        periodic snapshot of a call in progress."""
-        if self.records is None or not call.summary.call_sid:
-            return
+    def write_record(
+        self,
+        call: Call,
+        *,
+        in_progress: bool = False,
+        refresh: bool = False,
+        recording: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Queue the call's record for the database (returns at once) and return it.
+        ``refresh``: a periodic snapshot of a call in progress; ``recording``: the name of
+        its ``RECORD_CALLS`` directory."""
+        if not call.summary.call_sid:
+            return None
         try:
             row = record_from_summary(
                 call.summary,
@@ -282,12 +297,49 @@ class Service:
             )
         except Exception:  # a record must never break a call
             log.exception("records.build_failed")
-            return
-        self.records.submit(row, refresh=refresh)
+            return None
+        if recording is not None:
+            row["detail"]["recording"] = recording
+        if self.records is not None:
+            self.records.submit(row, refresh=refresh)
+        return row
 
     def call_started(self, call: Call) -> None:
         self.calls[call.summary.call_sid] = call
-        self.write_record(call, in_progress=True)
+        row = self.write_record(call, in_progress=True)
+        if row is not None:
+            self.events.publish("call.started", _started_event(row))
+
+    def call_ended(self, call: Call, *, recording: str | None = None) -> dict[str, Any] | None:
+        """A call's final record: written, and announced on the live event streams."""
+        row = self.write_record(call, recording=recording)
+        if row is not None:
+            self.events.publish("call.ended", _ended_event(row))
+        return row
+
+    async def report_call(self, row: dict[str, Any] | None) -> None:
+        """Queue the end-of-call report (``CALL_WEBHOOK_URL``): a file write off the loop;
+        delivery is the sender's own task."""
+        if self.webhook is None or row is None or row.get("outcome") == "rejected":
+            return
+        page = self.settings.public_url + "/ui" if self.settings.public_url else None
+        recorded = bool((row.get("detail") or {}).get("recording"))
+        await self.webhook.enqueue(report_of(row, page_url=page, recorded=recorded))
+
+    async def open_webhook(self) -> None:
+        """Start delivering end-of-call reports (and what a previous life left queued)."""
+        settings = self.settings
+        if settings.call_webhook_url is None:
+            return
+        sender = await asyncio.to_thread(
+            WebhookSender,
+            settings.call_webhook_url,
+            settings.call_webhook_queue_dir / settings.instance_id,
+            secret=settings.call_webhook_secret,
+            max_reports=settings.call_webhook_queue_max,
+        )
+        sender.start()
+        self.webhook = sender
 
     def record_failed(self, count: int) -> None:
         """Records lost (called from the writer thread; the counter is thread-safe)."""
@@ -404,6 +456,9 @@ class Service:
             await self.stop_calls("server stopped")
             for call in list(self.calls.values()):
                 self.write_record(call)
+        self.events.close()
+        if self.webhook is not None:
+            await self.webhook.aclose()
         if self.records is not None:
             await self.records.aclose(RECORDS_FLUSH_TIMEOUT_S)
         if self.rest is not None:
@@ -413,6 +468,27 @@ class Service:
             self.knowledge.close()
         if self.simulator is not None:
             await self.simulator.aclose()
+
+
+def _started_event(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "call_sid": row["call_sid"],
+        "from": row.get("caller"),
+        "to": row.get("callee"),
+        "direction": row.get("direction"),
+        "started_at": row.get("started_at"),
+        "outcome": row.get("outcome"),
+    }
+
+
+def _ended_event(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **_started_event(row),
+        "reason": row.get("reason"),
+        "ended_at": row.get("ended_at"),
+        "duration_s": row.get("duration_s"),
+        "turns": row.get("turns"),
+    }
 
 
 def client_key(host: str) -> str:

@@ -7,9 +7,12 @@ the real server; the records come from the real database through the real API.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +23,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from support import run_stack
+from support import run_stack, speech
 from telephony.call.summary import CallSummary, Interruption, Outcome, Turn
 from telephony.ops.records import record_from_summary
 
@@ -50,6 +53,7 @@ def browser() -> Iterator[WebDriver]:
         "--disable-quic",
         f"--user-data-dir={profile}",
         "--window-size=1280,800",  # the smallest laptop screen the page must fit
+        "--autoplay-policy=no-user-gesture-required",  # the test presses play from a script
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -209,3 +213,121 @@ async def test_the_page_lists_calls_and_shows_transcripts(
     assert tool == {"class": "turn tool", "who": "Tool", "text": "end_call {} → ok, 12 ms"}
     assert "DTMF\n5" in seen["detail"]
     assert seen["errors"] == []
+
+
+def history(now: float) -> list[dict[str, Any]]:
+    """A day of calls for the dashboard: outcomes, latencies, barge-ins, tool errors."""
+    rows = []
+    outcomes = [Outcome.COMPLETED] * 6 + [Outcome.ENDED_BY_AGENT] * 2 + [Outcome.FAILED]
+    for i in range(40):
+        started = now - 3600 * (i % 20) - 60 * i
+        row = seeded(f"CAhist{i:02d}", started, outcome=outcomes[i % len(outcomes)])
+        row["greeting_ms"] = 250.0 + 17 * (i % 9)
+        row["detail"]["latency"]["response_ms"] = [500.0 + 23 * (i % 13), 700.0 + 41 * (i % 7)]
+        if i % 5 == 0:
+            row["detail"]["tool_calls"][0]["outcome"] = "error"
+        row["reconnects"] = 1 if i % 11 == 0 else 0
+        rows.append(row)
+    return rows
+
+
+async def test_the_page_updates_live_plays_the_recording_and_takes_feedback(
+    monkeypatch: pytest.MonkeyPatch, browser: WebDriver, tmp_path: Path
+) -> None:
+    env = {"API_TOKEN": API_TOKEN, "RECORD_CALLS": str(tmp_path / "rec")}
+    async with run_stack(monkeypatch, env) as stack:
+        records = stack.service.records
+        assert records is not None
+        for row in history(time.time()):
+            records.store.upsert(row)
+        d = browser
+
+        def open_page() -> None:
+            d.get(f"{stack.http_url}/ui")
+            box = d.find_element(By.ID, "token")
+            box.clear()
+            box.send_keys(API_TOKEN)
+            d.find_element(By.ID, "load").click()
+            wait(d, ec.text_to_be_present_in_element((By.ID, "live"), "live"))
+            wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-calls rect"))
+
+        await asyncio.to_thread(open_page)
+        assert stack.service.events.clients == 1
+        call = asyncio.create_task(stack.call(speech("I would like a table for two"), linger_s=3.0))
+
+        def row_outcome() -> tuple[str, str]:
+            def outcome(d: WebDriver) -> str:
+                rows = [
+                    r
+                    for r in d.find_elements(By.CSS_SELECTOR, "#calls tbody tr")
+                    if not (r.get_attribute("data-sid") or "").startswith("CAhist")
+                ]
+                return rows[0].get_attribute("data-outcome") if rows else ""
+
+            first = wait(d, lambda d: outcome(d) == "in_progress" and "in_progress")
+            last = wait(d, lambda d: outcome(d) == "completed" and "completed", timeout_s=30)
+            return first, last
+
+        # Without a reload: the call appears when it starts, and its end when it ends.
+        seen = await asyncio.to_thread(row_outcome)
+        result = await call
+        assert seen == ("in_progress", "completed")
+
+        def listen() -> dict[str, Any]:
+            row = d.find_element(By.CSS_SELECTOR, f"tr[data-sid='{result.call_sid}']")
+            cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+            row.click()
+            wait(
+                d,
+                lambda d: d.execute_script("const a = $('player'); return a && a.readyState >= 2;"),
+            )
+            duration = d.execute_script("return $('player').duration;")
+            d.execute_script("$('player').play();")
+            wait(d, lambda d: d.execute_script("return $('player').currentTime > 0.5;"))
+            playing = [t.text for t in d.find_elements(By.CSS_SELECTOR, ".turn.playing")]
+            d.execute_script("$('player').pause();")
+            # Clicking a turn plays from where it was spoken.
+            turns = d.find_elements(By.CSS_SELECTOR, "#transcript .turn[data-at]")
+            target = turns[-1]
+            target.click()
+            at = float(target.get_attribute("data-at") or 0)
+            wait(d, lambda d: abs(d.execute_script("return $('player').currentTime;") - at) < 0.6)
+            wait(d, lambda d: "playing" in (target.get_attribute("class") or ""))
+            d.execute_script("$('player').pause();")
+            # Feedback from the page, kept with the record.
+            d.find_element(By.CSS_SELECTOR, "#feedback button[data-rating='4']").click()
+            d.find_element(By.ID, "feedback-comment").send_keys("good, a little slow to greet")
+            d.find_element(By.ID, "feedback-save").click()
+            wait(d, ec.text_to_be_present_in_element((By.ID, "feedback-said"), "saved"))
+            overflow = d.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth;"
+            )
+            d.execute_script("window.scrollTo(0, 0);")
+            shot = tmp_path / "operator-page.png"
+            d.save_screenshot(str(shot))
+            errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+            return {
+                "cells": cells,
+                "duration": duration,
+                "playing": playing,
+                "turns": len(turns),
+                "overflow": overflow,
+                "shot": shot,
+                "errors": errors,
+            }
+
+        heard = await asyncio.to_thread(listen)
+        got = records.store.get(result.call_sid)
+        d.get("about:blank")  # the page's event stream ends with it
+    assert heard["cells"][4] == "completed"
+    assert heard["duration"] > 2
+    assert heard["playing"], "a turn is highlighted while the recording plays"
+    assert heard["turns"] >= 2
+    assert heard["overflow"] <= 0  # no horizontal scrollbar at 1280 px
+    assert heard["errors"] == []
+    assert got is not None and got["feedback_rating"] == 4
+    assert got["feedback_comment"] == "good, a little slow to greet"
+    png = heard["shot"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 1280
+    if os.environ.get("OPERATOR_SCREENSHOT"):  # to refresh docs/operator-page.png
+        shutil.copy(heard["shot"], os.environ["OPERATOR_SCREENSHOT"])

@@ -153,7 +153,7 @@ def test_store_round_trips_a_record(store: CallStore) -> None:
     for key in ("caller", "outcome", "started_at", "transcript", "turns", "tokens_total"):
         assert got[key] == row[key]
     assert got["detail"]["dtmf"] == ["1", "#"]
-    assert got["detail"]["schema_version"] == SCHEMA_VERSION == 2
+    assert got["detail"]["schema_version"] == SCHEMA_VERSION == 3
     assert store.get("CA-missing") is None
 
 

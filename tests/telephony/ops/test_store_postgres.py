@@ -152,6 +152,9 @@ def test_a_postgres_table_of_the_previous_schema_is_migrated_and_instances_work(
     store = CallStore(url)
     columns = {c["name"] for c in inspect(store.engine).get_columns("calls")}
     assert "instance_id" in columns and inspect(store.engine).has_table("instances")
+    assert {"feedback_rating", "feedback_comment", "feedback_at"} <= columns  # schema 3
+    assert store.set_feedback("CAup", 2, "slow to answer", now=T0)
+    assert store.get("CAup")["feedback_rating"] == 2  # type: ignore[index]
 
     beat = 15.0
     gone = Instance("gone", "h1", 1, T0, beat, "a" * 32)
@@ -174,3 +177,14 @@ def test_a_postgres_table_of_the_previous_schema_is_migrated_and_instances_work(
     assert store.instance_heartbeat("live") is None
     assert store.prune(later + 1) == 2  # the interrupted ones
     store.close()
+
+
+def test_feedback_stats_and_export_on_postgres(store: CallStore) -> None:
+    store.upsert(running("CA1", "a", T0))
+    store.upsert({**running("CA2", "a", T0 + 10), "outcome": "completed", "greeting_ms": 300.0})
+    assert store.set_feedback("CA2", 5, "ok", now=T0 + 20)
+    store.upsert({**running("CA2", "a", T0 + 10), "outcome": "completed"})  # a late write
+    assert store.get("CA2")["feedback_comment"] == "ok"  # type: ignore[index]
+    window = store.window(T0 - 60, T0)  # started 60 s before their writes
+    assert [r["outcome"] for r in window] == ["in_progress", "completed"]
+    assert [r["call_sid"] for r in store.export(T0 - 55, batch=1)] == ["CA2"]
