@@ -97,10 +97,10 @@ def texts(driver: WebDriver, selector: str) -> list[str]:
     return [e.text for e in driver.find_elements(By.CSS_SELECTOR, selector)]
 
 
-async def test_a_call_from_the_browser(
-    monkeypatch: pytest.MonkeyPatch, browser: WebDriver
-) -> None:
-    async with run_stack(monkeypatch, {"API_TOKEN": API_TOKEN}) as stack:
+async def test_a_call_from_the_browser(monkeypatch: pytest.MonkeyPatch, browser: WebDriver) -> None:
+    env = {"API_TOKEN": API_TOKEN, "AGENT_TOOLS_MODULE": "support.sample_tools"}
+    async with run_stack(monkeypatch, env) as stack:
+        loop = asyncio.get_running_loop()
 
         def drive() -> dict[str, Any]:
             d = browser
@@ -122,15 +122,27 @@ async def test_a_call_from_the_browser(
             # Their words reach the model, whose transcription shows up; then the answer.
             wait(d, lambda d: any("caller speech" in t for t in texts(d, ".line.caller")))
             wait(d, lambda d: any("[echo" in t for t in texts(d, ".line.agent")))
+            wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#turns tbody tr")) >= 2)
             # A typed turn gets an answer, in audio and transcript.
             d.find_element(By.ID, "say").send_keys('Please say "Your table is booked."')
             d.find_element(By.ID, "send").click()
             wait(d, lambda d: any("Your table is booked." in t for t in texts(d, ".line.agent")))
             wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#turns tbody tr")) >= 3)
             wait(d, lambda d: float(d.find_element(By.ID, "played").text.split()[0]) > 1.0)
+            # The model calls a tool: the page shows it with its arguments and result.
+            [session] = stack.sim.sessions
+            asyncio.run_coroutine_threadsafe(
+                session.send_tool_call("opening_hours", {"day": "saturday"}), loop
+            ).result(5)
+            wait(d, lambda d: any("→ ok" in t for t in texts(d, ".line.tool")))
             shot = os.environ.get("CONSOLE_SCREENSHOT")
             if shot:
+                d.execute_cdp_cmd(
+                    "Emulation.setDeviceMetricsOverride",
+                    {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False},
+                )
                 d.save_screenshot(shot)
+                d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
             seen = {
                 "refused": refused,
                 "sid": sid,
@@ -139,7 +151,15 @@ async def test_a_call_from_the_browser(
                     for e in d.find_elements(By.CSS_SELECTOR, "#transcript .line")
                 ],
                 "latencies": texts(d, "#turns tbody td.num"),
-                "interrupted": texts(d, ".line.agent.interrupted .heard"),
+                "interrupted": [
+                    (
+                        e.find_element(By.CLASS_NAME, "text").text,
+                        e.find_element(By.CLASS_NAME, "generated").text,
+                    )
+                    for e in d.find_elements(By.CSS_SELECTOR, ".line.agent.interrupted")
+                ],
+                "tools": texts(d, ".line.tool .text"),
+                "clears": int(d.find_element(By.ID, "clears").text),
                 "frames": int(d.find_element(By.ID, "frames-sent").text),
                 "overflow": d.execute_script(
                     "return document.documentElement.scrollWidth - window.innerWidth"
@@ -179,7 +199,13 @@ async def test_a_call_from_the_browser(
     # The same call path as a phone call: barge-in, turns, latency, the record.
     assert summary.call_sid == seen["sid"]
     assert summary.direction == "browser"
-    assert summary.interruptions, summary
+    [cut] = summary.interruptions
+    # The page shows what the caller heard of the greeting, and what was generated.
+    [greeting] = [t for t in summary.turns if t.interrupted]
+    assert seen["interrupted"] == [(greeting.agent_heard, greeting.agent)]
+    assert cut.transcript_heard == greeting.agent_heard
+    assert seen["clears"] == 1
+    assert ("line note", "Barge-in: the agent's audio was cleared") in seen["lines"]
     assert any(t.caller == 'Please say "Your table is booked."' for t in summary.turns)
     assert any(t.agent == "Your table is booked." for t in summary.turns)
     assert any(t.response_ms is not None for t in summary.turns)
@@ -188,3 +214,7 @@ async def test_a_call_from_the_browser(
     assert [c["call_sid"] for c in listed] == [seen["sid"]]
     assert listed[0]["direction"] == "browser"
     assert "Call ended" in seen["ended"]
+    [tool] = seen["tools"]
+    assert tool.startswith('opening_hours {"day":"saturday"} → ok, ')
+    assert '"hours":"9 am to 1 pm"' in tool
+    assert [r["name"] for r in summary.tool_calls] == ["opening_hours"]
