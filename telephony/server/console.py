@@ -80,8 +80,9 @@ def offered_token(subprotocols: Iterable[str]) -> str | None:
         if protocol.startswith(TOKEN_PREFIX):
             encoded = protocol[len(TOKEN_PREFIX) :]
             try:
-                raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-                return raw.decode("utf-8")
+                padded = encoded + "=" * (-len(encoded) % 4)
+                raw = base64.b64decode(padded, altchars=b"-_", validate=True)
+                return raw.decode("utf-8") or None
             except (binascii.Error, ValueError):
                 return None
     return None

@@ -3,7 +3,7 @@ browser through the real server, the real SDK and the simulator.
 
 Chromium's fake capture device plays a WAV made here from the simulator's synthesizer: a
 pause, then the caller talking over the greeting (barge-in), then silence while the agent
-answers. ``CONSOLE_SCREENSHOT=<path>`` saves the page at 1280×800 mid-call (docs/console.png).
+answers. ``CONSOLE_SCREENSHOT=<path>`` saves the page at 1280x800 mid-call (docs/console.png).
 """
 
 from __future__ import annotations
