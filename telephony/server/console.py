@@ -174,8 +174,7 @@ def install(app: FastAPI, service: Any, serve_stream: StreamServer) -> None:
     async def console_page() -> Response:
         if settings.api_token is None:
             return PlainTextResponse(
-                "the console is off: start the server with API_TOKEN set "
-                "(at least 16 characters)",
+                "the console is off: start the server with API_TOKEN set (at least 16 characters)",
                 status_code=503,
             )
         return HTMLResponse(html, headers=page_headers(script_hash))

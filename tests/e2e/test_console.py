@@ -11,6 +11,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from support import run_stack
 from telephony.server.console import SUBPROTOCOL, offered_token
@@ -19,9 +20,9 @@ from telephony.twilio.media_stream import InboundBuilder
 API_TOKEN = "operator-token-0123456789"
 
 
-def protocols(token: str) -> list[str]:
+def protocols(token: str) -> list[Subprotocol]:
     encoded = base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
-    return [SUBPROTOCOL, f"bearer.{encoded}"]
+    return [Subprotocol(SUBPROTOCOL), Subprotocol(f"bearer.{encoded}")]
 
 
 async def next_event(ws: ClientConnection, kind: str, within_s: float = 10.0) -> dict[str, Any]:
@@ -63,14 +64,14 @@ async def test_a_console_call_needs_the_token_and_a_call_slot(
         assert "script-src 'sha256-" in page.headers["content-security-policy"]
         for offered in (
             protocols("wrong-token-0123456789"),
-            [SUBPROTOCOL],
+            [Subprotocol(SUBPROTOCOL)],
             protocols(API_TOKEN)[1:],
         ):
             with pytest.raises(InvalidStatus) as refused:
-                async with connect(url, subprotocols=offered):  # type: ignore[arg-type]
+                async with connect(url, subprotocols=offered):
                     pass
             assert refused.value.response.status_code == 403
-        async with connect(url, subprotocols=protocols(API_TOKEN)) as ws:  # type: ignore[arg-type]
+        async with connect(url, subprotocols=protocols(API_TOKEN)) as ws:
             assert ws.subprotocol == SUBPROTOCOL  # the token is never echoed
             # The page's start names a call; the server names it itself.
             twilio = InboundBuilder("MZpage", "CApage-chosen")
@@ -81,7 +82,7 @@ async def test_a_console_call_needs_the_token_and_a_call_slot(
             await next_event(ws, "media")  # the greeting, as μ-law frames
             # Every call slot is taken: a second console call is refused like a phone call.
             with pytest.raises(InvalidStatus):
-                async with connect(url, subprotocols=protocols(API_TOKEN)):  # type: ignore[arg-type]
+                async with connect(url, subprotocols=protocols(API_TOKEN)):
                     pass
             await next_event(ws, "turn")
             await ws.send(orjson.dumps({"event": "text", "text": 'Say "Hi there."'}).decode())
