@@ -66,7 +66,13 @@ from telephony.call.heard import Heard
 from telephony.call.pacing import DEFAULT_LEAD_S, MARK, Pacer
 from telephony.call.recorder import CallRecorder
 from telephony.call.state import CallState, State
-from telephony.call.summary import CallSummary, Interruption, Outcome, call_parameters
+from telephony.call.summary import (
+    CallSummary,
+    Interruption,
+    Outcome,
+    call_parameters,
+    clean_text,
+)
 from telephony.call.tooling import ToolRunner
 from telephony.call.turns import TurnLog
 from telephony.errors import TelephonyError
@@ -79,6 +85,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Call",
+    "CallObserver",
     "Conversation",
     "ConversationOpener",
     "SocketClosed",
@@ -150,6 +157,14 @@ class Conversation(Protocol):
     async def close(self) -> None: ...
 
 
+#: Told what a watcher of the call may want to show, as it happens (the browser console):
+#: ``{"event": "transcript" | "turn" | "interrupted" | "tool" | "ended", …}``. Called on the
+#: call's events only, never per media frame; it must not block (the console queues them).
+CallObserver = Callable[[dict[str, Any]], None]
+
+#: The longest typed caller text forwarded to the model (``Call.caller_text``).
+MAX_CALLER_TEXT_CHARS: Final = 2000
+
 #: Opens a call's conversation: (call SID, the call's caller activity, the call's clock origin).
 ConversationOpener = Callable[[str, CallerActivity, float], Awaitable[Conversation]]
 
@@ -184,6 +199,8 @@ class Call:
         audio_lead_s: float = DEFAULT_LEAD_S,
         toolbox: Toolbox | None = None,
         tool_filler_after_s: float | None = DEFAULT_FILLER_AFTER_S,
+        direction: str | None = None,
+        observer: CallObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.socket = socket
@@ -200,6 +217,11 @@ class Call:
         self._rest = rest
         self._on_started = on_started
         self._rec = recorder  # None unless RECORD_CALLS is set: then every hook is one test
+        # The call's direction when it is not the stream's to say ("browser": the console).
+        self._direction = direction
+        self._observer = observer  # None for phone calls: then every hook is one test
+        self._tools_seen: dict[str, str] = {}  # tool call id -> outcome last observed
+        self._typed_at: float | None = None  # when the caller last typed a turn (console)
         self._now = clock
         self.state = CallState()
         self.summary = CallSummary()
@@ -216,6 +238,7 @@ class Call:
         self._answer: AnswerDetector | None = None
         self._pre_session: deque[bytes] = deque()
         self._pre_session_digits: list[str] = []
+        self._pre_session_texts: list[str] = []
         self._heard = Heard()
         self._pacer = Pacer(lead_s=audio_lead_s)
         self._pace_wake = asyncio.Event()
@@ -306,6 +329,15 @@ class Call:
                     caller_audio_dropped_ms=self.summary.caller_audio_dropped_ms,
                 ),
             )
+            if self._observer is not None:
+                self._observer(
+                    {
+                        "event": "ended",
+                        "outcome": str(self.summary.outcome),
+                        "reason": self.summary.reason,
+                        "duration_s": self.summary.duration_s,
+                    }
+                )
             if self._rec is not None:  # written off the event loop; bounded; never raises
                 await self._rec.finish(
                     self._now(),
@@ -333,8 +365,8 @@ class Call:
         self.summary.stream_sid = start.stream_sid
         self.summary.caller = caller
         self.summary.callee = callee
-        outbound = direction.startswith("outbound")
-        self.summary.direction = "outbound" if outbound else "inbound"
+        outbound = self._direction is None and direction.startswith("outbound")
+        self.summary.direction = self._direction or ("outbound" if outbound else "inbound")
         if outbound:
             self._answer = AnswerDetector(self._t0, self._answer_timeout_s)
         self._out = ms.OutboundBuilder(start.stream_sid)
@@ -358,7 +390,7 @@ class Call:
                 clock=self._now,
                 t0=self._t0,
                 turn=lambda: len(self.summary.turns),
-                on_change=self._tools_wake.set,
+                on_change=self._tools_changed,
             )
         if self._rec is not None:
             self._rec.start(start, self._now())
@@ -510,6 +542,23 @@ class Call:
         if self._session is not None and self._outbound_greeting:
             await self._session.send_text(outbound_greeting_prompt(self._outbound_greeting))
 
+    async def caller_text(self, text: str) -> None:
+        """The caller typed ``text`` as their turn (the console): it goes to the model as
+        the caller's words, and into the turn's transcript. Ignored before ``start``."""
+        text = clean_text(text, MAX_CALLER_TEXT_CHARS)
+        if not text or self.state.is_(State.WAITING_FOR_START) or self.state.is_(State.ENDED):
+            return
+        now = self._now()
+        self._turns.caller_words(text, now)
+        self._typed_at = now
+        log.info("call.caller_text", extra=fields(chars=len(text)))
+        if self._rec is not None:
+            self._rec.event("text", now, text=text)
+        if self._session is None:
+            self._pre_session_texts.append(text)
+        else:
+            await self._session.send_text(text)
+
     async def _on_dtmf(self, digit: str) -> None:
         self.summary.dtmf.append(digit)
         log.info("call.dtmf", extra=fields(digit=digit))
@@ -535,9 +584,13 @@ class Call:
                     self._on_turn_complete()
                 elif isinstance(event, InputTranscript):
                     self._on_input_transcript(event.text)
+                    if self._observer is not None:
+                        self._observer({"event": "transcript", "who": "caller", "text": event.text})
                 elif isinstance(event, OutputTranscript):
                     if self._turns.agent_words(event.text):
                         self._heard.new_turn()
+                    if self._observer is not None:
+                        self._observer({"event": "transcript", "who": "agent", "text": event.text})
                 elif isinstance(event, ToolCall):
                     await self._on_tool_call(event)
                 elif isinstance(event, ToolCallCancellation):
@@ -583,6 +636,9 @@ class Call:
         for digit in self._pre_session_digits:
             await session.send_text(dtmf_prompt(digit))
         self._pre_session_digits.clear()
+        for text in self._pre_session_texts:
+            await session.send_text(text)
+        self._pre_session_texts.clear()
         return session
 
     async def _model_failed(self, exc: AgentError) -> None:
@@ -625,7 +681,11 @@ class Call:
         now = self._now()
         self._last_audio_at = now
         if not self._turns.audio_started:
-            self._turns.first_audio(now, self._activity.take_speech_end())
+            speech_end = self._activity.take_speech_end()
+            if self._typed_at is not None:  # a typed turn (console) ends when it is sent
+                speech_end = max(speech_end or 0.0, self._typed_at)
+                self._typed_at = None
+            self._turns.first_audio(now, speech_end)
         if self.summary.first_audio_ms is None:
             self.summary.first_audio_ms = round((now - self._t0) * 1000, 1)
             log.info("call.first_audio", extra=fields(ms=self.summary.first_audio_ms))
@@ -739,6 +799,17 @@ class Call:
             transcript_heard=cut,
         )
         self.summary.interruptions.append(record)
+        if self._observer is not None:
+            self._observer(
+                {
+                    "event": "interrupted",
+                    "at_s": record.at_s,
+                    "heard_ms": record.heard_ms,
+                    "sent_ms": record.sent_ms,
+                    "heard_text": record.transcript_heard,
+                    "clear_latency_ms": record.clear_latency_ms,
+                }
+            )
         if self._rec is not None:
             self._rec.event(
                 "interrupted",
@@ -777,6 +848,8 @@ class Call:
         if turn is None:
             return  # nothing new since the last turn (e.g. the turnComplete after a late clear)
         logged = turn.fields()
+        if self._observer is not None:
+            self._observer({"event": "turn", **logged})
         if self._rec is not None:
             self._rec.event("turn", self._now(), **{k: v for k, v in logged.items() if k != "at_s"})
         log.info("call.turn", extra=fields(**logged))
@@ -830,6 +903,7 @@ class Call:
                 }
             record["result"] = result
             record["outcome"] = "ok" if result["result"] == "ok" else str(result["result"])
+            self._tools_changed()
             if self._rec is not None:
                 self._rec.event("tool_call", self._now(), **record)
             log.info(
@@ -837,6 +911,17 @@ class Call:
                 extra=fields(tool=fc.name, args=fc.args, result=result.get("result")),
             )
             await self._session.send_tool_response(fc.id, fc.name, result)
+
+    def _tools_changed(self) -> None:
+        """A tool call started or finished: wake the filler; tell the observer what is new."""
+        self._tools_wake.set()
+        if self._observer is None:
+            return
+        for record in self.summary.tool_calls:
+            outcome = str(record.get("outcome", ""))
+            if self._tools_seen.get(record["id"]) != outcome:
+                self._tools_seen[record["id"]] = outcome
+                self._observer({"event": "tool", **record})
 
     def _on_tool_cancel(self, ids: tuple[str, ...]) -> None:
         log.info("call.tool_cancelled", extra=fields(ids=list(ids)))

@@ -45,7 +45,7 @@ from telephony.ops.stats import dashboard
 from telephony.ops.store import MAX_LIMIT, StoreError
 from telephony.twilio.rest import TwilioRestError
 
-__all__ = ["DialRequest", "Feedback", "install", "public"]
+__all__ = ["DialRequest", "Feedback", "install", "page_headers", "page_html", "public"]
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,9 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def page_html() -> tuple[str, str]:
-    """The page, and the CSP hash of its one inline script (so no other script can run)."""
-    html = resources.files("telephony.ops").joinpath("static/calls.html").read_text("utf-8")
+def page_html(name: str = "calls.html") -> tuple[str, str]:
+    """A page, and the CSP hash of its one inline script (so no other script can run)."""
+    html = resources.files("telephony.ops").joinpath(f"static/{name}").read_text("utf-8")
     script = html.split("<script>", 1)[1].split("</script>", 1)[0]
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     return html, f"'sha256-{digest}'"
@@ -138,7 +138,7 @@ def install(app: FastAPI, service: Any) -> None:
             None
         ),
         outcome: Annotated[str | None, Query()] = None,
-        direction: Annotated[str | None, Query(pattern="^(inbound|outbound)$")] = None,
+        direction: Annotated[str | None, Query(pattern="^(inbound|outbound|browser)$")] = None,
     ) -> JSONResponse:
         if outcome is not None and outcome not in OUTCOMES:
             raise HTTPException(422, f"unknown outcome {outcome!r}; one of {', '.join(OUTCOMES)}")
@@ -286,23 +286,24 @@ def install(app: FastAPI, service: Any) -> None:
 
     @router.get("/ui", response_class=HTMLResponse, include_in_schema=False)
     async def ui() -> HTMLResponse:
-        return HTMLResponse(
-            html,
-            headers={
-                # The page loads nothing from anywhere else, runs only its own script, and may
-                # only talk to this server.
-                "Content-Security-Policy": (
-                    f"default-src 'none'; script-src {script_hash}; style-src 'unsafe-inline'; "
-                    "connect-src 'self'; media-src blob:; img-src data:; form-action 'none'; "
-                    "frame-ancestors 'none'"
-                ),
-                "X-Content-Type-Options": "nosniff",
-                "Referrer-Policy": "no-referrer",
-                "Cache-Control": "no-store",
-            },
-        )
+        return HTMLResponse(html, headers=page_headers(script_hash))
 
     app.include_router(router)
+
+
+def page_headers(script_hash: str) -> dict[str, str]:
+    """The headers of an operator page: it loads nothing from anywhere else, runs only its
+    own script, and may only talk to this server."""
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src {script_hash}; style-src 'unsafe-inline'; "
+            "connect-src 'self'; media-src blob:; img-src data:; form-action 'none'; "
+            "frame-ancestors 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
 
 
 def _client(request: Request) -> str:

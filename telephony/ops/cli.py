@@ -139,7 +139,7 @@ def get_call(args: argparse.Namespace) -> dict[str, Any] | None:
         store.close()
 
 
-_DIRECTIONS = {"inbound": "in", "outbound": "out"}
+_DIRECTIONS = {"inbound": "in", "outbound": "out", "browser": "web"}
 
 
 def format_list(rows: list[dict[str, Any]]) -> str:
@@ -365,7 +365,7 @@ def calls_main(argv: list[str]) -> int:
     ls = sub.add_parser("list", help="recent calls, newest first")
     ls.add_argument("--limit", type=int, default=20)
     ls.add_argument("--outcome", choices=OUTCOMES)
-    ls.add_argument("--direction", choices=("inbound", "outbound"))
+    ls.add_argument("--direction", choices=("inbound", "outbound", "browser"))
     show = sub.add_parser("show", help="one call: outcome, latency, transcript, tools")
     show.add_argument("call_sid")
     prune = sub.add_parser(

@@ -10,6 +10,7 @@ Routes (keep the paths: users paste them into the Twilio console):
                           ``METRICS_TOKEN`` when set; on its own port with ``METRICS_PORT``
 - ``POST /twilio/status`` status callback of outbound calls (busy, no answer, failed)
 - ``/calls``, ``/ui``      the operator API and page (``telephony.ops.api``)
+- ``/console``            a call from the browser (``telephony.server.console``)
 
 With no model credentials, the lifespan starts the local Live API simulator in-process and
 the service talks to it through the real google-genai SDK (loudly logged: not a real model).
@@ -24,25 +25,25 @@ documentation routes (``/docs``, ``/redoc``, ``/openapi.json``).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from agent.logs import call_id_var, fields
-from telephony.call.bridge import Call, SocketClosed
+from telephony.call.bridge import Call, CallObserver, TwilioSocket
 from telephony.call.recorder import CallRecorder
 from telephony.ops import api as operator_api
+from telephony.server import console
 from telephony.server.metrics import CONTENT_TYPE_LATEST
 from telephony.server.metrics_port import MetricsListener, bearer_ok
 from telephony.server.service import Service, client_key, start_knowledge, start_model
+from telephony.server.websocket import StarletteSocket
 from telephony.settings import MEDIA_PATH, Settings
 from telephony.twilio import twiml
 from telephony.twilio.rest import TwilioRest
@@ -51,43 +52,6 @@ from telephony.twilio.signature import SIGNATURE_HEADER, is_valid
 log = logging.getLogger(__name__)
 
 XML = "application/xml"
-
-
-class _StarletteSocket:
-    """Adapts Starlette's WebSocket to ``telephony.call.TwilioSocket``."""
-
-    __slots__ = ("ws",)
-
-    def __init__(self, ws: WebSocket) -> None:
-        self.ws = ws
-
-    async def receive(self) -> str | bytes | None:
-        if self.ws.client_state == WebSocketState.DISCONNECTED:
-            return None
-        message = await self.ws.receive()
-        if message["type"] == "websocket.disconnect":
-            return None
-        text = message.get("text")
-        if text is not None:
-            return str(text)
-        return bytes(message.get("bytes") or b"")
-
-    async def send(self, text: str) -> None:
-        try:
-            await self.ws.send_text(text)
-        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-            # Starlette raises RuntimeError after a close, uvicorn ClientDisconnected (an
-            # OSError) once the peer has gone.
-            raise SocketClosed(f"{type(exc).__name__}: {exc}") from exc
-
-    async def close(self, code: int, reason: str) -> None:
-        if (
-            self.ws.application_state != WebSocketState.DISCONNECTED
-            and self.ws.client_state != WebSocketState.DISCONNECTED
-        ):
-            # The peer may have gone first: the socket is closed either way.
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                await self.ws.close(code, reason)
 
 
 def _dial_outcome(status: str, form: dict[str, str]) -> tuple[str | None, str]:
@@ -332,13 +296,18 @@ def create_app(
 
     operator_api.install(app, service)
 
-    @app.websocket(MEDIA_PATH)
-    async def media(ws: WebSocket) -> None:
-        url = settings.public_url_for(_target(ws.scope), ws.headers.get("host"), websocket=True)
-        if not signature_ok(url, {}, ws.headers.get(SIGNATURE_HEADER)):
-            log.warning("stream.bad_signature", extra=fields(url=url))
-            await ws.close(code=1008)  # before accept: the upgrade is refused (HTTP 403)
-            return
+    async def serve_stream(
+        ws: WebSocket,
+        socket: TwilioSocket,
+        *,
+        direction: str | None = None,
+        observer: CallObserver | None = None,
+        rest: TwilioRest | None = None,
+        on_call: Callable[[Call], None] | None = None,
+        subprotocol: str | None = None,
+    ) -> None:
+        """One stream, Twilio's or the console's, through the same admission and the same
+        ``Call``: the call slots, the pending limits, the record and the metrics."""
         if service.draining or service.streams >= settings.max_concurrent_calls:
             log.warning(
                 "stream.refused", extra=fields(draining=service.draining, active=service.streams)
@@ -369,7 +338,7 @@ def create_app(
             else None
         )
         call = Call(
-            _StarletteSocket(ws),
+            socket,
             service.open_conversation,
             greeting=settings.persona.greeting,
             caller_silence_end_ms=settings.persona.vad.silence_duration_ms,
@@ -377,14 +346,18 @@ def create_app(
             caller_silence_s=settings.caller_silence_s,
             stream_start_timeout_s=settings.stream_start_timeout_s,
             transfer_number=settings.transfer_number,
-            rest=service.rest,
+            rest=rest,
             on_started=started,
             recorder=recorder,
             outbound_greeting=settings.outbound_greeting,
             answer_timeout_s=settings.outbound_answer_timeout_s,
             toolbox=service.toolbox,
             tool_filler_after_s=settings.tool_filler_after_s,
+            direction=direction,
+            observer=observer,
         )
+        if on_call is not None:
+            on_call(call)
         # Behind a proxy in FORWARDED_ALLOW_IPS, the address it forwarded for.
         client = client_key(ws.client.host if ws.client is not None else "unknown")
         refused = service.stream_pending(call, client)
@@ -396,7 +369,7 @@ def create_app(
             await ws.close(code=1013)
             return
         try:
-            await ws.accept()
+            await ws.accept(subprotocol=subprotocol)
         except BaseException:
             service.stream_unpending(call)
             raise
@@ -423,6 +396,17 @@ def create_app(
                 service.metrics.stream_rejected(call.summary)
             await call.socket.close(1000, "call ended")
             await service.report_call(row)
+
+    @app.websocket(MEDIA_PATH)
+    async def media(ws: WebSocket) -> None:
+        url = settings.public_url_for(_target(ws.scope), ws.headers.get("host"), websocket=True)
+        if not signature_ok(url, {}, ws.headers.get(SIGNATURE_HEADER)):
+            log.warning("stream.bad_signature", extra=fields(url=url))
+            await ws.close(code=1008)  # before accept: the upgrade is refused (HTTP 403)
+            return
+        await serve_stream(ws, StarletteSocket(ws), rest=service.rest)
+
+    console.install(app, service, serve_stream)
 
     @app.websocket(MEDIA_PATH + "/{instance}")
     async def media_for_instance(ws: WebSocket, instance: str) -> None:

@@ -618,3 +618,43 @@ async def test_damaged_model_audio_is_counted_and_the_call_goes_on() -> None:
     summary = await s.hang_up()
     assert summary.model_audio_damaged == 2
     assert summary.outcome is Outcome.COMPLETED
+
+
+# --- the console: an observer and typed caller turns ------------------------------------------
+
+
+@virtual
+async def test_an_observer_sees_the_calls_events_and_typed_text_is_the_callers_turn() -> None:
+    seen: list[dict[str, Any]] = []
+    s = Scene(direction="browser", observer=seen.append)
+    await s.call.caller_text("before start: ignored")
+    await s.connected()
+    s.model.push(*agent_audio(1.0), OutputTranscript("Hello"))
+    await until(lambda: s.twilio.audio_bytes > 0)
+    s.model.push(Interrupted(), InputTranscript("wait"), TurnComplete())
+    await until(lambda: len(s.call.summary.turns) == 1)
+    await s.call.caller_text("I'd like a table\n for two")
+    assert s.model.texts[-1] == "I'd like a table for two"  # control characters dropped
+    s.model.push(*agent_audio(0.2), OutputTranscript("Sure."), TurnComplete())
+    await until(lambda: len(s.call.summary.turns) == 2)
+    summary = await s.hang_up()
+    assert summary.direction == "browser"
+    assert summary.turns[1].caller == "I'd like a table for two"
+    assert summary.turns[1].response_ms is not None
+    kinds = [e["event"] for e in seen]
+    assert kinds == [
+        "transcript",
+        "interrupted",
+        "transcript",
+        "turn",
+        "transcript",
+        "turn",
+        "ended",
+    ]
+    assert seen[0] == {"event": "transcript", "who": "agent", "text": "Hello"}
+    assert seen[2] == {"event": "transcript", "who": "caller", "text": "wait"}
+    assert seen[1]["heard_text"] == seen[3]["agent_heard"]
+    assert seen[3]["interrupted"] is True
+    assert seen[-1]["outcome"] == "completed"
+    # Media frames are never observed: nothing per frame.
+    assert len(seen) == 7
