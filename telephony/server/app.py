@@ -382,6 +382,7 @@ def create_app(
             answer_timeout_s=settings.outbound_answer_timeout_s,
             toolbox=service.toolbox,
             tool_filler_after_s=settings.tool_filler_after_s,
+            model_audio_chunk_ms=settings.model_audio_chunk_ms,
         )
         # Behind a proxy in FORWARDED_ALLOW_IPS, the address it forwarded for.
         client = client_key(ws.client.host if ws.client is not None else "unknown")
