@@ -158,6 +158,13 @@ MODEL_VARIABLES: Final = (
         _MODEL,
     ),
     Variable(
+        "MODEL_AUDIO_CHUNK_MS",
+        "20",
+        "caller audio goes to the model in messages of 20, 40 or 60 ms (fewer, larger "
+        "messages; the model hears the caller up to chunk - 20 ms later)",
+        _MODEL,
+    ),
+    Variable(
         "MODEL_RECONNECT_ATTEMPTS",
         "4",
         "attempts to reach the model again after a connection is lost",

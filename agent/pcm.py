@@ -16,7 +16,7 @@ ratio ``out_rate/in_rate``).  It is built for audio that arrives in small frames
   clipped to the int16 range, then cast (a bare ``astype(int16)`` wraps +33000 to
   -32536: a loud click).
 * **Small, fixed delay.**  The filter is linear-phase; :attr:`StreamResampler.delay_ms`
-  reports its group delay (1.875 ms for the telephony bands).
+  reports its group delay (1.875-3.2 ms for the telephony bands).
 
 Output sample ``n`` is the filtered signal at time ``n / out_rate`` (minus the group
 delay).  It is emitted by the call that delivers input sample

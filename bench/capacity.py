@@ -13,7 +13,11 @@ generator and the simulator don't count):
   reaches the caller, p50/p99 (CLOCK_MONOTONIC is system-wide, so the simulator's chunk
   times and this process's receive times compare directly);
 - clear latency (``interrupted`` received → ``clear`` sent), from the server's own log;
-- audio gaps: agent audio that stopped for > 100 ms inside an answer, as played.
+- audio gaps: agent audio that stopped for > 100 ms inside an answer, as played;
+- messages per call-second in each direction over the window: Twilio -> server (media frames
+  at their 20 ms pace, mark echoes), server -> Twilio (media, marks, clears as received),
+  server -> model and model -> server (counted by the simulator), and server CPU per message
+  (all four directions together).
 
 Each call: the caller listens to the greeting, then says a sentence every ~6.5 s. One call in
 five talks over the greeting (barge-in). Calls are started 40 ms apart.
@@ -37,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,7 @@ import httpx
 from agent.simulator.voice import synthesize
 from telephony.audio import pcm16_to_ulaw_8k
 from telephony.caller import BargeIn, CallResult, place_call
+from telephony.caller.simulated import FRAME_S
 from telephony.loadtest.metrics import percentile
 from telephony.server.runner import free_port, wait_ready
 from telephony.twilio.media_stream import ULAW_SILENCE
@@ -101,6 +107,26 @@ class Level:
     response_s: list[float] = field(default_factory=list)
     loop_lag_ms: list[float] = field(default_factory=list)
     calls_done: list[tuple[str, CallResult]] = field(default_factory=list)
+    #: Messages per call-second by direction, over the measurement window.
+    messages: dict[str, float] = field(default_factory=dict)
+    cpu_us_per_message: float = float("nan")
+
+
+def twilio_messages(result: CallResult, t0: float, t1: float) -> tuple[int, int]:
+    """(caller -> server, server -> caller) messages of one call inside ``[t0, t1]``.
+
+    Sent media are counted at their pace (frame k leaves at ``(k + 1) * FRAME_S``), the rest
+    at the times the caller simulator recorded.
+    """
+    start = result.started_at
+    first = max(0, int((t0 - start) / FRAME_S))
+    last = min(result.frames_sent, int((t1 - start) / FRAME_S))
+    sent = max(0, last - first)
+    sent += sum(1 for e in result.marks_echoed if t0 <= start + e.sent_s <= t1)
+    received = sum(1 for t, _ in result.media_received if t0 <= start + t <= t1)
+    received += sum(1 for t, _ in result.marks_received if t0 <= start + t <= t1)
+    received += sum(1 for c in result.clears if t0 <= start + c.time_s <= t1)
+    return sent, received
 
 
 def chunk_latencies(
@@ -132,6 +158,7 @@ async def run_level(
     pid: int,
     idle_rss: float,
     lag: LoopLag,
+    sim_stats: Callable[[], Awaitable[dict[str, Any]]],
 ) -> Level:
     level = Level(n, window_s)
     sentence = pcm16_to_ulaw_8k(synthesize(SENTENCE, "Charon").pcm, 24_000)
@@ -176,13 +203,33 @@ async def run_level(
         await asyncio.sleep(2.0)
         lag.samples.clear()
         cpu0, t0 = proc_cpu_s(pid), time.monotonic()
+        sim0 = await sim_stats()
         await asyncio.sleep(window_s)
+        sim1 = await sim_stats()
         cpu1, t1 = proc_cpu_s(pid), time.monotonic()
         level.rss_mib = proc_rss_mib(pid)
         level.loop_lag_ms = list(lag.samples)
     level.cpu_ms_per_call_s = (cpu1 - cpu0) * 1000 / (n * (t1 - t0))
     level.rss_mib_per_call = (level.rss_mib - idle_rss) / n
     level.calls_done = [(mapping[sid], result) for sid, (result, _) in results.items()]
+    from_twilio = to_twilio = 0
+    for result, _ in results.values():
+        sent, received = twilio_messages(result, t0, t1)
+        from_twilio += sent
+        to_twilio += received
+    sim_s = sim1["stats"] - sim0["stats"]
+    to_model = sim1["messages_in"] - sim0["messages_in"]
+    from_model = sim1["messages_out"] - sim0["messages_out"]
+    call_s, sim_call_s = n * (t1 - t0), n * sim_s
+    level.messages = {
+        "twilio_to_server": round(from_twilio / call_s, 2),
+        "server_to_twilio": round(to_twilio / call_s, 2),
+        "server_to_model": round(to_model / sim_call_s, 2),
+        "model_to_server": round(from_model / sim_call_s, 2),
+    }
+    total = from_twilio + to_twilio + to_model * (t1 - t0) / sim_s + from_model * (t1 - t0) / sim_s
+    if total:
+        level.cpu_us_per_message = (cpu1 - cpu0) * 1e6 / total
     for result, _ in results.values():
         if result.ended_by not in ("caller", "server") or result.close_code not in (None, 1000):
             level.failed += 1
@@ -193,7 +240,9 @@ async def run_level(
     return level
 
 
-async def main_async(levels: list[int], window_s: float, sdk_path: bool) -> dict[str, Any]:
+async def main_async(
+    levels: list[int], window_s: float, sdk_path: bool, chunk_ms: int | None = None
+) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     lag = LoopLag()
@@ -213,6 +262,14 @@ async def main_async(levels: list[int], window_s: float, sdk_path: bool) -> dict
     )
     assert sim.stdout is not None and sim.stdin is not None
     first = json.loads(await sim.stdout.readline())
+    stats: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def sim_stats() -> dict[str, Any]:
+        assert sim.stdin is not None
+        sim.stdin.write(b"stats\n")
+        await sim.stdin.drain()
+        async with asyncio.timeout(10):
+            return await stats.get()
 
     async def read_simulator() -> None:
         assert sim.stdout is not None
@@ -220,6 +277,8 @@ async def main_async(levels: list[int], window_s: float, sdk_path: bool) -> dict
             entry = json.loads(line)
             if "session" in entry:
                 sessions.put_nowait(entry["session"])
+            elif "stats" in entry:
+                stats.put_nowait(entry)
             elif "chunks" in entry:
                 chunk_logs[entry["chunks"]] = [tuple(x) for x in entry["log"]]
 
@@ -238,6 +297,8 @@ async def main_async(levels: list[int], window_s: float, sdk_path: bool) -> dict
             "LOG_FORMAT": "json",
             "MODEL_FAST_PATH": "false" if sdk_path else "true",
         }
+        if chunk_ms is not None:
+            env["MODEL_AUDIO_CHUNK_MS"] = str(chunk_ms)
         with log_path.open("wb") as log_file:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -264,7 +325,7 @@ async def main_async(levels: list[int], window_s: float, sdk_path: bool) -> dict
             for n in levels:
                 print(f"  running {n} concurrent calls ...", file=sys.stderr)
                 results.append(
-                    await run_level(n, window_s, sessions, base, proc.pid, idle_rss, lag)
+                    await run_level(n, window_s, sessions, base, proc.pid, idle_rss, lag, sim_stats)
                 )
         finally:
             lag_task.cancel()
@@ -287,6 +348,7 @@ async def main_async(levels: list[int], window_s: float, sdk_path: bool) -> dict
                 lv.added_latency_ms += chunk_latencies(log, result, result.started_at)
     return {
         "model_fast_path": not sdk_path,
+        "model_audio_chunk_ms": chunk_ms,
         "server_pinned_to_own_core": isolate,
         "idle_rss_mib": round(idle_rss, 1),
         "startup_cpu_s": round(idle_cpu, 2),
@@ -310,6 +372,8 @@ async def main_async(levels: list[int], window_s: float, sdk_path: bool) -> dict
                 "failed_calls": lv.failed,
                 "loadgen_loop_lag_ms_p50": round(pct(lv.loop_lag_ms, 50), 2),
                 "loadgen_loop_lag_ms_p99": round(pct(lv.loop_lag_ms, 99), 2),
+                "messages_per_call_s": lv.messages,
+                "server_cpu_us_per_message": round(lv.cpu_us_per_message, 2),
             }
             for lv in results
         ],
@@ -330,13 +394,19 @@ def main() -> None:
     parser.add_argument(
         "--sdk-path", action="store_true", help="run the server with MODEL_FAST_PATH=false"
     )
+    parser.add_argument(
+        "--chunk-ms",
+        type=int,
+        choices=(20, 40, 60),
+        help="MODEL_AUDIO_CHUNK_MS for the server (default: the server's default)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     # The load generator must measure the server, not itself: no multi-10-ms garbage
     # collector pauses (everything built so far is frozen out of the GC's way).
     gc.freeze()
     gc.set_threshold(50_000, 50, 1000)
-    figures = asyncio.run(main_async(args.levels, args.window, args.sdk_path))
+    figures = asyncio.run(main_async(args.levels, args.window, args.sdk_path, args.chunk_ms))
     if args.json:
         print(json.dumps(figures, indent=2))
         return
@@ -359,6 +429,19 @@ def main() -> None:
             f"{lv['rss_mib_per_call']:>8.3f} {lv['added_latency_ms_p50']:>7.2f}ms "
             f"{lv['added_latency_ms_p99']:>7.2f}ms {lv['audio_gaps']:>4} {lv['failed_calls']:>6} "
             f"{lv['response_s_p50']:>7.3f}s {lv['loadgen_loop_lag_ms_p99']:>13.2f}ms"
+        )
+    header = (
+        f"{'calls':>5} {'msgs/call-s: twilio->srv':>25} {'srv->twilio':>11} {'srv->model':>10} "
+        f"{'model->srv':>10} {'CPU us/msg':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for lv in figures["levels"]:
+        m = lv["messages_per_call_s"]
+        print(
+            f"{lv['concurrent_calls']:>5} {m['twilio_to_server']:>25.1f} "
+            f"{m['server_to_twilio']:>11.1f} {m['server_to_model']:>10.1f} "
+            f"{m['model_to_server']:>10.1f} {lv['server_cpu_us_per_message']:>10.1f}"
         )
     c = figures["clear_latency_ms"]
     print(

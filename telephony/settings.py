@@ -401,6 +401,8 @@ class Settings:
     caller_silence_s: float = 30.0  # 0: off
     stall_timeout_s: float = 4.0  # 0: off
     reconnect_attempts: int = 4
+    #: Caller audio is sent to the model in messages of this many ms (20, 40 or 60).
+    model_audio_chunk_ms: int = 20
     unavailable_message: str = DEFAULT_UNAVAILABLE_MESSAGE
     busy_message: str = DEFAULT_BUSY_MESSAGE
     log_level: str = "INFO"
@@ -715,6 +717,7 @@ def _read(env: EnvReader) -> Settings:
         caller_silence_s=env.seconds_or_off("CALLER_SILENCE_TIMEOUT_S", 30.0),
         stall_timeout_s=env.seconds_or_off("MODEL_STALL_TIMEOUT_S", 4.0),
         reconnect_attempts=env.positive_int("MODEL_RECONNECT_ATTEMPTS", 4, 20),
+        model_audio_chunk_ms=int(env.choice("MODEL_AUDIO_CHUNK_MS", "20", ("20", "40", "60"))),
         unavailable_message=env.raw("AGENT_UNAVAILABLE_MESSAGE") or DEFAULT_UNAVAILABLE_MESSAGE,
         busy_message=env.raw("AGENT_BUSY_MESSAGE") or DEFAULT_BUSY_MESSAGE,
         log_level=log_level,

@@ -100,6 +100,9 @@ class SimSession:
         self.other_messages: list[JsonDict] = []
         #: Caller audio received, ms.
         self.audio_in_ms = 0.0
+        #: Client messages received (setup included) and server messages sent.
+        self.messages_in = 0
+        self.messages_out = 0
         #: Caller utterances detected, in order.
         self.utterances: list[Utterance] = []
         #: The resumption handle this session was resumed from.
@@ -401,6 +404,7 @@ class SimSession:
         ws = self._ws
         try:
             first = self._parse(await ws.recv(decode=False))
+            self.messages_in += 1
             setup = wfield(first, "setup")
             if not isinstance(setup, dict):
                 await ws.close(1007, "Invalid request: the first message must be setup.")
@@ -409,6 +413,7 @@ class SimSession:
                 return
             while True:
                 message = self._parse(await ws.recv(decode=False))
+                self.messages_in += 1
                 if message is None:
                     await ws.close(1007, "Invalid JSON payload received.")
                     return
@@ -661,6 +666,7 @@ class SimSession:
             await self._ws.send(wire.encode(message), text=True)
         except ConnectionClosed:
             return False
+        self.messages_out += 1
         return True
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -59,7 +59,7 @@ from agent.prompts import (
 )
 from agent.resilient import ResilienceStats
 from agent.tools import END_CALL, TRANSFER_CALL, CallIdentity, Toolbox
-from telephony.audio import CallerToModel, ModelToCaller
+from telephony.audio import MODEL_IN_RATE, CallerToModel, ModelToCaller
 from telephony.call.answer import AnswerDetector
 from telephony.call.filler import FILLER_CHUNK_BYTES, FillerLoop
 from telephony.call.heard import Heard
@@ -201,6 +201,7 @@ class Call:
         tool_filler_after_s: float | None = DEFAULT_FILLER_AFTER_S,
         direction: str | None = None,
         observer: CallObserver | None = None,
+        model_audio_chunk_ms: int = 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.socket = socket
@@ -231,6 +232,10 @@ class Call:
         self._out: ms.OutboundBuilder | None = None
         self._session: Conversation | None = None
         self._to_model = CallerToModel()
+        # Caller audio for the model is sent in messages of this many bytes (16 kHz PCM16):
+        # larger messages cost less per second of audio, and the model hears them later.
+        self._chunk_bytes = max(1, model_audio_chunk_ms) * MODEL_IN_RATE * 2 // 1000
+        self._unsent = bytearray()
         self._to_caller = ModelToCaller()
         self._activity = CallerActivity(self._t0, end_ms=caller_silence_end_ms)
         # Outbound calls: the callee's audio goes to this detector, not to the model, until
@@ -531,7 +536,18 @@ class Call:
                 self.summary.dropped_pre_session_frames += 1
             self._pre_session.append(pcm)
             return
-        await self._session.send_audio(pcm)
+        await self._send_caller_audio(self._session, pcm)
+
+    async def _send_caller_audio(self, session: Conversation, pcm: bytes) -> None:
+        """Send caller audio in messages of ``MODEL_AUDIO_CHUNK_MS`` (the rest waits)."""
+        if not self._unsent and len(pcm) >= self._chunk_bytes:
+            await session.send_audio(pcm)  # the 20 ms default: no copy
+            return
+        self._unsent += pcm
+        if len(self._unsent) >= self._chunk_bytes:
+            chunk = bytes(self._unsent)
+            self._unsent.clear()
+            await session.send_audio(chunk)
 
     async def _answered(self, how: str) -> None:
         """The callee is on the line: the agent may speak (and hear them) from now on."""
@@ -632,7 +648,7 @@ class Call:
             await session.send_text(greeting_prompt(self._greeting))
         # Whatever the caller said or pressed while we were connecting goes in now, in order.
         while self._pre_session:
-            await session.send_audio(self._pre_session.popleft())
+            await self._send_caller_audio(session, self._pre_session.popleft())
         for digit in self._pre_session_digits:
             await session.send_text(dtmf_prompt(digit))
         self._pre_session_digits.clear()

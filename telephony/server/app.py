@@ -355,6 +355,7 @@ def create_app(
             tool_filler_after_s=settings.tool_filler_after_s,
             direction=direction,
             observer=observer,
+            model_audio_chunk_ms=settings.model_audio_chunk_ms,
         )
         if on_call is not None:
             on_call(call)

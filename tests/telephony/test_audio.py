@@ -13,6 +13,7 @@ from agent.pcm import StreamResampler
 from telephony.audio import (
     PHONE_PASSBAND_HZ,
     PHONE_STOPBAND_HZ,
+    UPLINK_STOPBAND_HZ,
     CallerToModel,
     ModelToCaller,
     pcm16_to_ulaw_8k,
@@ -129,12 +130,13 @@ def test_model_to_caller_rejects_every_tone_from_4k6_to_12k() -> None:
     assert worst < -60.0, worst
 
 
-def test_caller_to_model_rejects_images_above_4k6() -> None:
+def test_caller_to_model_rejects_images_above_4k1() -> None:
+    # Tones up to 3.9 kHz: their images (8 kHz - f) start at the uplink's 4.1 kHz stopband.
     worst = -999.0
-    for f in range(300, 3401, 100):
+    for f in range(300, 3901, 100):
         y = _up(float(f), 0.32)
         spec = _amplitudes(y[800:4800])  # 4 Hz bins
-        worst = max(worst, _db(spec[4600 // 4 :].max() / AMP))
+        worst = max(worst, _db(spec[int(UPLINK_STOPBAND_HZ) // 4 :].max() / AMP))
     assert worst < -60.0, worst
 
 
@@ -166,9 +168,10 @@ def test_one_khz_tone_keeps_frequency_and_duration() -> None:
     assert int(np.argmax(spec)) * 2 == 1000 and abs(_db(spec[500] / AMP)) < 0.2
 
 
-def test_delay_at_most_3_ms() -> None:
-    assert 0.0 < CallerToModel().delay_ms <= 3.0
-    assert 0.0 < ModelToCaller().delay_ms <= 3.0
+def test_delay_small() -> None:
+    # Budget 5 ms per direction; the designs give 3.19 ms up and 1.875 ms down.
+    assert 0.0 < CallerToModel().delay_ms <= 3.5
+    assert 0.0 < ModelToCaller().delay_ms <= 2.0
     # measured: a click comes out centred delay_ms later (8k -> 16k, 2 output samples/input)
     conv = CallerToModel()
     click = np.zeros(160)

@@ -658,3 +658,19 @@ async def test_an_observer_sees_the_calls_events_and_typed_text_is_the_callers_t
     assert seen[-1]["outcome"] == "completed"
     # Media frames are never observed: nothing per frame.
     assert len(seen) == 7
+
+
+@virtual
+async def test_caller_audio_goes_to_the_model_in_chunks_of_the_setting() -> None:
+    s = await Scene(model_audio_chunk_ms=60).connected()
+    speech = caller_speech(1.0)  # 50 frames of 20 ms
+    await s.twilio.speak(speech, then_silence_s=0.0)
+    await until(lambda: len(s.model.audio) == 16)  # 48 frames in 16 messages, 2 waiting
+    assert {len(a) for a in s.model.audio} == {1920}
+    await s.hang_up()
+    single = Scene()  # the default: one message per 20 ms frame, the bytes unchanged
+    await single.connected()
+    await single.twilio.speak(speech, then_silence_s=0.0)
+    await until(lambda: len(single.model.audio) == 50)
+    assert b"".join(single.model.audio)[: 16 * 1920] == b"".join(s.model.audio)
+    await single.hang_up()
