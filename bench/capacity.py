@@ -11,7 +11,9 @@ generator and the simulator don't count):
 - RSS per active call (MiB), over the idle baseline;
 - added latency of the bridge: simulator hands an audio chunk to its socket → that audio
   reaches the caller, p50/p99 (CLOCK_MONOTONIC is system-wide, so the simulator's chunk
-  times and this process's receive times compare directly);
+  times and this process's receive times compare directly), over the first 0.9 s of each
+  answer: later audio is held by the pacer on purpose (at most 1 s ahead of Twilio's
+  playback), which is not latency the caller hears;
 - clear latency (``interrupted`` received → ``clear`` sent), from the server's own log;
 - audio gaps: agent audio that stopped for > 100 ms inside an answer, as played;
 - messages per call-second in each direction over the window: Twilio -> server (media frames
@@ -129,6 +131,12 @@ def twilio_messages(result: CallResult, t0: float, t1: float) -> tuple[int, int]
     return sent, received
 
 
+#: The simulator pauses at least this long between answers (it waits for the caller).
+ANSWER_GAP_S = 0.3
+#: The first this much of each answer leaves the server at once (under the pacer's 1 s lead).
+UNPACED_S = 0.9
+
+
 def chunk_latencies(
     chunk_log: list[tuple[float, int]], result: CallResult, started: float
 ) -> list[float]:
@@ -140,7 +148,16 @@ def chunk_latencies(
     received_log = result.media_received
     offsets = [cum for _, cum in received_log]
     out: list[float] = []
+    answer_start = 0
+    previous = -float("inf")
     for emitted, samples_before in chunk_log:
+        if emitted - previous > ANSWER_GAP_S:
+            answer_start = samples_before  # a new answer: Twilio's playback has caught up
+        previous = emitted
+        if (samples_before - answer_start) / 24_000 >= UNPACED_S:
+            # Beyond the pacer's lead the server holds audio until Twilio has played up to
+            # it, on purpose: that wait is pacing, not latency the bridge adds.
+            continue
         byte = samples_before // 3
         j = bisect.bisect_right(offsets, byte) - 1
         if j < 0:
@@ -173,7 +190,8 @@ async def run_level(
     pairing = asyncio.Lock()
 
     async def one(i: int, http: httpx.AsyncClient) -> None:
-        call_sid = f"CA{i:032x}"
+        # Unique across levels: the server pre-connects no session for a CallSid seen before.
+        call_sid = f"CA{n:04x}{i:028x}"
         async with pairing:
             # Twilio's order: webhook (the server pre-connects the model), then the stream.
             await http.post("/twilio/voice", data={"CallSid": call_sid, "From": "+15550001"})
