@@ -69,6 +69,7 @@ bench: install
 	$(BIN)/python bench/soak.py --calls 4 --minutes 1
 	$(BIN)/python bench/records.py
 	$(BIN)/python bench/knowledge.py
+	$(BIN)/python bench/tools.py
 
 # Renew the lock: the newest releases pyproject.toml allows, for every platform and Python.
 # Then run `make test` (and read the SDK's changelog when google-genai moved).
