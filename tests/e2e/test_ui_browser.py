@@ -9,61 +9,29 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from support import run_stack, speech
+from support.browser import headless_chromium
 from telephony.call.summary import CallSummary, Interruption, Outcome, Turn
 from telephony.ops.records import record_from_summary
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 API_TOKEN = "operator-token-0123456789"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        # Not a skip: the README's test command installs them, so their absence is a failure.
-        pytest.fail(f"{CHROMIUM} and {CHROMEDRIVER} are needed (make test installs them)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="chromium-")
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",  # we run as root in CI containers
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        # The machine has no internet: without these, Chromium keeps trying Google's hosts.
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        f"--user-data-dir={profile}",
-        "--window-size=1280,800",  # the smallest laptop screen the page must fit
-        "--autoplay-policy=no-user-gesture-required",  # the test presses play from a script
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(20)
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def seeded(sid: str, started_at: float, **changes: Any) -> dict[str, Any]:

@@ -15,9 +15,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from support.asgi import serve_asgi
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "standin-auth-token-0123456789"
@@ -84,17 +85,6 @@ def _call(sid: str, form: dict[str, str], status: str) -> dict[str, Any]:
 @asynccontextmanager
 async def twilio_standin() -> AsyncIterator[StandIn]:
     state = StandIn()
-    config = uvicorn.Config(_app(state), host="127.0.0.1", port=0, log_config=None, lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-            await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    state.base_url = f"http://127.0.0.1:{port}"
-    try:
+    async with serve_asgi(_app(state)) as base:
+        state.base_url = base
         yield state
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(10):
-            await task

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from support.asgi import serve_asgi
 
 
 @dataclass
@@ -79,17 +80,6 @@ def _app(state: Receiver) -> Starlette:
 @asynccontextmanager
 async def webhook_receiver(secret: str, *, fail_first: int = 0) -> AsyncIterator[Receiver]:
     state = Receiver(secret=secret, fail_first=fail_first)
-    config = uvicorn.Config(_app(state), host="127.0.0.1", port=0, log_config=None, lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-            await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    state.url = f"http://127.0.0.1:{port}/reports"
-    try:
+    async with serve_asgi(_app(state)) as base:
+        state.url = base + "/reports"
         yield state
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(10):
-            await task
