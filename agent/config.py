@@ -142,6 +142,14 @@ MODEL_VARIABLES: Final = (
         _MODEL,
     ),
     Variable(
+        "LIVE_SIMULATOR_DIALOGUE",
+        "converse",
+        "what the embedded simulator (NOT A REAL MODEL) does: converse (recognises the caller "
+        "with pocketsphinx, answers by a few rules, calls tools, speaks with espeak-ng) or "
+        "echo (plays the caller's audio back)",
+        _MODEL,
+    ),
+    Variable(
         "GOOGLE_GEMINI_BASE_URL",
         "",
         "point the SDK at another Live API endpoint (a proxy, a standalone simulator)",
@@ -338,6 +346,8 @@ class ModelAccess:
     #: Read and write the per-frame audio messages as raw JSON on the SDK's socket instead of
     #: through its pydantic models (same wire format; ~30-40 µs less CPU per message).
     fast_path: bool = True
+    #: What the embedded simulator does (``SimBehaviour.dialogue``): "converse" or "echo".
+    simulator_dialogue: str = "converse"
 
 
 @dataclass(frozen=True)
@@ -427,6 +437,7 @@ def read_model_access(env: EnvReader) -> ModelAccess:
         ping_interval_s=env.seconds("MODEL_PING_INTERVAL_S", 20.0, 600.0),
         ping_timeout_s=env.seconds("MODEL_PING_TIMEOUT_S", 60.0, 600.0),
         fast_path=env.flag("MODEL_FAST_PATH", True),
+        simulator_dialogue=env.choice("LIVE_SIMULATOR_DIALOGUE", "converse", ("converse", "echo")),
     )
 
 

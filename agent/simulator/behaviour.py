@@ -173,9 +173,22 @@ class SimBehaviour:
     #: Random faults for soak runs (``None``: none). Read when a session completes setup
     #: (and, for setup faults, when it receives ``setup``).
     faults: FaultPlan | None = None
+    #: What the simulated model says (NOT A REAL MODEL either way). ``"echo"``: caller speech
+    #: is played back and transcribed as ``[caller speech N s]``. ``"converse"``: the caller is
+    #: transcribed with pocketsphinx (if installed), answered by the small rule-based policy of
+    #: :mod:`agent.simulator.converse` (tool calls, knowledge search, goodbye + ``end_call``)
+    #: and spoken with espeak-ng (if installed; else the numpy voice). Read live.
+    dialogue: str = "echo"
+    #: Speech recognition threads (each with its own pocketsphinx decoder) of the process's
+    #: shared pool; read when the pool is first made.
+    recognizer_threads: int = 2
     #: Seed for chunk sizes, tool call ids and faults (``None``: unpredictable). Read once, when
     #: the simulator is created; each session gets its own streams derived from it.
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dialogue not in ("echo", "converse"):
+            raise ValueError(f"unknown dialogue {self.dialogue!r} (echo, converse)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from agent.pcm import StreamResampler
-from agent.simulator import wire
+from agent.simulator import espeak, wire
 from agent.simulator.behaviour import ModelTraits, SimBehaviour, model_traits
 from agent.simulator.setup import SessionSetup
 from agent.simulator.voice import OUTPUT_RATE, synthesize
@@ -77,15 +77,17 @@ class ModelTurn:
     echo_pcm: bytes = b""  # or caller audio to play back ...
     echo_rate: int = DEFAULT_INPUT_RATE  # ... at this rate
     echo_label: str = ""
+    #: Speech that answers the caller (``dialogue="converse"``): superseded like an echo.
+    answers_caller: bool = False
     phase: Phase = Phase.QUEUED
     task: asyncio.Task[None] | None = None
     first_chunk_at: float | None = None  # loop time
     audio_sent_s: float = 0.0
 
     @classmethod
-    def speech(cls, text: str, *, think_s: float = 0.0) -> ModelTurn:
+    def speech(cls, text: str, *, think_s: float = 0.0, answers_caller: bool = False) -> ModelTurn:
         """A turn that speaks ``text`` with the synthetic voice."""
-        return cls(_future(), think_s=think_s, speech_text=text)
+        return cls(_future(), think_s=think_s, speech_text=text, answers_caller=answers_caller)
 
     @classmethod
     def echo(cls, pcm: bytes, rate: int, label: str, *, think_s: float = 0.0) -> ModelTurn:
@@ -95,6 +97,12 @@ class ModelTurn:
     @property
     def is_echo(self) -> bool:
         return self.speech_text is None
+
+    @property
+    def is_answer(self) -> bool:
+        """An answer to the caller's last turn (an echo, or a converse answer): moot once the
+        caller speaks again."""
+        return self.is_echo or self.answers_caller
 
     def playing_until(self) -> float:
         """Loop time at which the audio sent so far has finished playing for the caller."""
@@ -310,7 +318,7 @@ class ReplyPlayer:
         turn.phase = Phase.SPEAKING
         behaviour = self._behaviour()
         degrade = None
-        if turn.is_echo and self._degrade_next is not None:
+        if turn.is_answer and self._degrade_next is not None:
             degrade, self._degrade_next = self._degrade_next, None
         if behaviour.reject_answers or degrade == "rejected":
             turn.finish(True)
@@ -320,7 +328,7 @@ class ReplyPlayer:
             await self._idle()
             await self._on_turn_end(turn)
             return
-        pcm, words = render(turn, self._setup.voice or "")
+        pcm, words = await self._render(turn, behaviour)
         gain = behaviour.answer_gain * (SILENT_GAIN if degrade == "silent" else 1.0)
         if gain != 1.0:
             scaled = np.frombuffer(pcm, "<i2") * gain
@@ -329,6 +337,16 @@ class ReplyPlayer:
             await self._complete(turn)
         else:
             self._drop(turn)
+
+    async def _render(
+        self, turn: ModelTurn, behaviour: SimBehaviour
+    ) -> tuple[bytes, list[tuple[str, int]]]:
+        voice = self._setup.voice or ""
+        if turn.speech_text is not None and behaviour.dialogue == "converse":
+            speech = await espeak.synthesize(turn.speech_text, voice)
+            if speech is not None:
+                return speech.pcm, list(speech.words)
+        return render(turn, voice)
 
     async def _stream(self, turn: ModelTurn, pcm: bytes, words: list[tuple[str, int]]) -> bool:
         """Send the audio in paced chunks, transcript in step; ``False`` if a send failed."""

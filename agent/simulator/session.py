@@ -22,13 +22,15 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from agent.simulator import wire
+from agent.prompts import NUDGE, SILENT_GOODBYE_PROMPT, STILL_THERE_PROMPT
+from agent.simulator import converse, recognizer, wire
 from agent.simulator.behaviour import SimBehaviour
 from agent.simulator.dialogue import describe_caller_speech, describe_echo, reply_for_text
 from agent.simulator.fault_injection import FaultActions, FaultInjector
 from agent.simulator.faults import FaultSchedule
 from agent.simulator.handles import HandleRegistry
 from agent.simulator.player import ModelTurn, Phase, ReplyPlayer
+from agent.simulator.recognizer import Transcription
 from agent.simulator.setup import SessionSetup
 from agent.simulator.utterances import SpeechEnded, SpeechStarted, Utterance, UtteranceDetector
 from agent.simulator.wire import DEFAULT_INPUT_RATE, JsonDict
@@ -39,6 +41,11 @@ __all__ = ["SimSession"]
 log = logging.getLogger(__name__)
 
 _DEFAULT_WAIT_S = 10.0
+#: How long a converse answer waits for the recognizer, and for a tool's response.
+_RECOGNITION_WAIT_S = 15.0
+_TOOL_WAIT_S = 15.0
+#: The bridge's own cues (not the caller's words): answered as before, never "You said: …".
+_CUES = (NUDGE, STILL_THERE_PROMPT, SILENT_GOODBYE_PROMPT, "This call must end in about")
 #: What the real service says when it ends a connection at its time limit (after goAway).
 _DEADLINE = (1011, "Deadline expired before operation could complete.")
 
@@ -105,6 +112,8 @@ class SimSession:
         self.messages_out = 0
         #: Caller utterances detected, in order.
         self.utterances: list[Utterance] = []
+        #: What the recognizer heard in each utterance (``dialogue="converse"``), in order.
+        self.heard: list[str] = []
         #: The resumption handle this session was resumed from.
         self.resumed_from: str | None = None
         #: Setup asked to resume and was refused (unknown, revoked or refused handle).
@@ -124,6 +133,9 @@ class SimSession:
         self._stalled = False
         self._detector: UtteranceDetector | None = None
         self._pending_client_text: list[str] = []
+        self._asr: Transcription | None = None  # the utterance being transcribed
+        self._asr_pos: int | None = None  # the sample up to which it was fed
+        self._speech_gen = 0  # +1 when the caller starts speaking: older answers are moot
         self._player = ReplyPlayer(
             self._send,
             spawn=self._spawn,
@@ -540,6 +552,9 @@ class SimSession:
         detector = self._input(wire.parse_rate(mime_type, DEFAULT_INPUT_RATE))
         self.audio_in_ms += len(pcm) / 2 / detector.sample_rate * 1000
         await self._on_events(detector.feed(pcm))
+        if self._asr is not None and detector.in_speech:
+            audio, self._asr_pos = detector.utterance_audio(self._asr_pos)
+            self._asr.feed(audio)
 
     def _on_client_content(self, content: JsonDict) -> None:
         turns = wfield(content, "turns")
@@ -595,14 +610,17 @@ class SimSession:
                 await self._on_speech_ended(event)
 
     async def _on_speech_started(self) -> None:
-        """Caller speech began: supersede unspoken echoes, and barge in on audible speech."""
+        """Caller speech began: supersede unspoken answers, and barge in on audible speech."""
         self._notify()  # the caller is speaking (see caller_speaking)
+        self._speech_gen += 1
+        if self.behaviour.dialogue == "converse":
+            self._open_transcription()
         player = self._player
         if player.traits.cancel_blocking_on_speech:
             await self._cancel_blocking_calls()
-        player.drop_queued(lambda turn: turn.is_echo)
+        player.drop_queued(lambda turn: turn.is_answer)
         current = player.current
-        if current is not None and current.is_echo and current.phase is Phase.THINKING:
+        if current is not None and current.is_answer and current.phase is Phase.THINKING:
             # The caller went on talking: the reply to their last pause is moot.
             await player.cancel(current)
         audible = player.audible
@@ -631,6 +649,9 @@ class SimSession:
         self.utterances.append(Utterance(event.start_ms, event.end_ms))
         self._player.context.add_audio(event.duration_s)
         self._notify()
+        if self.behaviour.dialogue == "converse" and (job := self._close_transcription(event)):
+            self._spawn(self._answer_speech(job, self._speech_gen))
+            return
         if self.input_transcription:
             await self._send(wire.input_transcription(describe_caller_speech(event.duration_s)))
         assert self._detector is not None
@@ -640,7 +661,86 @@ class SimSession:
 
     def _reply_to_text(self, text: str) -> None:
         reply = reply_for_text(text)
+        if (
+            self.behaviour.dialogue == "converse"
+            and reply == "Okay."
+            and not text.startswith(_CUES)
+            and self._running
+        ):
+            # Typed words (the console's typed turns): answered like recognised speech.
+            self._speech_gen += 1
+            self._spawn(self._answer(text, self._speech_gen))
+            return
         self._reply(ModelTurn.speech(reply, think_s=self.behaviour.think_ms / 1000))
+
+    # --- Converse: recognition and the small policy (NOT A REAL MODEL) -----------------------
+
+    def _open_transcription(self) -> None:
+        pool = recognizer.shared_pool(self.behaviour.recognizer_threads)
+        if self._asr is not None:
+            self._asr.close()
+        detector = self._detector
+        assert detector is not None
+        self._asr_pos = None
+        self._asr = (
+            pool.open(asyncio.get_running_loop(), detector.sample_rate)
+            if pool is not None
+            else None
+        )
+
+    def _close_transcription(self, event: SpeechEnded) -> Transcription | None:
+        """The utterance ended: feed what is left of it and close its transcription (opened
+        now if the utterance began and ended in one piece of audio). ``None``: no recognizer."""
+        job, self._asr = self._asr, None
+        if job is None:
+            self._open_transcription()
+            job, self._asr = self._asr, None
+            if job is None:
+                return None
+            self._asr_pos = None
+        skip = 0 if self._asr_pos is None else max(0, self._asr_pos - event.audio_at)
+        job.feed(event.audio[skip * 2 :])
+        job.close()
+        self._asr_pos = None
+        return job
+
+    async def _answer_speech(self, job: Transcription, gen: int) -> None:
+        try:
+            text = await asyncio.wait_for(asyncio.shield(job.result), _RECOGNITION_WAIT_S)
+        except TimeoutError:
+            text = ""
+        self.heard.append(text)
+        self._player.context.add_text(text)
+        self._notify()
+        if self.input_transcription:
+            await self._send(wire.input_transcription(text or "[inaudible]"))
+        log.info("session %s: heard %r", self.id, text)
+        await self._answer(text, gen)
+
+    async def _answer(self, text: str, gen: int) -> None:
+        """Carry out the policy's plan for what the caller said (see agent.simulator.converse)."""
+        if gen != self._speech_gen:
+            return  # the caller spoke again before we answered
+        think_s = self.behaviour.think_ms / 1000
+        plan = converse.decide(text, self.tools)
+        turn = None
+        if plan.say:
+            turn = self._reply(ModelTurn.speech(plan.say, think_s=think_s, answers_caller=True))
+        if plan.tool is None:
+            return
+        if turn is not None and not await turn.done:
+            return  # interrupted or dropped: the caller did not hear it, no call follows
+        call_id = await self.send_tool_call(plan.tool, plan.args)
+        if plan.tool == converse.END_CALL:
+            return
+        try:
+            response = await self.wait_tool_response(call_id, _TOOL_WAIT_S)
+        except TimeoutError:
+            response = {}
+        if gen != self._speech_gen or call_id in self.cancelled_calls:
+            return
+        words = converse.speakable(response) or plan.then_say
+        self._reply(ModelTurn.speech(words, think_s=think_s, answers_caller=True))
 
     # --- Model turns -------------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ class SpeechEnded:
     start_ms: float
     end_ms: float
     audio: bytes
+    #: Sample index (since the session started) of ``audio``'s first sample.
+    audio_at: int = 0
 
     @property
     def duration_s(self) -> float:
@@ -95,6 +97,22 @@ class UtteranceDetector:
     def in_speech(self) -> bool:
         return self._utt_start is not None
 
+    @property
+    def samples(self) -> int:
+        """Caller audio received so far, in samples."""
+        return self._total
+
+    def utterance_audio(self, since: int | None = None) -> tuple[bytes, int]:
+        """(audio of the utterance in progress from sample ``since`` (default: its start,
+        pre-roll included) up to now, the sample index where it ends); empty outside one."""
+        if self._utt_start is None:
+            return b"", self._total
+        lo = max(self._utt_start - self._preroll, self._buf_start)
+        if since is not None:
+            lo = max(lo, since)
+        lo = min(lo, self._total)
+        return bytes(self._buf[(lo - self._buf_start) * 2 :]), self._total
+
     def feed(self, pcm16: bytes) -> list[UtteranceEvent]:
         """Take more caller audio; return the starts/ends that became certain."""
         if len(pcm16) <= self._piece_bytes:
@@ -160,7 +178,7 @@ class UtteranceDetector:
         hi = min(audio_end, self._total) - self._buf_start
         audio = bytes(self._buf[lo * 2 : max(lo, hi) * 2])
         self._utt_start = None
-        return SpeechEnded(self._ms(start), self._ms(end), audio)
+        return SpeechEnded(self._ms(start), self._ms(end), audio, lo + self._buf_start)
 
     def _trim(self, keep_from: int) -> None:
         # Drop audio nobody can need any more; amortised so small feeds don't memmove often.

@@ -524,9 +524,12 @@ def _discard_session(task: asyncio.Task[AgentSession]) -> None:
 async def start_model(service: Service) -> None:
     settings = service.settings
     if settings.model.backend == "simulator":
-        from agent.simulator import LiveSimulator
+        from agent.simulator import LiveSimulator, SimBehaviour
 
-        simulator = LiveSimulator(host="127.0.0.1", port=0)
+        dialogue = settings.model.simulator_dialogue
+        simulator = LiveSimulator(
+            host="127.0.0.1", port=0, behaviour=SimBehaviour(dialogue=dialogue)
+        )
         await simulator.__aenter__()
         service.simulator = simulator
         log.warning(
@@ -534,10 +537,17 @@ async def start_model(service: Service) -> None:
             extra=fields(
                 message=(
                     "NO MODEL CREDENTIALS: using the embedded local Live API simulator. "
-                    "It is NOT A REAL MODEL: it echoes the caller's words back. Set "
-                    "GEMINI_API_KEY (or Vertex AI settings) to talk to Gemini."
+                    "It is NOT A REAL MODEL: "
+                    + (
+                        "it answers by a few fixed rules (what it heard, a document search, "
+                        "goodbye). "
+                        if dialogue == "converse"
+                        else "it echoes the caller's words back. "
+                    )
+                    + "Set GEMINI_API_KEY (or Vertex AI settings) to talk to Gemini."
                 ),
                 url=simulator.base_url,
+                dialogue=dialogue,
             ),
         )
         service.agent = LiveAgent(

@@ -72,7 +72,12 @@ def test_locust_master_and_worker_report_call_measures(tmp_path: Path) -> None:
         for k, v in os.environ.items()
         if not k.startswith(("GEMINI_", "GOOGLE_", "TWILIO_", "PUBLIC_URL"))
     }
-    server_env = env | {"LIVE_SIMULATOR": "on", "AGENT_GREETING": "Hi.", "LOG_LEVEL": "WARNING"}
+    server_env = env | {
+        "LIVE_SIMULATOR": "on",
+        "LIVE_SIMULATOR_DIALOGUE": "echo",
+        "AGENT_GREETING": "Hi.",
+        "LOG_LEVEL": "WARNING",
+    }
     serve = [str(BIN / "voice-agent"), "serve", "--host", "127.0.0.1", "--port", str(port)]
     locust = [str(BIN / "locust"), "-f", spec.origin]
     options = [

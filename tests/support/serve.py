@@ -38,6 +38,8 @@ def serve_env(
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE"))},
         "LIVE_SIMULATOR": "on",
+        # The tests of the server check the call path, not the simulator's words: echo.
+        "LIVE_SIMULATOR_DIALOGUE": "echo",
         "DRAIN_TIMEOUT_S": str(drain_timeout_s),
         "LOG_FORMAT": "json",
         **(env or {}),

@@ -1,0 +1,124 @@
+"""End to end: the simulator's converse dialogue (NOT A REAL MODEL) over the real SDK and server.
+
+A human recording (LibriVox, telephony/caller/samples) goes through the phone path (8 kHz
+μ-law); the simulator recognises it with pocketsphinx, searches the knowledge base through the
+real tool-call protocol and speaks the first sentence of the passage with espeak-ng; a typed
+goodbye ends the call through ``end_call``; talking over the answer stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import wave
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.simulator import SimBehaviour
+from support import ROOT, run_stack, silence
+from telephony.audio import pcm16_to_ulaw_8k
+from telephony.call.summary import Outcome
+from telephony.caller import BargeIn
+
+pytest.importorskip("pocketsphinx")
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+
+SAMPLES = ROOT / "telephony" / "caller" / "samples"
+CONVERSE = SimBehaviour(dialogue="converse", think_ms=100)
+
+#: librivox-0890 says "unless to be rather cold hearted and rather selfish is to be ill
+#: disposed"; through the phone path pocketsphinx hears e.g. "the list to be rather cold
+#: hearted and rather selfish is to be old clothes". This document shares its key words.
+TEMPERAMENT = """\
+# Paws and Whiskers pet behaviour clinic
+
+## Cold hearted cats
+A cat that seems rather cold hearted or selfish is usually anxious, not unkind. Our
+behaviourist sees such cats on Tuesday mornings, and the first visit costs forty dollars.
+"""
+PARKING = """\
+# Visiting the clinic
+
+## Parking
+Free parking is available behind the building; the entrance is on Elm Street.
+"""
+ANSWER = "A cat that seems rather cold hearted or selfish is usually anxious, not unkind."
+
+
+def clip(name: str) -> bytes:
+    """A sample recording as the phone carries it (8 kHz μ-law)."""
+    with wave.open(str(SAMPLES / f"{name}.wav")) as w:
+        return pcm16_to_ulaw_8k(w.readframes(w.getnframes()), w.getframerate())
+
+
+def env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "temperament.md").write_text(TEMPERAMENT)
+    (docs / "parking.md").write_text(PARKING)
+    return {
+        "AGENT_KNOWLEDGE": str(docs),
+        "KNOWLEDGE_INDEX": str(tmp_path / "knowledge.db"),
+        "KNOWLEDGE_EMBEDDINGS": "off",
+        "AGENT_GREETING": "Hello, thanks for calling.",
+        **extra,
+    }
+
+
+def caller_text(summary: Any) -> str:
+    return " ".join(t.caller for t in summary.turns)
+
+
+async def test_a_recorded_question_is_answered_from_the_knowledge_base(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async with run_stack(monkeypatch, env(tmp_path), behaviour=CONVERSE) as stack:
+        audio = clip("librivox-0890") + silence(1.0)
+        result = await stack.call(audio, after_greeting_s=5.0, linger_s=3.0, max_duration_s=40)
+        summary = await stack.summary()
+        session = stack.sim.sessions[-1]
+    assert session.heard and "cold hearted" in session.heard[0]
+    assert "rather selfish" in caller_text(summary)
+    [search] = [t for t in summary.tool_calls if t["name"] == "search_knowledge"]
+    assert search["outcome"] == "ok"
+    assert "cold hearted" in search["args"]["query"]
+    agent = [t.agent for t in summary.turns]
+    assert agent[0].strip() == "Hello, thanks for calling."
+    assert any(ANSWER in a for a in agent), agent
+    assert len(result.agent_spurts) >= 2  # greeting and answer were both heard
+
+
+async def test_a_goodbye_ends_the_call_through_end_call(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # No sample recording says goodbye: the caller types it (the console's typed turn, the
+    # same path into the model as speech transcripts).
+    async with run_stack(monkeypatch, env(tmp_path), behaviour=CONVERSE) as stack:
+        call = asyncio.create_task(stack.call(silence(2.0), linger_s=20.0, max_duration_s=30))
+        session = await stack.sim.next_session()
+        await session.wait_turns_completed(1, timeout=15)  # the greeting
+        [active] = stack.service.calls.values()
+        await active.caller_text("Thanks, that is all. Goodbye!")
+        await call
+        summary = await stack.summary()
+    assert [t["name"] for t in summary.tool_calls] == ["end_call"]
+    assert summary.outcome is Outcome.ENDED_BY_AGENT
+    assert any("Goodbye, and thank you for calling." in t.agent for t in summary.turns)
+
+
+async def test_talking_over_the_answer_stops_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async with run_stack(monkeypatch, env(tmp_path), behaviour=CONVERSE) as stack:
+        # The caller talks over the greeting: a human recording, half a second into it.
+        barge = BargeIn(clip("librivox-0880"), after_s=0.5)
+        await stack.call(silence(0.2), barge_in=barge, linger_s=4.0, max_duration_s=40)
+        summary = await stack.summary()
+        session = stack.sim.sessions[-1]
+    assert session.interruptions >= 1
+    assert summary.interruptions
+    first = summary.turns[0]
+    assert first.interrupted
+    assert "young man" in " ".join(session.heard)
