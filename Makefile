@@ -44,7 +44,7 @@ run: $(RUN_STAMP)
 # What the tests need beyond Python, from Debian: Chromium and ChromeDriver (the operator page
 # and the console in a real browser), PostgreSQL and HAProxy (several instances behind a load
 # balancer, sharing one database). Installed once; the tests start their own servers.
-SYSTEM_PACKAGES := chromium chromium-driver postgresql haproxy
+SYSTEM_PACKAGES := chromium chromium-driver postgresql haproxy espeak-ng
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 system:
