@@ -122,3 +122,16 @@ async def test_talking_over_the_answer_stops_it(
     first = summary.turns[0]
     assert first.interrupted
     assert "young man" in " ".join(session.heard)
+
+
+async def test_the_embedded_simulator_converses_by_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # No credentials: `voice-agent serve` starts its own simulator (LIVE_SIMULATOR_DIALOGUE
+    # defaults to converse), so records show the caller's words, not "[caller speech N s]".
+    async with run_stack(monkeypatch, env(tmp_path, GEMINI_API_KEY="")) as stack:
+        audio = clip("librivox-0880") + silence(1.0)
+        await stack.call(audio, after_greeting_s=5.0, linger_s=3.0, max_duration_s=40)
+        summary = await stack.summary()
+    assert "young man" in caller_text(summary)
+    assert "[caller speech" not in caller_text(summary)
