@@ -296,7 +296,7 @@ async def serve_with_few_files(
             *command,
             "--port",
             str(port),
-            env=_serve_env(LIVE_SIMULATOR="on", **env),
+            env=_serve_env(LIVE_SIMULATOR="on", LIVE_SIMULATOR_DIALOGUE="echo", **env),
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=log_file,
