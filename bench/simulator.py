@@ -84,7 +84,7 @@ async def wer(names: list[str]) -> None:
     loop = asyncio.get_running_loop()
     errors = total = 0
     audio_s = 0.0
-    print("Word error rate, phone path (8 kHz μ-law → 16 kHz), pocketsphinx 5 batch decode:")
+    print("Word error rate, phone path (8 kHz μ-law → 16 kHz), pocketsphinx 5, phrase by phrase as the simulator decodes:")
     for name in names:
         pcm = phone_path(name)
         job = pool.open(loop, RATE)

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -39,6 +39,7 @@ from agent.simulator.wire import field as wfield
 __all__ = ["SimSession"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _DEFAULT_WAIT_S = 10.0
 #: How long a converse answer waits for the recognizer, and for a tool's response.
@@ -128,13 +129,14 @@ class SimSession:
 
         self._tg: asyncio.TaskGroup | None = None
         self._running = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Event()
         self._stalled = False
         self._detector: UtteranceDetector | None = None
         self._pending_client_text: list[str] = []
         self._asr: Transcription | None = None  # the utterance being transcribed
         self._asr_pos: int | None = None  # the sample up to which it was fed
+        self._asr_text: asyncio.Task[str] | None = None  # its text, streamed as it comes
         self._speech_gen = 0  # +1 when the caller starts speaking: older answers are moot
         self._player = ReplyPlayer(
             self._send,
@@ -649,8 +651,8 @@ class SimSession:
         self.utterances.append(Utterance(event.start_ms, event.end_ms))
         self._player.context.add_audio(event.duration_s)
         self._notify()
-        if self.behaviour.dialogue == "converse" and (job := self._close_transcription(event)):
-            self._spawn(self._answer_speech(job, self._speech_gen))
+        if self.behaviour.dialogue == "converse" and (text := self._close_transcription(event)):
+            self._spawn(self._answer_speech(text, self._speech_gen))
             return
         if self.input_transcription:
             await self._send(wire.input_transcription(describe_caller_speech(event.duration_s)))
@@ -687,10 +689,23 @@ class SimSession:
             if pool is not None
             else None
         )
+        if self._asr is not None:
+            self._asr_text = self._spawn(self._stream_transcription(self._asr))
 
-    def _close_transcription(self, event: SpeechEnded) -> Transcription | None:
+    async def _stream_transcription(self, job: Transcription) -> str:
+        """Send the caller's words as ``inputTranscription`` phrase by phrase, while they speak
+        (as the Live API does); return the whole text once the utterance is decoded."""
+        sent = 0
+        while (text := await job.fragments.get()) is not None:
+            if self.input_transcription:
+                await self._send(wire.input_transcription(f" {text}" if sent else text))
+            sent += 1
+        return await job.result
+
+    def _close_transcription(self, event: SpeechEnded) -> asyncio.Task[str] | None:
         """The utterance ended: feed what is left of it and close its transcription (opened
-        now if the utterance began and ended in one piece of audio). ``None``: no recognizer."""
+        now if the utterance began and ended in one piece of audio); return the task that
+        streams its text. ``None``: no recognizer."""
         job, self._asr = self._asr, None
         if job is None:
             self._open_transcription()
@@ -702,18 +717,18 @@ class SimSession:
         job.feed(event.audio[skip * 2 :])
         job.close()
         self._asr_pos = None
-        return job
+        return self._asr_text
 
-    async def _answer_speech(self, job: Transcription, gen: int) -> None:
+    async def _answer_speech(self, streamed: asyncio.Task[str], gen: int) -> None:
         try:
-            text = await asyncio.wait_for(asyncio.shield(job.result), _RECOGNITION_WAIT_S)
+            text = await asyncio.wait_for(asyncio.shield(streamed), _RECOGNITION_WAIT_S)
         except TimeoutError:
             text = ""
         self.heard.append(text)
         self._player.context.add_text(text)
         self._notify()
-        if self.input_transcription:
-            await self._send(wire.input_transcription(text or "[inaudible]"))
+        if self.input_transcription and not text:
+            await self._send(wire.input_transcription("[inaudible]"))
         log.info("session %s: heard %r", self.id, text)
         await self._answer(text, gen)
 
@@ -769,7 +784,7 @@ class SimSession:
         self.messages_out += 1
         return True
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         if self._tg is None or not self._running:
             coro.close()
             raise RuntimeError(f"session {self.id} is not running")

@@ -80,7 +80,7 @@ async def test_a_recorded_question_is_answered_from_the_knowledge_base(
         summary = await stack.summary()
         session = stack.sim.sessions[-1]
     assert session.heard and "cold hearted" in session.heard[0]
-    assert "rather selfish" in caller_text(summary)
+    assert "rather cold hearted" in caller_text(summary)
     [search] = [t for t in summary.tool_calls if t["name"] == "search_knowledge"]
     assert search["outcome"] == "ok"
     assert "cold hearted" in search["args"]["query"]
