@@ -112,16 +112,27 @@ async def test_talking_over_the_answer_stops_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     async with run_stack(monkeypatch, env(tmp_path), behaviour=CONVERSE) as stack:
-        # The caller talks over the greeting: a human recording, half a second into it.
-        barge = BargeIn(clip("librivox-0880"), after_s=0.5)
-        await stack.call(silence(0.2), barge_in=barge, linger_s=4.0, max_duration_s=40)
+        # The caller asks (0890, 5.3 s, after the greeting) and, half a second into the
+        # spoken answer, talks over it with another recording (0880). The answer cannot start
+        # before the question has ended (about 7.5 s into the stream), so the greeting is safe.
+        question = clip("librivox-0890") + silence(1.0)
+        barge = BargeIn(clip("librivox-0880"), after_s=0.5, not_before_s=8.0)
+        await stack.call(
+            question, after_greeting_s=5.0, barge_in=barge, linger_s=6.0, max_duration_s=50
+        )
         summary = await stack.summary()
         session = stack.sim.sessions[-1]
+    assert not summary.turns[0].interrupted  # the greeting was heard whole
+    [answer] = [t for t in summary.turns if t.agent.startswith("A cat that seems")]
+    assert answer.interrupted
+    # Stopped part-way: the rest of the passage was neither generated nor played.
+    heard = (answer.agent_heard or "").strip()
+    assert heard and ANSWER.startswith(heard) and len(heard) < len(ANSWER)
+    assert ANSWER.startswith(answer.agent.strip()) and answer.agent.strip() != ANSWER
     assert session.interruptions >= 1
-    assert summary.interruptions
-    first = summary.turns[0]
-    assert first.interrupted
-    assert "young man" in " ".join(session.heard)
+    [cut] = summary.interruptions
+    assert cut.clear_latency_ms < 50
+    assert "young man" in " ".join(session.heard)  # the barge-in was recognised too
 
 
 async def test_the_embedded_simulator_converses_by_default(
