@@ -81,17 +81,18 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
 async def wer(names: list[str]) -> None:
     pool = recognizer.shared_pool(1)
     assert pool is not None, "pocketsphinx is not installed (pip install '.[simulator]')"
-    loop = asyncio.get_running_loop()
     errors = total = 0
     audio_s = 0.0
-    print("Word error rate, phone path (8 kHz μ-law → 16 kHz), pocketsphinx 5, phrase by phrase as the simulator decodes:")
+    print(
+        "Word error rate, phone path (8 kHz μ-law → 16 kHz), pocketsphinx 5, phrase by "
+        "phrase as the simulator decodes:"
+    )
     for name in names:
         pcm = phone_path(name)
-        job = pool.open(loop, RATE)
-        assert job is not None
+        job = pool.open(RATE)
         job.feed(pcm)
         job.close()
-        hyp = await job.result
+        hyp = await job.text()
         ref = words((SAMPLES / f"{name}.txt").read_text())
         e = edit_distance(ref, words(hyp))
         errors, total, audio_s = errors + e, total + len(ref), audio_s + len(pcm) / 2 / RATE

@@ -3,23 +3,30 @@
 Optional (the ``simulator`` extra). Without pocketsphinx :func:`shared_pool` returns ``None``
 (logged once) and the simulator transcribes an utterance as ``[caller speech N s]``.
 
-Cost is bounded: one :class:`RecognizerPool` per process holds ``threads`` worker threads,
-each with its own decoder (pocketsphinx decoders are not thread-safe, and each costs tens of
-MB). An utterance is a :class:`Transcription`: the session opens it when the caller starts
-speaking, feeds audio as it arrives and closes it when the utterance ends. A worker picks it
-up and gathers the audio as it comes; the utterance is decoded when it ends (see
-``Transcription._decode`` for why not while it comes). At most ``max_waiting`` transcriptions
-wait for a worker; past that :meth:`RecognizerPool.open` returns ``None`` and that utterance
-falls back to its label.
+An utterance is a :class:`Transcription`: the session opens it when the caller starts
+speaking, feeds audio as it arrives and closes it when the utterance ends. On the event loop
+(cheap: a level per 10 ms) :class:`Phrases` cuts the audio at the caller's pauses; each phrase
+goes to the process's :class:`RecognizerPool` and its text comes back, in order, while the
+caller goes on speaking. Each phrase is decoded once, as a whole: in batch mode pocketsphinx
+normalises the cepstra over the phrase itself, which on phone audio recognises far better
+than its live estimate does on a first utterance, and makes the text depend only on that
+phrase's audio, never on what a decoder heard before (tests rely on that).
+
+Cost is bounded: the pool holds ``threads`` worker threads, each with its own decoder
+(pocketsphinx decoders are not thread-safe, and each costs tens of MB), and a worker is busy
+only while it decodes. At most ``max_waiting`` phrases wait for a worker; past that a phrase
+is skipped (counted in :attr:`RecognizerPool.refused`, logged) rather than delaying every
+caller's words without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import numpy as np
@@ -32,7 +39,6 @@ log = logging.getLogger(__name__)
 
 #: The sample rate of pocketsphinx's bundled US-English model.
 RATE: Final = 16_000
-_END: Final = object()
 #: The decoder's search, traded for speed. On the project's clips through the phone path
 #: (``python bench/simulator.py``) pocketsphinx's defaults give WER 38.6 % at ~317 ms of CPU
 #: per second of speech; one pass (no flat-lexicon rescoring, no lattice best path), at most
@@ -45,76 +51,56 @@ DECODER: Final[dict[str, Any]] = {
     "maxwpf": 5,
     "ds": 2,
 }
+#: Under 0.1 s of audio there is nothing to recognise.
+_MIN_PHRASE_BYTES: Final = 2 * RATE // 10
 
 
 class Transcription:
-    """One utterance on its way through a recognizer (fed from the event loop).
+    """One utterance on its way through the recognizer (used on the event loop).
 
-    Text comes out phrase by phrase, as the caller speaks: the worker cuts the utterance at
-    its inner pauses and decodes each phrase when its pause is heard. Each phrase's text goes
-    to :attr:`fragments` (in the loop's thread) and then ``None`` once the utterance is done;
-    :attr:`result` resolves to the whole text ("" when nothing was recognised).
+    :meth:`texts` yields each phrase's text as it is recognised, in the order said, and ends
+    once the utterance is closed and decoded.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, rate: int) -> None:
-        self._loop = loop
-        self._rate = rate
-        self._audio: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    def __init__(self, pool: RecognizerPool, rate: int) -> None:
+        self._pool = pool
+        self._resampler = StreamResampler(rate, RATE) if rate != RATE else None
+        self._phrases = Phrases()
         self._closed = False
-        self._texts: list[str] = []
-        #: Each phrase's text as it is recognised, then ``None``.
-        self.fragments: asyncio.Queue[str | None] = asyncio.Queue()
-        #: The final text; set in the loop's thread.
-        self.result: asyncio.Future[str] = loop.create_future()
+        self._pending: asyncio.Queue[asyncio.Future[str] | None] = asyncio.Queue()
 
     def feed(self, pcm16: bytes) -> None:
         """More of the utterance (PCM16 LE mono at the session's input rate)."""
-        if pcm16 and not self._closed:
-            self._audio.put(pcm16)
+        if not pcm16 or self._closed:
+            return
+        pcm = self._resampler.process(pcm16) if self._resampler is not None else pcm16
+        for phrase in self._phrases.add(pcm):
+            self._decode(phrase)
 
     def close(self) -> None:
-        """The utterance ended: no more audio."""
-        if not self._closed:
-            self._closed = True
-            self._audio.put(_END)
-
-    # --- In a worker thread ------------------------------------------------------------------
-
-    def _decode(self, decoder: Any) -> None:
-        # Each phrase is decoded as a whole once its pause is heard (not frame by frame as
-        # it comes): in batch mode pocketsphinx normalises the cepstra over the phrase
-        # itself, which on phone audio recognises far better than its live estimate does on
-        # a first utterance, and it makes the text depend only on that phrase's audio, never
-        # on what the decoder heard before (tests rely on that). Each sample is decoded once.
-        resampler = StreamResampler(self._rate, RATE) if self._rate != RATE else None
-        phrases = Phrases()
-        while (item := self._audio.get()) is not _END:
-            for phrase in phrases.add(resampler.process(item) if resampler else item):
-                self._phrase(decoder, phrase)
-        tail = phrases.add(resampler.flush()) if resampler is not None else []
-        for phrase in [*tail, phrases.rest()]:
-            self._phrase(decoder, phrase)
-        self._loop.call_soon_threadsafe(self._finish)
-
-    def _phrase(self, decoder: Any, pcm: bytes) -> None:
-        if len(pcm) < 2 * RATE // 10:  # under 0.1 s there is nothing to recognise
+        """The utterance ended: decode what is left; no more audio."""
+        if self._closed:
             return
-        decoder.start_utt()
-        try:
-            decoder.process_raw(pcm, False, True)
-        finally:
-            decoder.end_utt()
-        if text := _text(decoder):
-            self._loop.call_soon_threadsafe(self._fragment, text)
+        self._closed = True
+        if self._resampler is not None:
+            for phrase in self._phrases.add(self._resampler.flush()):
+                self._decode(phrase)
+        self._decode(self._phrases.rest())
+        self._pending.put_nowait(None)
 
-    def _fragment(self, text: str) -> None:
-        self._texts.append(text)
-        self.fragments.put_nowait(text)
+    async def texts(self) -> AsyncIterator[str]:
+        """Each phrase's words (phrases with none, or skipped under load, are left out)."""
+        while (decoding := await self._pending.get()) is not None:
+            if text := await decoding:
+                yield text
 
-    def _finish(self) -> None:
-        if not self.result.done():
-            self.fragments.put_nowait(None)
-            self.result.set_result(" ".join(self._texts))
+    async def text(self) -> str:
+        """The whole utterance's words, once it is closed and decoded."""
+        return " ".join([t async for t in self.texts()])
+
+    def _decode(self, pcm: bytes) -> None:
+        if len(pcm) >= _MIN_PHRASE_BYTES:
+            self._pending.put_nowait(self._pool.decode(pcm))
 
 
 class Phrases:
@@ -136,6 +122,8 @@ class Phrases:
         self._pcm = bytearray()
         self._levels: list[float] = []  # RMS of each whole frame of _pcm
         self._loudest = 0.0
+        self._scanned = 0  # frames of _levels looked at for a pause
+        self._run = 0  # quiet frames in a row up to there
 
     def add(self, pcm16: bytes) -> list[bytes]:
         """Take more audio; return the phrases it completed."""
@@ -154,25 +142,25 @@ class Phrases:
             out.append(bytes(self._pcm[: cut * frame]))
             del self._pcm[: cut * frame]
             del self._levels[:cut]
+            self._scanned = self._run = 0
         return out
 
     def rest(self) -> bytes:
         """The audio not yet cut into a phrase (the utterance's last phrase)."""
         rest, self._pcm, self._levels = bytes(self._pcm), bytearray(), []
+        self._scanned = self._run = 0
         return rest
 
     def _cut(self) -> int | None:
-        """The frame to cut the audio at, if a phrase has ended."""
+        """The frame to cut the audio at, if a phrase has ended (each frame looked at once)."""
         levels = self._levels
         least = int(self.MIN_PHRASE_S * 100)
-        if len(levels) < least:
-            return None
         quiet = max(self.QUIET * self._loudest, 1.0)
         need = self.PAUSE_MS // 10
-        run = 0
-        for i in range(least // 2, len(levels)):
-            run = run + 1 if levels[i] < quiet else 0
-            if run >= need and i - need // 2 >= least:
+        for i in range(max(self._scanned, least // 2), len(levels)):
+            self._scanned = i + 1
+            self._run = self._run + 1 if levels[i] < quiet else 0
+            if self._run >= need and i - need // 2 >= least:
                 return i - need // 2  # the middle of the pause
         if len(levels) >= int(self.MAX_PHRASE_S * 100):
             window = levels[-100:]
@@ -186,50 +174,63 @@ def _text(decoder: Any) -> str:
 
 
 class RecognizerPool:
-    """``threads`` pocketsphinx decoders, each in a daemon thread, shared by every session."""
+    """``threads`` pocketsphinx decoders, each in its own worker thread, shared by every
+    session of the process."""
 
     def __init__(self, threads: int = 2, max_waiting: int = 16) -> None:
         import pocketsphinx  # the simulator extra; ImportError says it is missing
 
         self._pocketsphinx = pocketsphinx
-        self._waiting: queue.Queue[Transcription] = queue.Queue(maxsize=max_waiting)
-        self._threads = [
-            threading.Thread(target=self._work, name=f"sim-asr-{i}", daemon=True)
-            for i in range(max(1, threads))
-        ]
-        for thread in self._threads:
-            thread.start()
-        #: Utterances refused because too many were waiting.
+        self._local = threading.local()
+        self._executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix="sim-asr")
+        self._max_waiting = max_waiting
+        self._waiting = 0
+        #: Phrases skipped because too many were waiting.
         self.refused = 0
         #: CPU seconds the workers spent decoding (benchmarks read it).
         self.cpu_s = 0.0
 
-    def open(self, loop: asyncio.AbstractEventLoop, rate: int) -> Transcription | None:
-        """A new utterance to transcribe, or ``None`` when the pool is saturated."""
-        job = Transcription(loop, rate)
-        try:
-            self._waiting.put_nowait(job)
-        except queue.Full:
+    def open(self, rate: int) -> Transcription:
+        """A new utterance to transcribe (call on the event loop)."""
+        return Transcription(self, rate)
+
+    def decode(self, pcm16: bytes) -> asyncio.Future[str]:
+        """The text of one phrase (16 kHz PCM16), decoded by a worker; "" when skipped."""
+        loop = asyncio.get_running_loop()
+        if self._waiting >= self._max_waiting:
             self.refused += 1
             if self.refused == 1 or self.refused % 100 == 0:
                 log.warning("simulator speech recognition saturated (%d refused)", self.refused)
-            return None
-        return job
+            done: asyncio.Future[str] = loop.create_future()
+            done.set_result("")
+            return done
+        self._waiting += 1
+        future = loop.run_in_executor(self._executor, self._work, pcm16)
+        future.add_done_callback(self._done)
+        return future
 
-    def _work(self) -> None:
-        # Building a decoder loads the model (~0.4 s of CPU): once per thread, in the thread.
-        decoder = self._pocketsphinx.Decoder(loglevel="FATAL", **DECODER)
-        while True:
-            job = self._waiting.get()
-            started = time.thread_time()
+    def _done(self, _: asyncio.Future[str]) -> None:
+        self._waiting -= 1
+
+    def _work(self, pcm16: bytes) -> str:
+        decoder = getattr(self._local, "decoder", None)
+        if decoder is None:
+            # Building a decoder loads the model (~0.4 s of CPU): once per thread.
+            decoder = self._local.decoder = self._pocketsphinx.Decoder(loglevel="FATAL", **DECODER)
+        started = time.thread_time()
+        try:
+            decoder.start_utt()
             try:
-                job._decode(decoder)
-            except Exception:  # the boundary of one utterance: the pool keeps serving
-                log.exception("simulator speech recognition failed")
-                job._loop.call_soon_threadsafe(job._finish)
+                decoder.process_raw(pcm16, False, True)
             finally:
-                with _lock:
-                    self.cpu_s += time.thread_time() - started
+                decoder.end_utt()
+            return _text(decoder)
+        except Exception:  # the boundary of one phrase: the pool keeps serving
+            log.exception("simulator speech recognition failed")
+            return ""
+        finally:
+            with _lock:
+                self.cpu_s += time.thread_time() - started
 
 
 _lock = threading.Lock()

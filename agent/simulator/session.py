@@ -684,23 +684,19 @@ class SimSession:
         detector = self._detector
         assert detector is not None
         self._asr_pos = None
-        self._asr = (
-            pool.open(asyncio.get_running_loop(), detector.sample_rate)
-            if pool is not None
-            else None
-        )
+        self._asr = pool.open(detector.sample_rate) if pool is not None else None
         if self._asr is not None:
             self._asr_text = self._spawn(self._stream_transcription(self._asr))
 
     async def _stream_transcription(self, job: Transcription) -> str:
         """Send the caller's words as ``inputTranscription`` phrase by phrase, while they speak
         (as the Live API does); return the whole text once the utterance is decoded."""
-        sent = 0
-        while (text := await job.fragments.get()) is not None:
+        texts: list[str] = []
+        async for text in job.texts():
             if self.input_transcription:
-                await self._send(wire.input_transcription(f" {text}" if sent else text))
-            sent += 1
-        return await job.result
+                await self._send(wire.input_transcription(f" {text}" if texts else text))
+            texts.append(text)
+        return " ".join(texts)
 
     def _close_transcription(self, event: SpeechEnded) -> asyncio.Task[str] | None:
         """The utterance ended: feed what is left of it and close its transcription (opened

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Final
 
 import soundfile as sf
 
+from telephony.caller.answers import RecordUnavailable, agent_words, api_base, fetch_record, missed
 from telephony.caller.drive import CallFailed, connect_headers, run_call
 from telephony.caller.recordings import load_caller_audio, load_recording
 from telephony.caller.script import (
@@ -97,7 +99,39 @@ def _build_parser() -> argparse.ArgumentParser:
         help="with --barge-in or --replay barge-in: once the agent has spoken for S seconds",
     )
     p.add_argument("--barge-in-not-before", type=float, default=0.0, metavar="S")
+    p.add_argument(
+        "--api-token",
+        default=None,
+        metavar="TOKEN",
+        help="the server's API_TOKEN: print the agent's words from the server's record of "
+        "the call (default: $API_TOKEN)",
+    )
+    p.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="PHRASE",
+        help="a phrase the agent must say (exit status 1 if it does not; needs the API token)",
+    )
     return p
+
+
+def _print_transcript(record: dict[str, object]) -> None:
+    print("transcript (the server's record of the call):")
+    entries = record.get("transcript")
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict):
+            cut = " (interrupted)" if entry.get("interrupted") else ""
+            at = entry.get("at_s")
+            when = f"{at:7.2f}s" if isinstance(at, int | float) else "       "
+            print(f"  {when} {entry.get('role', '?'):>6}: {entry.get('text', '')}{cut}")
+
+
+async def _read_record(url: str, call_sid: str, token: str) -> dict[str, object]:
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        return await fetch_record(client, api_base(url), call_sid, token)
 
 
 _REPLAY_MODES: Final[dict[str, ReplayMode]] = {
@@ -176,4 +210,24 @@ def main(argv: list[str] | None = None) -> int:
     result.write_wav(args.out, stereo=args.stereo)
     print(f"heard audio written to {args.out}")
     normal = result.ended_by != "error" and result.close_code in (None, 1000, 1001)
+    print()
+    token = args.api_token or os.environ.get("API_TOKEN")
+    if not token:
+        print("(set API_TOKEN, as the server has it, to see the agent's words here)")
+        if args.expect:
+            print("error: --expect needs the server's API token", file=sys.stderr)
+            return 2
+        return 0 if normal else 1
+    try:
+        record = asyncio.run(_read_record(args.url, result.call_sid, token))
+    except RecordUnavailable as exc:
+        print(f"the agent's words are unavailable: {exc}", file=sys.stderr)
+        return 2 if args.expect else (0 if normal else 1)
+    _print_transcript(record)
+    if args.expect:
+        not_said = missed(args.expect, agent_words(record))
+        for phrase in args.expect:
+            print(f"expected {phrase!r}: {'MISSED' if phrase in not_said else 'said'}")
+        if not_said:
+            return 1
     return 0 if normal else 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -21,12 +22,14 @@ import orjson
 import soundfile as sf
 
 from telephony.caller import RecordingError, TurnTaking
+from telephony.caller.answers import api_base
 from telephony.caller.script import GREETING_GAP_S
 from telephony.loadtest.metrics import CallRecord, Slo, check_slos, result_warnings
 from telephony.loadtest.report import write_report
-from telephony.loadtest.runner import LoadPlan, Progress, run_load
+from telephony.loadtest.runner import AnswerCheck, LoadPlan, Progress, run_load
 from telephony.loadtest.scenario import (
     Scenario,
+    Script,
     expand_recordings,
     load_scripts,
     scenario_warnings,
@@ -45,6 +48,7 @@ SLO_FLAGS = {
     "max_failure_rate": "failure_rate",
     "max_unanswered_rate": "unanswered_rate",
     "max_gap_rate": "gap_rate",
+    "max_answer_miss_rate": "answer_miss_rate",
 }
 
 
@@ -159,6 +163,36 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--no-greeting", action="store_true", help="the agent lets the caller speak first"
     )
+    answers = p.add_argument_group(
+        "answers (what the agent said, read from the server's call records)"
+    )
+    answers.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="PHRASE",
+        help="a phrase every call's answers must contain (repeatable; each recording may add "
+        "its own in a file beside it: call.wav → call.expect, one phrase per line)",
+    )
+    answers.add_argument(
+        "--api-token",
+        default=None,
+        metavar="TOKEN",
+        help="the server's API_TOKEN, to read its call records (default: $API_TOKEN)",
+    )
+    answers.add_argument(
+        "--api-url",
+        default=None,
+        metavar="URL",
+        help="the server's operator API (default: the server of --url/--webhook)",
+    )
+    answers.add_argument(
+        "--record-timeout",
+        type=_positive,
+        default=10.0,
+        metavar="S",
+        help="how long after a call its record may take to be final",
+    )
     slo = p.add_argument_group("SLOs (exit code 1 when one fails)")
     for flag in ("response", "greeting", "barge-in", "gap"):
         slo.add_argument(f"--max-p95-{flag}-ms", type=float, default=None, metavar="MS")
@@ -175,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     slo.add_argument(
         "--max-gap-rate", type=float, default=None, metavar="R", help="of calls with audio gaps"
+    )
+    slo.add_argument(
+        "--max-answer-miss-rate",
+        type=float,
+        default=None,
+        metavar="R",
+        help="0..1, of the expected phrases (needs --expect or .expect files)",
     )
     out = p.add_argument_group("output")
     out.add_argument("--out", default="loadtest-report", metavar="DIR")
@@ -214,10 +255,28 @@ def slos_from_args(args: argparse.Namespace) -> list[Slo]:
 
 
 def _config(args: argparse.Namespace, recordings: Sequence[Path]) -> dict[str, Any]:
-    config = {k: v for k, v in vars(args).items() if k != "auth_token"}
+    config = {k: v for k, v in vars(args).items() if k not in ("auth_token", "api_token")}
     config["signed"] = args.auth_token is not None
     config["recordings"] = [str(p) for p in recordings]
     return config
+
+
+def answer_check(args: argparse.Namespace, scripts: Sequence[Script]) -> AnswerCheck | None:
+    """Where to read the agent's words, when some recording expects phrases (else ``None``)."""
+    if not any(s.expect for s in scripts):
+        if args.max_answer_miss_rate is not None:
+            raise ValueError(
+                "--max-answer-miss-rate needs expected answers (--expect or .expect files)"
+            )
+        return None
+    token = args.api_token or os.environ.get("API_TOKEN")
+    if not token:
+        raise ValueError(
+            "expected answers are checked against the server's call records: pass "
+            "--api-token (or set API_TOKEN) with the server's API_TOKEN"
+        )
+    url = args.api_url or api_base(args.webhook or args.url)
+    return AnswerCheck(url, token, args.record_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         paths = expand_recordings(args.recordings)
-        scripts = load_scripts(paths, args.channel)
+        scripts = load_scripts(paths, args.channel, args.expect)
+        answers = answer_check(args, scripts)
         scenario = Scenario(
             tuple(scripts),
             mode=args.mode,
@@ -290,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                 on_progress=None if args.quiet else display,
                 on_record=on_record,
                 connect_timeout_s=args.connect_timeout,
+                answers=answers,
             )
         )
     if not args.quiet:
@@ -329,6 +390,16 @@ def main(argv: list[str] | None = None) -> int:
         + (f" ({summary.gap_ms.brief()})" if summary.gap_ms.count else "")
     )
     print(f"load generator:    max send lag per call {summary.send_lag_ms.brief()}")
+    if summary.expected:
+        accuracy = summary.answer_accuracy or 0.0
+        print(
+            f"answer accuracy:   {100 * accuracy:.1f} % ({summary.expected_said} of "
+            f"{summary.expected} expected phrases said)"
+        )
+        for r in result.records:
+            if r.missed and r.answer is not None:
+                print(f"  call {r.index} ({r.recording}) missed {list(r.missed)}: {r.answer!r}")
+                break
     for warning in warnings:
         print(f"warning: {warning}")
     for verdict in verdicts:

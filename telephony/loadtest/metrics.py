@@ -126,6 +126,12 @@ class CallRecord:
     max_send_lag_ms: float = 0.0
     #: The stream was opened (False: the webhook or the connection failed).
     connected: bool = True
+    #: Phrases the agent had to say, those it did not, and what it said (from the server's
+    #: record; ``None``: not read, see ``answer_error``).
+    expected: tuple[str, ...] = ()
+    missed: tuple[str, ...] = ()
+    answer: str | None = None
+    answer_error: str = ""
 
     def row(self) -> dict[str, Any]:
         """A flat row (CSV/JSONL): lists of milliseconds joined with ``;`` for CSV."""
@@ -149,6 +155,10 @@ class CallRecord:
             "close_code": self.close_code,
             "ended_by": self.ended_by,
             "max_send_lag_ms": _r(self.max_send_lag_ms),
+            "expected": list(self.expected),
+            "missed": list(self.missed),
+            "answer": self.answer,
+            "answer_error": self.answer_error,
         }
 
 
@@ -272,6 +282,22 @@ class Summary:
     unanswered: int
     calls_with_gaps: int
     barge_ins_without_clear: int
+    #: Expected phrases over all calls that had some, and of those the ones the agent said.
+    #: A call whose record could not be read counts all its phrases as not said.
+    expected: int = 0
+    expected_said: int = 0
+    #: Calls with expectations whose record could not be read.
+    answers_unread: int = 0
+
+    @property
+    def answer_accuracy(self) -> float | None:
+        """Fraction of the expected phrases the agent said (``None``: nothing expected)."""
+        return self.expected_said / self.expected if self.expected else None
+
+    @property
+    def answer_miss_rate(self) -> float | None:
+        accuracy = self.answer_accuracy
+        return None if accuracy is None else 1.0 - accuracy
 
     @property
     def failure_rate(self) -> float | None:
@@ -319,6 +345,12 @@ class Summary:
                 "gap_rate": self.gap_rate,
             },
             "barge_ins_without_clear": self.barge_ins_without_clear,
+            "answers": {
+                "expected": self.expected,
+                "said": self.expected_said,
+                "unread": self.answers_unread,
+                "accuracy": self.answer_accuracy,
+            },
         }
 
 
@@ -342,6 +374,9 @@ def summarize(records: Iterable[CallRecord], wall_s: float = 0.0) -> Summary:
         unanswered=sum(r.unanswered for r in rows),
         calls_with_gaps=sum(bool(r.gap_ms) for r in rows),
         barge_ins_without_clear=sum(r.barge_ins_without_clear for r in rows),
+        expected=sum(len(r.expected) for r in rows),
+        expected_said=sum(len(r.expected) - len(r.missed) for r in rows),
+        answers_unread=sum(bool(r.expected) and r.answer is None for r in rows),
     )
 
 
@@ -360,6 +395,11 @@ SLO_METRICS: Final[Mapping[str, tuple[Callable[[Summary], float | None], str, st
     "failure_rate": (lambda s: s.failure_rate, "", "failure rate"),
     "unanswered_rate": (lambda s: s.unanswered_rate, "", "unanswered turn rate"),
     "gap_rate": (lambda s: s.gap_rate, "", "share of calls with audio gaps"),
+    "answer_miss_rate": (
+        lambda s: s.answer_miss_rate,
+        "",
+        "share of expected phrases the agent did not say",
+    ),
 }
 
 
@@ -432,5 +472,10 @@ def result_warnings(summary: Summary, *, mode: str, deadline_hit: bool) -> list[
         warnings.append(
             f"the agent answered none of the {summary.turns} caller turns: response latency "
             "has no samples"
+        )
+    if summary.answers_unread:
+        warnings.append(
+            f"the agent's words could not be read for {summary.answers_unread} call(s) with "
+            "expected answers (see answer_error in calls.jsonl); their phrases count as not said"
         )
     return warnings

@@ -451,6 +451,14 @@ def render_html(
         if deadline_hit
         else ""
     )
+    answers = (
+        f"<br>Answer accuracy {100 * (summary.answer_accuracy or 0.0):.1f} %: "
+        f"{summary.expected_said} of {summary.expected} expected phrases said"
+        + (f" ({summary.answers_unread} calls unread)" if summary.answers_unread else "")
+        + "."
+        if summary.expected
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>voice-agent load test</title>
 <style>{_CSS}</style></head><body>
@@ -462,7 +470,7 @@ def render_html(
 (failure rate {_cell(None if rate is None else rate * 100, 1)} %);
 {summary.turns} caller turns, {summary.unanswered} unanswered;
 {summary.gap_ms.count} audio gaps in {summary.calls_with_gaps} calls;
-{summary.barge_ins_without_clear} barge-ins without a clear.</p>
+{summary.barge_ins_without_clear} barge-ins without a clear.{answers}</p>
 <table><tr><th>measure (ms)</th><th>n</th><th>p50</th><th>p95</th><th>p99</th><th>max</th></tr>
 {measure_rows}</table>
 {failures}

@@ -21,12 +21,13 @@ import logging
 import math
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 
 from agent.logs import fields
 from telephony.caller import CallFailed, SimulatedCall, drive_call, open_stream
+from telephony.caller.answers import RecordUnavailable, agent_words, fetch_record, missed
 from telephony.loadtest.metrics import (
     CallRecord,
     Summary,
@@ -38,7 +39,7 @@ from telephony.loadtest.metrics import (
 from telephony.loadtest.scenario import Scenario
 from telephony.loadtest.target import DialFailed, Target, dial
 
-__all__ = ["LoadPlan", "Progress", "RunResult", "run_load"]
+__all__ = ["AnswerCheck", "LoadPlan", "Progress", "RunResult", "run_load"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,16 @@ class Progress:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class AnswerCheck:
+    """Where to read what the agent said on each call: the server's operator API."""
+
+    api_url: str
+    token: str = field(repr=False)
+    #: How long after a call ends its record may take to be final.
+    timeout_s: float = 10.0
+
+
 @dataclass
 class RunResult:
     records: list[CallRecord]
@@ -138,6 +149,7 @@ class _Run:
     connect_timeout_s: float
     close_timeout_s: float
     on_record: Callable[[CallRecord], None] | None
+    answers: AnswerCheck | None = None
     t0: float = 0.0
     active: int = 0
     records: list[CallRecord] = field(default_factory=list)
@@ -168,6 +180,7 @@ class _Run:
         call: SimulatedCall | None = None
         connect_ms: float | None = None
         record: CallRecord | None = None
+        cancelled = False
 
         def failed(kind: str, detail: str) -> CallRecord:
             return failed_record(
@@ -197,6 +210,7 @@ class _Run:
         except (DialFailed, CallFailed) as exc:
             record = failed(exc.kind, str(exc))
         except asyncio.CancelledError:
+            cancelled = True
             if call is not None and call.started:
                 call.abort(loop.time(), "run deadline")
             raise
@@ -224,7 +238,33 @@ class _Run:
                 )
             if record is None:
                 record = failed("run_deadline", "the run's deadline passed before it connected")
-            self._add(record)
+            if script.expect:
+                record = replace(record, expected=script.expect, missed=script.expect)
+            if cancelled or not (record.connected and script.expect and self.answers):
+                self._add(record)
+                record = None
+        if record is not None:  # the call ended normally and its answers are to be checked
+            try:
+                record = await self.check_answers(record)
+            finally:
+                self._add(record)
+
+    async def check_answers(self, record: CallRecord) -> CallRecord:
+        """``record`` with what the agent said (from the server's record) and what it missed."""
+        answers = self.answers
+        assert answers is not None
+        try:
+            server = await fetch_record(
+                self.client,
+                answers.api_url,
+                record.call_sid,
+                answers.token,
+                timeout_s=answers.timeout_s,
+            )
+        except RecordUnavailable as exc:
+            return replace(record, answer_error=str(exc))
+        spoken = agent_words(server)
+        return replace(record, answer=spoken, missed=tuple(missed(record.expected, spoken)))
 
     async def schedule(self, tg: asyncio.TaskGroup) -> None:
         loop = asyncio.get_running_loop()
@@ -255,23 +295,30 @@ async def run_load(
     progress_interval_s: float = 1.0,
     connect_timeout_s: float = 10.0,
     close_timeout_s: float = 5.0,
+    answers: AnswerCheck | None = None,
 ) -> RunResult:
     """Run the load test; return every call's record and the summary.
 
     ``on_progress`` gets a :class:`Progress` every ``progress_interval_s`` and once at the end;
     ``on_record`` gets each call's record as it finishes (e.g. to write it at once).
+    With ``answers``, each call whose recording expects phrases is checked against what the
+    agent said, read from the server's record once the call has ended.
     """
     loop = asyncio.get_running_loop()
     # The longest one call can take: webhook + handshake + the call + its close handshake
     # (drive_call's own bound is max_duration + close + 5 s).
     call_bound = target.timeout_s + connect_timeout_s + scenario.max_call_s + close_timeout_s + 5
+    if answers is not None:
+        call_bound += answers.timeout_s
     deadline = plan.deadline_s_for(call_bound)
     limits = httpx.Limits(
         max_connections=plan.concurrency, max_keepalive_connections=plan.concurrency
     )
     deadline_hit = False
     async with httpx.AsyncClient(limits=limits) as client:
-        run = _Run(target, scenario, plan, client, connect_timeout_s, close_timeout_s, on_record)
+        run = _Run(
+            target, scenario, plan, client, connect_timeout_s, close_timeout_s, on_record, answers
+        )
         run.t0 = loop.time()
 
         async def report() -> None:

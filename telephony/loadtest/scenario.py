@@ -25,6 +25,7 @@ from telephony.caller import (
     load_recording,
     simulated_call,
 )
+from telephony.caller.answers import expectations_for
 
 __all__ = ["AUDIO_SUFFIXES", "Scenario", "Script", "expand_recordings", "load_scripts"]
 
@@ -39,6 +40,9 @@ class Script:
     name: str
     recording: RecordedCall
     turns: tuple[CallerTurn, ...]
+    #: Phrases the agent's answers must contain (``--expect`` and the recording's own file,
+    #: see :mod:`telephony.caller.answers`).
+    expect: tuple[str, ...] = ()
 
     @property
     def speech_s(self) -> float:
@@ -77,8 +81,11 @@ def expand_recordings(specs: Iterable[str]) -> list[Path]:
     return found
 
 
-def load_scripts(paths: Sequence[Path], channel: int | None = None) -> list[Script]:
-    """Load every recording (:func:`telephony.caller.load_recording`) and cut its turns.
+def load_scripts(
+    paths: Sequence[Path], channel: int | None = None, expect: Sequence[str] = ()
+) -> list[Script]:
+    """Load every recording (:func:`telephony.caller.load_recording`) and cut its turns;
+    each expects the phrases ``expect`` and those of its own expectations file.
 
     A recording with no speech and no key presses is refused: replayed turn by turn it
     would say nothing at all.
@@ -89,7 +96,8 @@ def load_scripts(paths: Sequence[Path], channel: int | None = None) -> list[Scri
         turns = tuple(recording.turns())
         if not turns:
             raise RecordingError(f"{path}: no speech or key presses found")
-        scripts.append(Script(path.name or str(path), recording, turns))
+        phrases = (*expect, *expectations_for(path))
+        scripts.append(Script(path.name or str(path), recording, turns, phrases))
     return scripts
 
 

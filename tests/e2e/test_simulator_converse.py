@@ -14,6 +14,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from agent.simulator import SimBehaviour
@@ -132,7 +133,7 @@ async def test_talking_over_the_answer_stops_it(
     assert session.interruptions >= 1
     [cut] = summary.interruptions
     assert cut.clear_latency_ms < 50
-    assert "young man" in " ".join(session.heard)  # the barge-in was recognised too
+    assert "he was not" in " ".join(session.heard)  # the barge-in was recognised too
 
 
 async def test_the_embedded_simulator_converses_by_default(
@@ -144,5 +145,92 @@ async def test_the_embedded_simulator_converses_by_default(
         audio = clip("librivox-0880") + silence(1.0)
         await stack.call(audio, after_greeting_s=5.0, linger_s=3.0, max_duration_s=40)
         summary = await stack.summary()
-    assert "young man" in caller_text(summary)
+    assert "he was not" in caller_text(summary)
     assert "[caller speech" not in caller_text(summary)
+
+
+API_TOKEN = "converse-test-token-0123456789"
+
+
+async def test_the_load_tester_checks_answers_against_expected_phrases(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from telephony.caller.cli import main as call_main
+    from telephony.loadtest.cli import main as loadtest_main
+
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    shutil.copy(SAMPLES / "librivox-0890.wav", calls / "selfish.wav")
+    (calls / "selfish.expect").write_text("# the clinic's answer\nusually anxious\n")
+    shutil.copy(SAMPLES / "librivox-0880.wav", calls / "young.wav")
+    (calls / "young.expect").write_text("Tuesday mornings\n")  # not what it answers
+    stack_env = env(tmp_path, API_TOKEN=API_TOKEN)
+    async with run_stack(monkeypatch, stack_env, behaviour=CONVERSE) as stack:
+        code = await asyncio.to_thread(
+            loadtest_main,
+            [
+                "--url",
+                stack.media_url,
+                "--recordings",
+                str(calls),
+                "--calls",
+                "2",
+                "--concurrency",
+                "2",
+                "--think-time",
+                "0.3",
+                "--linger",
+                "1.0",
+                "--answer-timeout",
+                "12",
+                "--max-call-s",
+                "40",
+                "--api-token",
+                API_TOKEN,
+                "--max-answer-miss-rate",
+                "0",
+                "--out",
+                str(tmp_path / "run"),
+                "--quiet",
+            ],
+        )
+        out = capsys.readouterr().out
+        said = await asyncio.to_thread(
+            call_main,
+            [
+                str(calls / "selfish.wav"),
+                "--url",
+                stack.media_url,
+                "--out",
+                str(tmp_path / "heard.wav"),
+                "--api-token",
+                API_TOKEN,
+                "--expect",
+                "usually anxious",
+            ],
+        )
+        call_out = capsys.readouterr().out
+    assert code == 1, out  # one of the two phrases was not said: the SLO fails
+    assert "answer accuracy:   50.0 % (1 of 2 expected phrases said)" in out
+    assert "FAIL share of expected phrases the agent did not say" in out
+    rows = [
+        orjson.loads(line) for line in (tmp_path / "run" / "calls.jsonl").read_bytes().splitlines()
+    ]
+    by_name = {r["recording"]: r for r in rows}
+    assert by_name["selfish.wav"]["missed"] == []
+    assert "usually anxious" in by_name["selfish.wav"]["answer"]
+    assert by_name["young.wav"]["missed"] == ["Tuesday mornings"]
+    assert "You said:" in by_name["young.wav"]["answer"]
+    summary = orjson.loads((tmp_path / "run" / "summary.json").read_bytes())
+    assert summary["answers"] == {
+        "expected": 2,
+        "said": 1,
+        "unread": 0,
+        "accuracy": 0.5,
+    }
+    assert "Answer accuracy 50.0 %" in (tmp_path / "run" / "report.html").read_text()
+    # `voice-agent call` prints the agent's words from the record and checks the phrase.
+    assert said == 0, call_out
+    assert "transcript (the server's record of the call):" in call_out
+    assert "agent: Hello, thanks for calling." in call_out
+    assert "expected 'usually anxious': said" in call_out

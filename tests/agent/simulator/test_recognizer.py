@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import wave
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -75,26 +74,33 @@ async def test_two_sentences_are_transcribed_phrase_by_phrase_as_they_are_said()
     other, second = clip("librivox-0890")
     assert other == rate
     pool = RecognizerPool(threads=1)
-    job = pool.open(asyncio.get_running_loop(), rate)
-    assert job is not None
+    job = pool.open(rate)
+    texts = job.texts()
     step = rate // 50 * 2
     pcm = first + bytes(rate) + second  # a second's pause between the sentences
     for i in range(0, len(first) + rate, step):
         job.feed(pcm[i : i + step])
     # The first sentence's words come out while the caller is still on the line.
-    early = await asyncio.wait_for(job.fragments.get(), 30)
-    assert "young man" in early
-    assert not job.result.done()
+    early = await asyncio.wait_for(anext(texts), 30)
+    assert "he was not" in early
     for i in range(len(first) + rate, len(pcm), step):
         job.feed(pcm[i : i + step])
     job.close()
-    later = [f async for f in _until_none(job.fragments)]
-    text = await asyncio.wait_for(job.result, 30)
+    later = [t async for t in texts]
     assert later
-    assert text == " ".join([early, *later])
     assert "selfish" in " ".join(later)
+    assert pool.cpu_s > 0
 
 
-async def _until_none(fragments: asyncio.Queue[str | None]) -> AsyncIterator[str]:
-    while (item := await asyncio.wait_for(fragments.get(), 30)) is not None:
-        yield item
+async def test_under_load_phrases_are_skipped_not_queued_without_bound() -> None:
+    pytest.importorskip("pocketsphinx")
+    rate, first = clip("librivox-0880")
+    pool = RecognizerPool(threads=1, max_waiting=1)
+    jobs = [pool.open(rate) for _ in range(3)]
+    for job in jobs:
+        job.feed(first)
+        job.close()
+    texts = [await asyncio.wait_for(job.text(), 30) for job in jobs]
+    assert "he was not" in texts[0]
+    assert pool.refused >= 1
+    assert "" in texts
