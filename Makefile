@@ -21,7 +21,7 @@ $(BIN)/python:
 
 # Serving only: no test tools (pytest, mypy, locust, selenium, ...), so a first run is quick.
 $(RUN_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
-	$(PIP) -e .
+	$(PIP) -e ".[simulator]"
 	touch $@
 
 $(TEST_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
