@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--think-ms", type=float, default=d.think_ms)
     p.add_argument("--silence-ms", type=float, default=d.silence_ms)
     p.add_argument("--vad-threshold-dbfs", type=float, default=d.vad_threshold_dbfs)
+    p.add_argument(
+        "--dialogue",
+        choices=("converse", "echo"),
+        default="converse",
+        help="converse: recognise the caller and answer by fixed rules (pocketsphinx, "
+        "espeak-ng); echo: play the caller's audio back",
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--log-level", default="INFO")
     return p
@@ -92,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         think_ms=args.think_ms,
         silence_ms=args.silence_ms,
         vad_threshold_dbfs=args.vad_threshold_dbfs,
+        dialogue=args.dialogue,
         seed=args.seed,
     )
     try:
