@@ -60,6 +60,7 @@ async def run(calls: int, concurrency: int) -> dict[str, object]:
     env = {
         **os.environ,
         "LIVE_SIMULATOR": "on",
+        "LIVE_SIMULATOR_DIALOGUE": "echo",  # the server is measured, not the simulator
         "MAX_CONCURRENT_CALLS": slots,
         "MAX_PENDING_STREAMS_PER_CLIENT": slots,
     }

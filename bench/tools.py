@@ -98,6 +98,7 @@ async def run(calls: int, per_call: int) -> dict[str, Any]:
             env = {
                 **os.environ,
                 "LIVE_SIMULATOR": "on",
+                "LIVE_SIMULATOR_DIALOGUE": "echo",  # scripted tool calls, no recognition
                 "AGENT_TOOLS_FILE": str(tools),
                 "AGENT_GREETING": "",
                 "MAX_CONCURRENT_CALLS": str(max(calls, 1)),
