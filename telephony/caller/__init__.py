@@ -24,6 +24,9 @@ middle ones (imports point down this list, never at the CLI):
   a :class:`SimulatedCall`;
 - :mod:`~telephony.caller.drive_sync`: the Locust integration drives the same object
   synchronously (``websockets.sync``, for gevent); not imported here, its users import it;
+- :mod:`~telephony.caller.answers`: what the agent said, read back from the server's call
+  record, and expected phrases checked against it (the CLI and the load tester); not
+  imported here either;
 - :mod:`~telephony.caller.cli`: ``voice-agent call``.
 
 Time zero everywhere in a result is the moment ``start`` was sent (stream start). Caller

@@ -10,7 +10,16 @@ from pathlib import Path
 import telephony.caller
 
 #: Lowest first: a module may import only from modules before it (the CLI from none after it).
-LAYERS = ["script", "recordings", "result", "simulated", "drive", "drive_sync", "cli"]
+LAYERS = [
+    "script",
+    "recordings",
+    "result",
+    "simulated",
+    "drive",
+    "drive_sync",
+    "answers",
+    "cli",
+]
 PACKAGE = Path(telephony.caller.__file__).parent
 
 
