@@ -236,6 +236,12 @@ class Call:
         # larger messages cost less per second of audio, and the model hears them later.
         self._chunk_bytes = max(1, model_audio_chunk_ms) * MODEL_IN_RATE * 2 // 1000
         self._unsent = bytearray()
+        # Caller audio is converted (and seen by the VAD) a whole model message at a time:
+        # each conversion and VAD step costs mostly its call overhead, not its samples, so
+        # one per 40 ms costs about half of one per 20 ms frame. The samples are the same.
+        self._ulaw_block = max(1, model_audio_chunk_ms) * ms.SAMPLE_RATE // 1000
+        self._ulaw_pending = bytearray()
+        self._pre_session_limit = -(-PRE_SESSION_BUFFER_FRAMES * ms.FRAME_BYTES // self._ulaw_block)
         self._to_caller = ModelToCaller()
         self._activity = CallerActivity(self._t0, end_ms=caller_silence_end_ms)
         # Outbound calls: the callee's audio goes to this detector, not to the model, until
@@ -522,6 +528,12 @@ class Call:
 
     async def _on_caller_audio(self, ulaw: bytes) -> None:
         self.summary.frames_in += 1
+        if self._ulaw_pending or len(ulaw) < self._ulaw_block:
+            self._ulaw_pending += ulaw
+            if len(self._ulaw_pending) < self._ulaw_block:
+                return  # the rest of this model message comes with the next frame(s)
+            ulaw = bytes(self._ulaw_pending)
+            self._ulaw_pending.clear()
         pcm = self._to_model.process(ulaw)
         now = self._now()
         if self._answer is not None:
@@ -531,9 +543,12 @@ class Call:
             return
         self._activity.push(pcm, now)
         if self._session is None:
-            if len(self._pre_session) >= PRE_SESSION_BUFFER_FRAMES:
-                self._pre_session.popleft()
-                self.summary.dropped_pre_session_frames += 1
+            if len(self._pre_session) >= self._pre_session_limit:
+                dropped = self._pre_session.popleft()
+                # 16 kHz PCM16: 4 bytes per 8 kHz μ-law sample.
+                self.summary.dropped_pre_session_frames += max(
+                    1, len(dropped) // (4 * ms.FRAME_BYTES)
+                )
             self._pre_session.append(pcm)
             return
         await self._send_caller_audio(self._session, pcm)

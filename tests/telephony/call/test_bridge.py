@@ -215,6 +215,36 @@ async def test_digits_pressed_while_the_model_connects_reach_it_in_order() -> No
     await s.hang_up()
 
 
+@pytest.mark.parametrize("chunk_ms", [20, 40, 60])
+def test_caller_audio_buffered_while_connecting_is_bounded_in_time_whatever_the_chunks(
+    chunk_ms: int,
+) -> None:
+    @virtual
+    async def run() -> None:
+        model = FakeConversation()
+        opened = asyncio.Event()
+
+        async def slow_open(*args: Any) -> FakeConversation:
+            await opened.wait()
+            return await model.open(*args)
+
+        s = Scene(opener=slow_open, model_audio_chunk_ms=chunk_ms)
+        s.model = model
+        await s.start()
+        s.twilio.media(caller_speech(6.0))  # 300 frames: 1 s more than the 5 s kept
+        await until(lambda: s.call.summary.frames_in == 300)
+        opened.set()
+        await until(lambda: s.call.state.current is State.ACTIVE)
+        kept = -(-5000 // chunk_ms)  # messages: the last 5 s (or just over), whole messages
+        await until(lambda: len(model.audio) >= kept)
+        assert s.call.summary.dropped_pre_session_frames == 300 - kept * chunk_ms // 20
+        assert sum(map(len, model.audio)) == kept * chunk_ms * 32  # 16 kHz PCM16
+        assert {len(a) for a in model.audio} == {chunk_ms * 32}
+        await s.hang_up()
+
+    run()
+
+
 # --- barge-in ------------------------------------------------------------------------------
 
 
