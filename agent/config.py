@@ -173,6 +173,14 @@ MODEL_VARIABLES: Final = (
         _MODEL,
     ),
     Variable(
+        "MODEL_AUDIO_QUIET_CHUNK_MS",
+        "100",
+        "while the caller has been silent for 1.5 s, caller audio goes in messages of this "
+        "many ms (MODEL_AUDIO_CHUNK_MS..200, a multiple of 20; equal to MODEL_AUDIO_CHUNK_MS: "
+        "off); the first loud frame goes out at once",
+        _MODEL,
+    ),
+    Variable(
         "MODEL_RECONNECT_ATTEMPTS",
         "4",
         "attempts to reach the model again after a connection is lost",

@@ -403,6 +403,8 @@ class Settings:
     reconnect_attempts: int = 4
     #: Caller audio is sent to the model in messages of this many ms (20, 40 or 60).
     model_audio_chunk_ms: int = 20
+    #: ... and in messages of this many ms while the caller is silent (see call.uplink).
+    model_audio_quiet_chunk_ms: int = 100
     unavailable_message: str = DEFAULT_UNAVAILABLE_MESSAGE
     busy_message: str = DEFAULT_BUSY_MESSAGE
     log_level: str = "INFO"
@@ -652,6 +654,15 @@ def _optional_count(env: EnvReader, name: str, lower: int, upper: int) -> int | 
     return env.int_between(name, lower, lower, upper, "a whole number")
 
 
+def _quiet_chunk_ms(env: EnvReader, chunk_ms: int) -> int:
+    """``MODEL_AUDIO_QUIET_CHUNK_MS``: whole Twilio frames, from ``chunk_ms`` to 200 ms."""
+    default = max(100, chunk_ms)
+    value = env.int_between("MODEL_AUDIO_QUIET_CHUNK_MS", default, chunk_ms, 200, "milliseconds")
+    if value % 20:
+        raise env.error("MODEL_AUDIO_QUIET_CHUNK_MS", f"must be a multiple of 20, got {value}")
+    return value
+
+
 def _metrics_token(env: EnvReader) -> str | None:
     token = env.raw("METRICS_TOKEN")
     if token is not None and len(token) < MIN_API_TOKEN_CHARS:
@@ -678,6 +689,7 @@ def _read(env: EnvReader) -> Settings:
     transfer = _e164(env, "AGENT_TRANSFER_NUMBER")
     log_format = env.choice("LOG_FORMAT", "auto", ("json", "text", "auto"))
     log_level = env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+    chunk_ms = int(env.choice("MODEL_AUDIO_CHUNK_MS", "20", ("20", "40", "60")))
     caller_id = _e164(env, "OUTBOUND_CALLER_ID")
     api_base = _api_base(env)
     webhook_url = _webhook_url(env)
@@ -717,7 +729,8 @@ def _read(env: EnvReader) -> Settings:
         caller_silence_s=env.seconds_or_off("CALLER_SILENCE_TIMEOUT_S", 30.0),
         stall_timeout_s=env.seconds_or_off("MODEL_STALL_TIMEOUT_S", 4.0),
         reconnect_attempts=env.positive_int("MODEL_RECONNECT_ATTEMPTS", 4, 20),
-        model_audio_chunk_ms=int(env.choice("MODEL_AUDIO_CHUNK_MS", "20", ("20", "40", "60"))),
+        model_audio_chunk_ms=chunk_ms,
+        model_audio_quiet_chunk_ms=_quiet_chunk_ms(env, chunk_ms),
         unavailable_message=env.raw("AGENT_UNAVAILABLE_MESSAGE") or DEFAULT_UNAVAILABLE_MESSAGE,
         busy_message=env.raw("AGENT_BUSY_MESSAGE") or DEFAULT_BUSY_MESSAGE,
         log_level=log_level,

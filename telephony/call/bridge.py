@@ -75,6 +75,7 @@ from telephony.call.summary import (
 )
 from telephony.call.tooling import ToolRunner
 from telephony.call.turns import TurnLog
+from telephony.call.uplink import UplinkBlocks
 from telephony.errors import TelephonyError
 from telephony.twilio import media_stream as ms
 from telephony.twilio import twiml
@@ -96,6 +97,7 @@ log = logging.getLogger(__name__)
 
 #: Caller audio kept while the model session is still being opened (bounded: 5 s).
 PRE_SESSION_BUFFER_FRAMES: Final = 250
+PRE_SESSION_BUFFER_BYTES: Final = PRE_SESSION_BUFFER_FRAMES * 640  # as 16 kHz PCM16
 #: Bad frames tolerated on one stream before we give up on it.
 MAX_BAD_FRAMES: Final = 50
 #: The longest we wait for the agent's last words to play before ending/transferring.
@@ -202,6 +204,7 @@ class Call:
         direction: str | None = None,
         observer: CallObserver | None = None,
         model_audio_chunk_ms: int = 20,
+        model_audio_quiet_chunk_ms: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.socket = socket
@@ -237,11 +240,15 @@ class Call:
         self._chunk_bytes = max(1, model_audio_chunk_ms) * MODEL_IN_RATE * 2 // 1000
         self._unsent = bytearray()
         # Caller audio is converted (and seen by the VAD) a whole model message at a time:
-        # each conversion and VAD step costs mostly its call overhead, not its samples, so
-        # one per 40 ms costs about half of one per 20 ms frame. The samples are the same.
-        self._ulaw_block = max(1, model_audio_chunk_ms) * ms.SAMPLE_RATE // 1000
-        self._ulaw_pending = bytearray()
-        self._pre_session_limit = -(-PRE_SESSION_BUFFER_FRAMES * ms.FRAME_BYTES // self._ulaw_block)
+        # each conversion and VAD step costs mostly its call overhead, not its samples. How
+        # large a message is depends on whether the caller may be talking (call.uplink).
+        self._uplink = UplinkBlocks(
+            model_audio_chunk_ms,
+            model_audio_chunk_ms
+            if model_audio_quiet_chunk_ms is None
+            else max(model_audio_chunk_ms, model_audio_quiet_chunk_ms),
+        )
+        self._pre_session_bytes = 0  # 16 kHz PCM16 in _pre_session
         self._to_caller = ModelToCaller()
         self._activity = CallerActivity(self._t0, end_ms=caller_silence_end_ms)
         # Outbound calls: the callee's audio goes to this detector, not to the model, until
@@ -528,13 +535,10 @@ class Call:
 
     async def _on_caller_audio(self, ulaw: bytes) -> None:
         self.summary.frames_in += 1
-        if self._ulaw_pending or len(ulaw) < self._ulaw_block:
-            self._ulaw_pending += ulaw
-            if len(self._ulaw_pending) < self._ulaw_block:
-                return  # the rest of this model message comes with the next frame(s)
-            ulaw = bytes(self._ulaw_pending)
-            self._ulaw_pending.clear()
-        pcm = self._to_model.process(ulaw)
+        block = self._uplink.push(ulaw)
+        if block is None:
+            return  # the rest of this model message comes with the next frame(s)
+        pcm = self._to_model.process(block)
         now = self._now()
         if self._answer is not None:
             how = self._answer.push(pcm, now)
@@ -543,13 +547,14 @@ class Call:
             return
         self._activity.push(pcm, now)
         if self._session is None:
-            if len(self._pre_session) >= self._pre_session_limit:
-                dropped = self._pre_session.popleft()
-                # 16 kHz PCM16: 4 bytes per 8 kHz μ-law sample.
-                self.summary.dropped_pre_session_frames += max(
-                    1, len(dropped) // (4 * ms.FRAME_BYTES)
-                )
+            # Bounded in time (5 s of audio), whatever the size of the pieces.
             self._pre_session.append(pcm)
+            self._pre_session_bytes += len(pcm)
+            while self._pre_session_bytes > PRE_SESSION_BUFFER_BYTES:
+                dropped = self._pre_session.popleft()
+                self._pre_session_bytes -= len(dropped)
+                # 16 kHz PCM16: 4 bytes per 8 kHz μ-law sample.
+                self.summary.dropped_pre_session_frames += len(dropped) // (4 * ms.FRAME_BYTES)
             return
         await self._send_caller_audio(self._session, pcm)
 
@@ -664,6 +669,7 @@ class Call:
         # Whatever the caller said or pressed while we were connecting goes in now, in order.
         while self._pre_session:
             await self._send_caller_audio(session, self._pre_session.popleft())
+        self._pre_session_bytes = 0
         for digit in self._pre_session_digits:
             await session.send_text(dtmf_prompt(digit))
         self._pre_session_digits.clear()

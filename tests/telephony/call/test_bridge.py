@@ -235,7 +235,7 @@ def test_caller_audio_buffered_while_connecting_is_bounded_in_time_whatever_the_
         await until(lambda: s.call.summary.frames_in == 300)
         opened.set()
         await until(lambda: s.call.state.current is State.ACTIVE)
-        kept = -(-5000 // chunk_ms)  # messages: the last 5 s (or just over), whole messages
+        kept = 5000 // chunk_ms  # messages: whole ones, at most the last 5 s
         await until(lambda: len(model.audio) >= kept)
         assert s.call.summary.dropped_pre_session_frames == 300 - kept * chunk_ms // 20
         assert sum(map(len, model.audio)) == kept * chunk_ms * 32  # 16 kHz PCM16
