@@ -11,6 +11,11 @@ wins:
    first sentence(s) (bounded), or, with nothing found, fall through;
 4. otherwise → "You said: …".
 
+A tool declared ``NON_BLOCKING`` is called as the real model does: the conversation goes on
+("Let me check that for you.") while it runs, and its response is spoken as its
+``scheduling`` says: ``WHEN_IDLE`` once the agent has finished what it is saying,
+``INTERRUPT`` at once (cutting that short), ``SILENT`` not at all.
+
 Pure: :func:`decide` says what to do; the session runs it through the real tool-call protocol
 and :func:`speakable` turns a function response into a sentence.
 """
@@ -27,11 +32,14 @@ from agent.simulator.wire import field as wfield
 from agent.stopwords import STOPWORDS
 
 __all__ = [
+    "CHECKING",
     "GOODBYE",
     "NOTHING_HEARD",
     "Plan",
+    "behavior",
     "content_words",
     "decide",
+    "scheduling",
     "speakable",
     "you_said",
 ]
@@ -41,7 +49,11 @@ SEARCH_KNOWLEDGE: Final = "search_knowledge"
 _BUILTIN: Final = frozenset({END_CALL, SEARCH_KNOWLEDGE, "transfer_call"})
 
 GOODBYE: Final = "Goodbye, and thank you for calling."
+#: Said while a NON_BLOCKING tool runs (the conversation goes on meanwhile).
+CHECKING: Final = "Let me check that for you."
 NOTHING_HEARD: Final = "Sorry, I did not catch that."
+#: Fields of a tool's response about the call itself, not worth reading out.
+_IDENTITY: Final = frozenset({"caller", "callee", "call_sid", "stream_sid"})
 #: The most of a function response spoken in one answer.
 MAX_SPOKEN_CHARS: Final = 240
 
@@ -107,17 +119,27 @@ def _name_words(name: str) -> set[str]:
 
 
 def _args_for(decl: JsonDict, text: str) -> JsonDict | None:
-    """Arguments for a call: each required string parameter gets the caller's words; ``None``
-    when a required parameter is not a string (we cannot fill it honestly)."""
+    """Arguments for a call: a required parameter with a set of values (an ``enum``) gets the
+    one the caller said; any other required string parameter gets the caller's words.
+    ``None`` when one cannot be filled honestly (no value said, or not a string)."""
     params = wfield(decl, "parameters") or wfield(decl, "parameters_json_schema") or {}
     props = wfield(params, "properties") or {}
     required = wfield(params, "required") or []
+    said = set(_WORDS.findall(text.lower()))
     args: JsonDict = {}
     for name in required if isinstance(required, list) else []:
-        kind = str(wfield(props.get(name, {}), "type") or "").lower()
-        if kind != "string":
+        prop = props.get(name, {}) if isinstance(props, dict) else {}
+        kind = str(wfield(prop, "type") or "").lower()
+        choices = wfield(prop, "enum")
+        if isinstance(choices, list) and choices:
+            picked = [c for c in choices if str(c).lower() in said]
+            if len(picked) != 1:
+                return None
+            args[name] = picked[0]
+        elif kind == "string":
+            args[name] = text
+        else:
             return None
-        args[name] = text
     return args
 
 
@@ -153,6 +175,25 @@ def decide(text: str, tools: Sequence[JsonDict]) -> Plan:
     return Plan(say=you_said(text))
 
 
+def behavior(name: str, tools: Sequence[JsonDict]) -> str:
+    """The declared ``behavior`` of tool ``name``: ``"NON_BLOCKING"`` or ``"BLOCKING"``."""
+    for decl in _declarations(tools):
+        if wfield(decl, "name") == name:
+            value = wfield(decl, "behavior")
+            return "NON_BLOCKING" if str(value).upper().endswith("NON_BLOCKING") else "BLOCKING"
+    return "BLOCKING"
+
+
+def scheduling(response: Mapping[str, Any]) -> str:
+    """How a NON_BLOCKING tool's response is to be used: ``"INTERRUPT"``, ``"WHEN_IDLE"``
+    (the default) or ``"SILENT"``, as the function response says."""
+    value = str(wfield(dict(response), "scheduling") or "WHEN_IDLE").upper()
+    for known in ("INTERRUPT", "SILENT", "WHEN_IDLE"):
+        if value.endswith(known):
+            return known
+    return "WHEN_IDLE"
+
+
 def first_sentences(text: str, limit: int = MAX_SPOKEN_CHARS) -> str:
     """The first sentence(s) of ``text``, at most ``limit`` characters (cut at a word)."""
     text = " ".join(re.sub(r"[#*_`>|]+", " ", text).split())
@@ -183,4 +224,14 @@ def speakable(response: Mapping[str, Any]) -> str:
         value = body.get(key)
         if isinstance(value, str) and value.strip() and value != "ok":
             return first_sentences(value)
-    return ""
+    # Otherwise its plain values, named: "day saturday, hours 9 am to 1 pm".
+    named = [
+        f"{key.replace('_', ' ')} {value}"
+        for key, value in body.items()
+        if isinstance(key, str)
+        and key not in _IDENTITY
+        and isinstance(value, str | int | float)
+        and not isinstance(value, bool)
+        and str(value).strip()
+    ]
+    return first_sentences(", ".join(named) + ".") if named else ""

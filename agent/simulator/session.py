@@ -744,6 +744,12 @@ class SimSession:
         call_id = await self.send_tool_call(plan.tool, plan.args)
         if plan.tool == converse.END_CALL:
             return
+        non_blocking = converse.behavior(plan.tool, self.tools) == "NON_BLOCKING"
+        holding = None
+        if non_blocking:  # the conversation goes on while the tool runs
+            holding = self._reply(
+                ModelTurn.speech(converse.CHECKING, think_s=think_s, answers_caller=True)
+            )
         try:
             response = await self.wait_tool_response(call_id, _TOOL_WAIT_S)
         except TimeoutError:
@@ -751,6 +757,15 @@ class SimSession:
         if gen != self._speech_gen or call_id in self.cancelled_calls:
             return
         words = converse.speakable(response) or plan.then_say
+        if non_blocking:
+            how = converse.scheduling(response)
+            if how == "SILENT":
+                return
+            if how == "INTERRUPT" and holding is not None and holding.phase is not Phase.DONE:
+                if self._player.current is holding:
+                    await self._player.cancel(holding)
+                else:
+                    self._player.drop_queued(lambda turn: turn is holding)
         self._reply(ModelTurn.speech(words, think_s=think_s, answers_caller=True))
 
     # --- Model turns -------------------------------------------------------------------------

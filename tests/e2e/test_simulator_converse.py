@@ -234,3 +234,44 @@ async def test_the_load_tester_checks_answers_against_expected_phrases(
     assert "transcript (the server's record of the call):" in call_out
     assert "agent: Hello, thanks for calling." in call_out
     assert "expected 'usually anxious': said" in call_out
+
+
+async def converse_typed(stack: Any, text: str, turns: int) -> Any:
+    """A call in which the caller types ``text`` after the greeting; its summary once the
+    agent has finished ``turns`` turns (greeting included)."""
+    call = asyncio.create_task(stack.call(silence(2.0), linger_s=30.0, max_duration_s=40))
+    session = await stack.sim.next_session()
+    await session.wait_turns_completed(1, timeout=15)  # the greeting
+    [active] = stack.service.calls.values()
+    await active.caller_text(text)
+    await session.wait_turns_completed(turns, timeout=20)
+    await active.caller_text("Goodbye!")
+    await call
+    return await stack.summary()
+
+
+async def test_a_tool_whose_name_the_caller_says_is_called_with_the_value_they_said(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    extra = {"AGENT_TOOLS_MODULE": "support.sample_tools"}
+    async with run_stack(monkeypatch, env(tmp_path, **extra), behaviour=CONVERSE) as stack:
+        summary = await converse_typed(stack, "What are your opening hours on Saturday?", 2)
+    hours = next(t for t in summary.tool_calls if t["name"] == "opening_hours")
+    assert hours["args"] == {"day": "saturday"}  # the one allowed value the caller said
+    assert hours["outcome"] == "ok"
+    assert any("hours 9 am to 1 pm" in t.agent for t in summary.turns)
+    assert not any("+1500" in t.agent for t in summary.turns)  # the call's identity unread
+
+
+async def test_a_non_blocking_tool_runs_while_the_conversation_goes_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    extra = {"AGENT_TOOLS_MODULE": "support.converse_tools"}
+    async with run_stack(monkeypatch, env(tmp_path, **extra), behaviour=CONVERSE) as stack:
+        summary = await converse_typed(stack, "Can you check my order status?", 3)
+    [status] = [t for t in summary.tool_calls if t["name"] == "order_status"]
+    assert status["behavior"] == "non_blocking" and status["outcome"] == "ok"
+    agent = [t.agent.strip() for t in summary.turns if t.agent.strip()]
+    # The hold line while it runs, then its answer once the agent is idle (WHEN_IDLE).
+    said = agent.index("Let me check that for you.")
+    assert agent[said + 1] == "Your order shipped on Monday and arrives on Thursday."

@@ -77,3 +77,49 @@ async def test_espeak_speech_is_24_khz_with_the_transcript_in_step() -> None:
     assert "".join(piece for piece, _ in speech.words) == "Hello, thanks for calling."
     offsets = [at for _, at in speech.words]
     assert offsets == sorted(offsets) and offsets[-1] < len(speech.pcm) // 2
+
+
+HOURS = {
+    "functionDeclarations": [
+        {
+            "name": "opening_hours",
+            "description": "When the clinic is open.",
+            "behavior": "NON_BLOCKING",
+            "parametersJsonSchema": {
+                "type": "object",
+                "properties": {"day": {"type": "string", "enum": ["monday", "saturday"]}},
+                "required": ["day"],
+            },
+        }
+    ]
+}
+
+
+def test_a_parameter_with_allowed_values_gets_the_one_the_caller_said() -> None:
+    plan = converse.decide("Are you open on Saturday, opening hours?", [HOURS])
+    assert plan.tool == "opening_hours" and plan.args == {"day": "saturday"}
+
+
+@pytest.mark.parametrize(
+    "text", ["What are your opening hours?", "Opening hours monday or saturday"]
+)
+def test_no_value_or_two_values_said_means_no_call(text: str) -> None:
+    assert converse.decide(text, [HOURS]).tool is None
+
+
+def test_behavior_and_scheduling_are_read_as_declared_and_answered() -> None:
+    assert converse.behavior("opening_hours", [HOURS]) == "NON_BLOCKING"
+    assert converse.behavior("order_status", [ORDERS]) == "BLOCKING"
+    assert converse.behavior("unknown", [HOURS]) == "BLOCKING"
+    assert converse.scheduling({"response": {}, "scheduling": "SILENT"}) == "SILENT"
+    assert converse.scheduling({"response": {}, "scheduling": "INTERRUPT"}) == "INTERRUPT"
+    assert converse.scheduling({"response": {}}) == "WHEN_IDLE"
+    assert converse.scheduling({"scheduling": "nonsense"}) == "WHEN_IDLE"
+
+
+def test_a_response_without_words_is_read_out_by_its_plain_values() -> None:
+    response = {
+        "response": {"day": "saturday", "hours": "9 am to 1 pm", "caller": "+1500", "open": True}
+    }
+    assert converse.speakable(response) == "day saturday, hours 9 am to 1 pm."
+    assert converse.speakable({"response": {"items": [1, 2]}}) == ""
