@@ -116,15 +116,17 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_transcript(record: dict[str, object]) -> None:
-    print("transcript (the server's record of the call):")
+def said_lines(record: dict[str, object]) -> list[tuple[float, str]]:
+    """Who said what, and when, from the server's record of the call (its transcript)."""
+    lines: list[tuple[float, str]] = []
     entries = record.get("transcript")
     for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, dict):
+        at = entry.get("at_s") if isinstance(entry, dict) else None
+        if isinstance(at, int | float) and isinstance(entry, dict):
             cut = " (interrupted)" if entry.get("interrupted") else ""
-            at = entry.get("at_s")
-            when = f"{at:7.2f}s" if isinstance(at, int | float) else "       "
-            print(f"  {when} {entry.get('role', '?'):>6}: {entry.get('text', '')}{cut}")
+            said = f"{entry.get('role', '?')} says: {entry.get('text', '')!r}{cut}"
+            lines.append((float(at), said))
+    return lines
 
 
 async def _read_record(url: str, call_sid: str, token: str) -> dict[str, object]:
@@ -185,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     """``voice-agent call``: 0 for a normal call, 1 for an abnormal close, 2 when the call
     could not be placed (or the input could not be read)."""
     args = _build_parser().parse_args(argv)
+    token = args.api_token or os.environ.get("API_TOKEN")
+    if args.expect and not token:
+        print("error: --expect needs the server's API token (--api-token)", file=sys.stderr)
+        return 2
     if args.audio is None:
         from telephony.caller import samples
 
@@ -201,7 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     except CallFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for line in result.timeline():
+    record: dict[str, object] | None = None
+    unavailable = ""
+    if token:
+        try:
+            record = asyncio.run(_read_record(args.url, result.call_sid, token))
+        except RecordUnavailable as exc:
+            unavailable = str(exc)
+    for line in result.timeline(said_lines(record) if record is not None else ()):
         if args.verbose or " mark '" not in line:
             print(line)
     print()
@@ -210,24 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     result.write_wav(args.out, stereo=args.stereo)
     print(f"heard audio written to {args.out}")
     normal = result.ended_by != "error" and result.close_code in (None, 1000, 1001)
-    print()
-    token = args.api_token or os.environ.get("API_TOKEN")
+    status = 0 if normal else 1
     if not token:
-        print("(set API_TOKEN, as the server has it, to see the agent's words here)")
-        if args.expect:
-            print("error: --expect needs the server's API token", file=sys.stderr)
-            return 2
-        return 0 if normal else 1
-    try:
-        record = asyncio.run(_read_record(args.url, result.call_sid, token))
-    except RecordUnavailable as exc:
-        print(f"the agent's words are unavailable: {exc}", file=sys.stderr)
-        return 2 if args.expect else (0 if normal else 1)
-    _print_transcript(record)
+        print("(set API_TOKEN, as the server has it, to see what was said in the timeline)")
+        return status
+    if record is None:
+        print(f"what was said is unavailable: {unavailable}", file=sys.stderr)
+        return 2 if args.expect else status
     if args.expect:
         not_said = missed(args.expect, agent_words(record))
         for phrase in args.expect:
             print(f"expected {phrase!r}: {'MISSED' if phrase in not_said else 'said'}")
         if not_said:
             return 1
-    return 0 if normal else 1
+    return status

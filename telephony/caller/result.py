@@ -177,9 +177,11 @@ class CallResult:
     #: so stream times can be compared with other events on the same clock.
     started_at: float = 0.0
 
-    def timeline(self) -> list[str]:
-        """Printable lines ``t=  1.234 s: event``, in time order."""
+    def timeline(self, words: Sequence[tuple[float, str]] = ()) -> list[str]:
+        """Printable lines ``t=  1.234 s: event``, in time order; ``words`` adds lines of
+        what was said (e.g. from the server's record of the call) at their times."""
         notes = list(self.notes)
+        notes += [Note(at, text) for at, text in words]
         for start, end in self.caller_segments:
             notes.append(Note(start, "caller starts speaking"))
             notes.append(Note(end, f"caller stops speaking ({end - start:.2f} s)"))

@@ -231,8 +231,9 @@ async def test_the_load_tester_checks_answers_against_expected_phrases(
     assert "Answer accuracy 50.0 %" in (tmp_path / "run" / "report.html").read_text()
     # `voice-agent call` prints the agent's words from the record and checks the phrase.
     assert said == 0, call_out
-    assert "transcript (the server's record of the call):" in call_out
-    assert "agent: Hello, thanks for calling." in call_out
+    # What was said, in the timeline at its time, from the server's record.
+    assert "s: agent says: 'Hello, thanks for calling.'" in call_out
+    assert "s: caller says: '" in call_out
     assert "expected 'usually anxious': said" in call_out
 
 
