@@ -33,9 +33,13 @@ STILL_THERE_PROMPT: Final = (
 SILENT_GOODBYE_PROMPT: Final = "The caller is not answering. Say a short, friendly goodbye."
 
 
+#: How the wrap-up instruction begins (the simulator tells it from the caller's words).
+WRAP_UP_LEAD: Final = "This call must end in about"
+
+
 def wrap_up_prompt(seconds_left: int) -> str:
     return (
-        f"This call must end in about {seconds_left} seconds. Wrap up politely now: tell the "
+        f"{WRAP_UP_LEAD} {seconds_left} seconds. Wrap up politely now: tell the "
         "caller the call is ending, then say goodbye."
     )
 

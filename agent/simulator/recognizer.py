@@ -43,7 +43,7 @@ RATE: Final = 16_000
 #: (``python bench/simulator.py``) pocketsphinx's defaults give WER 38.6 % at ~317 ms of CPU
 #: per second of speech; one pass (no flat-lexicon rescoring, no lattice best path), at most
 #: 2000 active HMMs and 5 word exits per frame, and every other frame scored: 29.5 % at
-#: ~132 ms. (44 words: the WER difference is within noise; the CPU is not.)
+#: ~110 ms. (44 words: the WER difference is within noise; the CPU is not.)
 DECODER: Final[dict[str, Any]] = {
     "fwdflat": False,
     "bestpath": False,

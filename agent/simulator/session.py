@@ -22,7 +22,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from agent.prompts import NUDGE, SILENT_GOODBYE_PROMPT, STILL_THERE_PROMPT
+from agent.prompts import NUDGE, SILENT_GOODBYE_PROMPT, STILL_THERE_PROMPT, WRAP_UP_LEAD
 from agent.simulator import converse, recognizer, wire
 from agent.simulator.behaviour import SimBehaviour
 from agent.simulator.dialogue import describe_caller_speech, describe_echo, reply_for_text
@@ -46,7 +46,7 @@ _DEFAULT_WAIT_S = 10.0
 _RECOGNITION_WAIT_S = 15.0
 _TOOL_WAIT_S = 15.0
 #: The bridge's own cues (not the caller's words): answered as before, never "You said: …".
-_CUES = (NUDGE, STILL_THERE_PROMPT, SILENT_GOODBYE_PROMPT, "This call must end in about")
+_CUES = (NUDGE, STILL_THERE_PROMPT, SILENT_GOODBYE_PROMPT, WRAP_UP_LEAD)
 #: What the real service says when it ends a connection at its time limit (after goAway).
 _DEADLINE = (1011, "Deadline expired before operation could complete.")
 

@@ -97,11 +97,6 @@ class UtteranceDetector:
     def in_speech(self) -> bool:
         return self._utt_start is not None
 
-    @property
-    def samples(self) -> int:
-        """Caller audio received so far, in samples."""
-        return self._total
-
     def utterance_audio(self, since: int | None = None) -> tuple[bytes, int]:
         """(audio of the utterance in progress from sample ``since`` (default: its start,
         pre-roll included) up to now, the sample index where it ends); empty outside one."""

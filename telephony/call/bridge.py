@@ -59,7 +59,7 @@ from agent.prompts import (
 )
 from agent.resilient import ResilienceStats
 from agent.tools import END_CALL, TRANSFER_CALL, CallIdentity, Toolbox
-from telephony.audio import MODEL_IN_RATE, CallerToModel, ModelToCaller
+from telephony.audio import CallerToModel, ModelToCaller
 from telephony.call.answer import AnswerDetector
 from telephony.call.filler import FILLER_CHUNK_BYTES, FillerLoop
 from telephony.call.heard import Heard
@@ -235,10 +235,6 @@ class Call:
         self._out: ms.OutboundBuilder | None = None
         self._session: Conversation | None = None
         self._to_model = CallerToModel()
-        # Caller audio for the model is sent in messages of this many bytes (16 kHz PCM16):
-        # larger messages cost less per second of audio, and the model hears them later.
-        self._chunk_bytes = max(1, model_audio_chunk_ms) * MODEL_IN_RATE * 2 // 1000
-        self._unsent = bytearray()
         # Caller audio is converted (and seen by the VAD) a whole model message at a time:
         # each conversion and VAD step costs mostly its call overhead, not its samples. How
         # large a message is depends on whether the caller may be talking (call.uplink).
@@ -559,15 +555,8 @@ class Call:
         await self._send_caller_audio(self._session, pcm)
 
     async def _send_caller_audio(self, session: Conversation, pcm: bytes) -> None:
-        """Send caller audio in messages of ``MODEL_AUDIO_CHUNK_MS`` (the rest waits)."""
-        if not self._unsent and len(pcm) >= self._chunk_bytes:
-            await session.send_audio(pcm)  # the 20 ms default: no copy
-            return
-        self._unsent += pcm
-        if len(self._unsent) >= self._chunk_bytes:
-            chunk = bytes(self._unsent)
-            self._unsent.clear()
-            await session.send_audio(chunk)
+        """Send one block of caller audio as one message (``call.uplink`` sized it)."""
+        await session.send_audio(pcm)
 
     async def _answered(self, how: str) -> None:
         """The callee is on the line: the agent may speak (and hear them) from now on."""

@@ -46,9 +46,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from locust import User, constant, events, task
-from locust import argument_parser as locust_arguments
-from locust.env import Environment
+
+try:
+    from locust import User, constant, events, task
+    from locust import argument_parser as locust_arguments
+    from locust.env import Environment
+except ModuleNotFoundError as exc:  # Locust comes with the loadtest extra only
+    if exc.name != "locust" and not (exc.name or "").startswith("locust."):
+        raise
+    raise ModuleNotFoundError(
+        "the Locust integration needs Locust: pip install 'gemini-phone-agent[loadtest]' "
+        "(voice-agent loadtest itself does not)",
+        name=exc.name,
+    ) from exc
 
 from telephony.caller import CallFailed, TurnTaking
 from telephony.caller.drive_sync import run_call_sync

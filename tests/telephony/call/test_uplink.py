@@ -79,3 +79,8 @@ def test_a_noisy_line_stays_prompt() -> None:
 def test_bad_sizes_are_refused(chunk: int, quiet: int, after: int) -> None:
     with pytest.raises(ValueError, match="need 0 < chunk_ms"):
         UplinkBlocks(chunk, quiet, after)
+
+
+def test_with_larger_prompt_chunks_a_loud_frame_after_silence_still_goes_out_alone() -> None:
+    blocks = UplinkBlocks(40, 100)
+    assert feed(blocks, [LOUD, QUIET, QUIET]) == [LOUD, None, QUIET + QUIET]

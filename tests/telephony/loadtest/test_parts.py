@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -407,3 +409,18 @@ def test_the_report_lists_every_warning_and_a_readable_configuration(tmp_path: P
     ):
         assert row in section, row
     assert "<td>out</td>" not in section and "<td>quiet</td>" not in section
+
+
+def test_the_locust_integration_without_locust_says_which_extra_to_install() -> None:
+    # A fresh interpreter in which Locust cannot be imported (as without the loadtest extra).
+    code = (
+        "import sys; sys.modules['locust'] = None\n"
+        "try:\n"
+        "    import telephony.loadtest.locust_user\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "pip install 'gemini-phone-agent[loadtest]'" in out.stdout
