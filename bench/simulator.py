@@ -113,7 +113,7 @@ async def one_call(sim: LiveSimulator, clips: list[bytes]) -> float:
         max_size=None,
     ) as ws:
         await ws.send(orjson.dumps(SETUP).decode())
-        await ws.recv()  # setupComplete
+        await asyncio.wait_for(ws.recv(), 30)  # setupComplete
         step = RATE // 50 * 2
         for pcm in clips:
             for i in range(0, len(pcm), step):
