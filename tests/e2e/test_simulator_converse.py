@@ -68,6 +68,12 @@ def env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def heard_words(text: str, name: str) -> int:
+    """How many of the words of sample ``name``'s transcript occur in ``text``."""
+    said = set((SAMPLES / f"{name}.txt").read_text().split())
+    return len(said & set(text.lower().split()))
+
+
 def caller_text(summary: Any) -> str:
     return " ".join(t.caller for t in summary.turns)
 
@@ -133,7 +139,11 @@ async def test_talking_over_the_answer_stops_it(
     assert session.interruptions >= 1
     [cut] = summary.interruptions
     assert cut.clear_latency_ms < 50
-    assert "he was not" in " ".join(session.heard)  # the barge-in was recognised too
+    # The barge-in was recognised too, as its own utterance. Where the detector starts it
+    # depends on timing, so the words vary from run to run ("he was not …", "you must not
+    # … young man"): at least three of the sentence's words, not an exact phrase.
+    assert len(session.heard) == 2
+    assert heard_words(session.heard[1], "librivox-0880") >= 3
 
 
 async def test_the_embedded_simulator_converses_by_default(
@@ -145,7 +155,7 @@ async def test_the_embedded_simulator_converses_by_default(
         audio = clip("librivox-0880") + silence(1.0)
         await stack.call(audio, after_greeting_s=5.0, linger_s=3.0, max_duration_s=40)
         summary = await stack.summary()
-    assert "he was not" in caller_text(summary)
+    assert heard_words(caller_text(summary), "librivox-0880") >= 3
     assert "[caller speech" not in caller_text(summary)
 
 
