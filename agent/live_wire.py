@@ -40,6 +40,7 @@ __all__ = [
     "WireError",
     "audio_events",
     "audio_message",
+    "audio_message_bytes",
     "events_from_wire",
     "parse_duration",
 ]
@@ -53,9 +54,21 @@ AUDIO_PREFIX: Final = '{"realtime_input":{"audio":{"mime_type":"' + INPUT_MIME +
 AUDIO_SUFFIX: Final = '"}}}'
 
 
+_AUDIO_PREFIX_BYTES: Final = AUDIO_PREFIX.encode()
+_AUDIO_SUFFIX_BYTES: Final = AUDIO_SUFFIX.encode()
+
+
 def audio_message(pcm16k: bytes) -> str:
     """The ``realtime_input`` message for one chunk of caller audio."""
     return AUDIO_PREFIX + binascii.b2a_base64(pcm16k, newline=False).decode() + AUDIO_SUFFIX
+
+
+def audio_message_bytes(pcm16k: bytes) -> bytes:
+    """``audio_message`` as the UTF-8 bytes of the text frame (no str round trip: this is the
+    message sent most often)."""
+    return b"".join(
+        (_AUDIO_PREFIX_BYTES, binascii.b2a_base64(pcm16k, newline=False), _AUDIO_SUFFIX_BYTES)
+    )
 
 
 def parse_duration(value: str | None) -> float:

@@ -47,13 +47,14 @@ from agent.events import (
 from agent.live_wire import (
     INPUT_MIME,
     audio_events,
-    audio_message,
+    audio_message_bytes,
     events_from_wire,
     parse_duration,
 )
 from agent.logs import fields
 from agent.prompts import primed_instructions
 from agent.tools.builtin import live_tools
+from agent.ws_direct import DirectText, direct_text
 
 __all__ = [
     "AgentSession",
@@ -326,12 +327,21 @@ class AgentSession:
     resumption_handle: str | None = field(default=None, init=False)
     opened_at: float = field(default_factory=time.monotonic, init=False)
     _closed: bool = field(default=False, init=False)
+    _direct: DirectText | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self._raw is not None:
+            self._direct = direct_text(self._raw)
 
     async def send_audio(self, pcm16k: bytes) -> None:
         """Send caller audio (16 kHz PCM16 LE mono)."""
         try:
             if self._raw is not None:
-                await self._raw.send(audio_message(pcm16k))
+                data = audio_message_bytes(pcm16k)
+                if self._direct is None or not self._direct.write(data):
+                    # Paused by flow control, closing, or mid-way through another send:
+                    # websockets' own send waits (or raises) as it should.
+                    await self._raw.send(data, text=True)
             else:
                 await self._session.send_realtime_input(
                     audio=types.Blob(data=pcm16k, mime_type=INPUT_MIME)

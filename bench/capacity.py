@@ -71,6 +71,26 @@ def pct(values: list[float], q: float) -> float:
     return float("nan") if value is None else value
 
 
+KNOWLEDGE_DIR = Path(__file__).with_name("data") / "knowledge" / "clinic"
+
+
+def write_tools_file(folder: Path) -> Path:
+    """An operator HTTP tool, declared to the model on every call (never called here)."""
+    path = folder / "tools.json"
+    tool = {
+        "name": "lookup_order",
+        "description": "Look up the status of the caller's order by its number.",
+        "parameters": {
+            "type": "object",
+            "properties": {"order": {"type": "string", "description": "the order number"}},
+            "required": ["order"],
+        },
+        "url": "http://127.0.0.1:9/lookup",
+    }
+    path.write_text(json.dumps({"tools": [tool]}))
+    return path
+
+
 def proc_cpu_s(pid: int) -> float:
     """utime + stime of a process, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -314,6 +334,15 @@ async def main_async(
             "MAX_PENDING_STREAMS_PER_CLIENT": str(max(levels) * 2),
             "LOG_FORMAT": "json",
             "MODEL_FAST_PATH": "false" if sdk_path else "true",
+            # What a production deployment runs besides records, metrics and pacing: an
+            # operator HTTP tool declared and a knowledge base loaded (keyword index: the
+            # bench has no embedding service; a search costs nothing per frame either way).
+            "AGENT_TOOLS": "end_call,transfer_call",
+            "AGENT_TRANSFER_NUMBER": "+15005550006",
+            "AGENT_TOOLS_FILE": str(write_tools_file(Path(tmp))),
+            "AGENT_KNOWLEDGE": str(KNOWLEDGE_DIR),
+            "KNOWLEDGE_INDEX": str(Path(tmp) / "knowledge.db"),
+            "KNOWLEDGE_EMBEDDINGS": "off",
         }
         if chunk_ms is not None:
             env["MODEL_AUDIO_CHUNK_MS"] = str(chunk_ms)

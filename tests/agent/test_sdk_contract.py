@@ -9,6 +9,7 @@ below its next major version for the same reason.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from importlib import metadata
@@ -23,6 +24,7 @@ from agent.config import ModelAccess, Persona
 from agent.live_wire import AUDIO_PREFIX, AUDIO_SUFFIX
 from agent.session import LiveAgent, SdkContractError, fast_path_socket
 from agent.simulator import LiveSimulator
+from agent.ws_direct import DirectText
 from support import ROOT
 
 PCM = bytes(range(256)) * 2
@@ -56,6 +58,35 @@ async def test_a_real_session_takes_the_fast_path() -> None:
             assert agent.path == "fast"
             assert session._raw is not None
             assert session._raw is session._session._ws
+        finally:
+            await session.close()
+
+
+async def test_audio_is_written_directly_on_the_sdk_socket() -> None:
+    """The installed websockets has what ``DirectText`` uses: audio skips ``send()`` and
+    arrives, one message per chunk."""
+    async with LiveSimulator() as sim:
+        agent = _agent(sim)
+        session = await agent.open("CA-contract")
+        try:
+            assert isinstance(session._direct, DirectText)
+            ws = session._raw
+            sends: list[object] = []
+            original = ws.send
+
+            async def counted(message: Any, *args: Any, **kwargs: Any) -> None:
+                sends.append(message)
+                await original(message, *args, **kwargs)
+
+            ws.send = counted
+            [sim_session] = sim.sessions
+            before = sim_session.messages_in
+            for _ in range(5):
+                await session.send_audio(PCM)
+            async with asyncio.timeout(5):
+                while sim_session.messages_in < before + 5:  # noqa: ASYNC110 - the server side counts
+                    await asyncio.sleep(0.01)
+            assert sends == []
         finally:
             await session.close()
 
