@@ -24,7 +24,7 @@ generator and the simulator don't count):
 Each call: the caller listens to the greeting, then says a sentence every ~6.5 s. One call in
 five talks over the greeting (barge-in). Calls are started 40 ms apart.
 
-    python bench/capacity.py [--levels 25 50 100] [--window 10] [--json]
+    python bench/capacity.py [--levels 50 100 200] [--window 10] [--json]
 
 With 2+ cores the server is pinned to one core and the simulator and load generator to the
 others. The load generator's own event-loop lag is printed next to the latency figures, which
@@ -61,6 +61,15 @@ from telephony.twilio.media_stream import ULAW_SILENCE
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 STAGGER_S = 0.04
+#: A server whose core is this busy is saturated: it falls behind (reads Twilio's frames late),
+#: so its CPU per call-second is a ceiling set by the core, not what a call costs.
+SATURATED_PCT = 90.0
+#: Past this p99 event-loop lag the load generator and simulator are late themselves, and the
+#: latency figures measure them as much as the server.
+LAGGING_MS = 20.0
+#: The sizing rule: plan for this share of a core, keeping headroom for bursts (call setup,
+#: tool calls, reconnections) and for the p99 latency.
+SIZING_PCT = 70.0
 SENTENCE = "I would like to check the opening hours for the weekend please"
 
 
@@ -132,6 +141,8 @@ class Level:
     #: Messages per call-second by direction, over the measurement window.
     messages: dict[str, float] = field(default_factory=dict)
     cpu_us_per_message: float = float("nan")
+    #: Server CPU over the window, as a share of one core (its own, when pinned).
+    core_busy_pct: float = 0.0
 
 
 def twilio_messages(result: CallResult, t0: float, t1: float) -> tuple[int, int]:
@@ -248,6 +259,7 @@ async def run_level(
         level.rss_mib = proc_rss_mib(pid)
         level.loop_lag_ms = list(lag.samples)
     level.cpu_ms_per_call_s = (cpu1 - cpu0) * 1000 / (n * (t1 - t0))
+    level.core_busy_pct = (cpu1 - cpu0) * 100 / (t1 - t0)
     level.rss_mib_per_call = (level.rss_mib - idle_rss) / n
     level.calls_done = [(mapping[sid], result) for sid, (result, _) in results.items()]
     from_twilio = to_twilio = 0
@@ -421,9 +433,13 @@ async def main_async(
                 "loadgen_loop_lag_ms_p99": round(pct(lv.loop_lag_ms, 99), 2),
                 "messages_per_call_s": lv.messages,
                 "server_cpu_us_per_message": round(lv.cpu_us_per_message, 2),
+                "server_core_busy_pct": round(lv.core_busy_pct, 1),
+                "server_saturated": lv.core_busy_pct >= SATURATED_PCT,
+                "load_generator_lagging": pct(lv.loop_lag_ms, 99) > LAGGING_MS,
             }
             for lv in results
         ],
+        "capacity": capacity(results),
         "clear_latency_ms": {
             "count": len(clear_ms),
             "p50": round(pct(clear_ms, 50), 3),
@@ -434,9 +450,26 @@ async def main_async(
     }
 
 
+def capacity(levels: list[Level]) -> dict[str, Any] | None:
+    """Calls per core from the largest level whose server was not saturated (a saturated
+    level's CPU per call is capped by the core), raw and at the sizing rule."""
+    measured = [lv for lv in levels if lv.core_busy_pct < SATURATED_PCT and lv.cpu_ms_per_call_s]
+    if not measured:
+        return None
+    basis = max(measured, key=lambda lv: lv.calls)
+    return {
+        "from_level": basis.calls,
+        "cpu_ms_per_call_s": round(basis.cpu_ms_per_call_s, 2),
+        "calls_per_core": int(1000 / basis.cpu_ms_per_call_s),
+        "sizing_pct": SIZING_PCT,
+        "calls_per_core_at_sizing": int(10 * SIZING_PCT / basis.cpu_ms_per_call_s),
+        "rss_mib_per_call": round(basis.rss_mib_per_call, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--levels", type=int, nargs="+", default=[25, 50, 100])
+    parser.add_argument("--levels", type=int, nargs="+", default=[50, 100, 200])
     parser.add_argument("--window", type=float, default=10.0, help="measurement window (s)")
     parser.add_argument(
         "--sdk-path", action="store_true", help="run the server with MODEL_FAST_PATH=false"
@@ -465,7 +498,7 @@ def main() -> None:
     header = (
         f"{'calls':>5} {'CPU ms/call-s':>13} {'calls/core':>10} {'RSS MiB':>8} {'MiB/call':>8} "
         f"{'added p50':>9} {'added p99':>9} {'gaps':>4} {'failed':>6} {'resp p50':>8} "
-        f"{'loadgen lag p99':>15}"
+        f"{'loadgen lag p99':>15} {'core busy':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -475,7 +508,21 @@ def main() -> None:
             f"{lv['calls_per_core']!s:>10} {lv['server_rss_mib']:>8.1f} "
             f"{lv['rss_mib_per_call']:>8.3f} {lv['added_latency_ms_p50']:>7.2f}ms "
             f"{lv['added_latency_ms_p99']:>7.2f}ms {lv['audio_gaps']:>4} {lv['failed_calls']:>6} "
-            f"{lv['response_s_p50']:>7.3f}s {lv['loadgen_loop_lag_ms_p99']:>13.2f}ms"
+            f"{lv['response_s_p50']:>7.3f}s {lv['loadgen_loop_lag_ms_p99']:>13.2f}ms "
+            f"{lv['server_core_busy_pct']:>8.0f}%"
+            + (" saturated" if lv["server_saturated"] else "")
+            + (" loadgen-late" if lv["load_generator_lagging"] else "")
+        )
+    if any(lv["server_saturated"] for lv in figures["levels"]):
+        print(
+            f"saturated: the server's core was >= {SATURATED_PCT:.0f}% busy, so it fell behind; "
+            "its CPU per call-second there is capped by the core (not a cost) and its latency "
+            "is queueing"
+        )
+    if any(lv["load_generator_lagging"] for lv in figures["levels"]):
+        print(
+            f"loadgen-late: this process's event loop lagged > {LAGGING_MS:.0f} ms at p99 (it and "
+            "the simulator share the other core): latency there includes their lateness"
         )
     header = (
         f"{'calls':>5} {'msgs/call-s: twilio->srv':>25} {'srv->twilio':>11} {'srv->model':>10} "
@@ -489,6 +536,17 @@ def main() -> None:
             f"{lv['concurrent_calls']:>5} {m['twilio_to_server']:>25.1f} "
             f"{m['server_to_twilio']:>11.1f} {m['server_to_model']:>10.1f} "
             f"{m['model_to_server']:>10.1f} {lv['server_cpu_us_per_message']:>10.1f}"
+        )
+    cap = figures["capacity"]
+    if cap is None:
+        print("capacity: every level saturated the server; run lower levels")
+    else:
+        print(
+            f"capacity (from {cap['from_level']} calls, the largest level not saturated): "
+            f"{cap['cpu_ms_per_call_s']} ms CPU per call-second = {cap['calls_per_core']} calls "
+            f"per core; sizing rule ({cap['sizing_pct']:.0f}% of a core): "
+            f"{cap['calls_per_core_at_sizing']} calls per core, "
+            f"{cap['rss_mib_per_call']} MiB RSS per call"
         )
     c = figures["clear_latency_ms"]
     print(
