@@ -85,12 +85,12 @@ resource "google_cloud_run_v2_service" "agent" {
     # Best effort: keeps a caller's webhook POST and its Media Stream on the same instance.
     session_affinity = true
 
-    # Measured (README "Capacity", bench/capacity.py): ~200 calls per core at <= 5 ms CPU per
-    # call-second, ~0.5 MiB per call + ~95 MiB base. On 1 vCPU we allow 80 concurrent requests
-    # (each call = one WebSocket, plus a short webhook POST): ~40 % headroom for CPU spikes
-    # (barge-ins, reconnects, GC) and for the higher per-call cost at low load (6.5 ms at 25
-    # calls). Memory at 80 calls: ~135 MiB of 512 MiB. Re-measure on your hardware and scale
-    # this with var.cpu.
+    # Measured (README "Capacity", bench/capacity.py): ~65 calls per core on the 2-core
+    # development VM (15.4 ms CPU per call-second, all features on), ~0.6 MiB per call +
+    # ~135 MiB base. On 1 vCPU we allow 45 concurrent requests (each call = one WebSocket, plus
+    # a short webhook POST): the sizing rule, 70 % of a core, leaving headroom for CPU spikes
+    # (barge-ins, reconnects, GC). Memory at 45 calls: ~165 MiB of 512 MiB. Re-measure on
+    # your hardware and scale this with var.cpu.
     max_instance_request_concurrency = var.concurrency
 
     scaling {
