@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import statistics
+import tempfile
 
 from agent.simulator.voice import synthesize
 from telephony.audio import pcm16_to_ulaw_8k
@@ -52,7 +53,7 @@ def stale_audio_after_clear(result: CallResult) -> int:
     return stale
 
 
-async def run(calls: int, concurrency: int) -> dict[str, object]:
+async def run(calls: int, concurrency: int, records_dir: str) -> dict[str, object]:
     # Every call comes from loopback (one address for the per-client pending limit), and a call
     # that has just ended holds its slot a moment longer than the caller's semaphore: without
     # headroom the next stream is refused (HTTP 403) and the benchmark fails.
@@ -63,6 +64,8 @@ async def run(calls: int, concurrency: int) -> dict[str, object]:
         "LIVE_SIMULATOR_DIALOGUE": "echo",  # the server is measured, not the simulator
         "MAX_CONCURRENT_CALLS": slots,
         "MAX_PENDING_STREAMS_PER_CLIENT": slots,
+        # Records on, as in production, in a database of the run's own (not ./calls.db).
+        "DATABASE_URL": f"sqlite:///{records_dir}/calls.db",
     }
     settings = Settings.from_env(env)
     interjection = pcm16_to_ulaw_8k(synthesize("sorry, one moment please", "Charon").pcm, 24_000)
@@ -122,7 +125,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    figures = asyncio.run(run(args.calls, args.concurrency))
+    with tempfile.TemporaryDirectory(prefix="barge-in-") as records_dir:
+        figures = asyncio.run(run(args.calls, args.concurrency, records_dir))
     if args.json:
         print(json.dumps(figures, indent=2))
         return

@@ -21,6 +21,12 @@ generator and the simulator don't count):
   server -> model and model -> server (counted by the simulator), and server CPU per message
   (all four directions together).
 
+The server runs with what a production deployment runs: call records (SQLite), metrics,
+pacing, the built-in tools plus a declared operator HTTP tool, and a knowledge base loaded.
+Each level also says how busy the server's core was: at 90 % or more it is *saturated* (it
+reads Twilio's frames late, so its CPU per call-second is capped by the core, not what a call
+costs), and the ``capacity`` line reads calls per core from the largest unsaturated level.
+
 Each call: the caller listens to the greeting, then says a sentence every ~6.5 s. One call in
 five talks over the greeting (barge-in). Calls are started 40 ms apart.
 
@@ -355,6 +361,10 @@ async def main_async(
             "AGENT_KNOWLEDGE": str(KNOWLEDGE_DIR),
             "KNOWLEDGE_INDEX": str(Path(tmp) / "knowledge.db"),
             "KNOWLEDGE_EMBEDDINGS": "off",
+            # Records on, as in production, but in the run's own database: never mixed into
+            # the calls.db of whoever runs the benchmark.
+            "DATABASE_URL": f"sqlite:///{Path(tmp) / 'calls.db'}",
+            "RECORDS_SPOOL_DIR": str(Path(tmp) / "spool"),
         }
         if chunk_ms is not None:
             env["MODEL_AUDIO_CHUNK_MS"] = str(chunk_ms)
