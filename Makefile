@@ -66,6 +66,7 @@ bench: install
 	$(BIN)/python bench/barge_in.py
 	$(BIN)/python bench/sdk_overhead.py
 	$(BIN)/python bench/capacity.py
+	$(BIN)/python bench/media_path.py
 	$(BIN)/python bench/soak.py --calls 4 --minutes 1
 	$(BIN)/python bench/records.py
 	$(BIN)/python bench/knowledge.py
