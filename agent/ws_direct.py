@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from websockets.exceptions import ConnectionClosedError
 from websockets.protocol import State
 
 __all__ = ["DirectText", "direct_text"]
@@ -33,7 +34,9 @@ class DirectText:
         self._protocol = ws.protocol
 
     def write(self, data: bytes) -> bool:
-        """Frame and write ``data`` (UTF-8 text) now; ``False``: nothing written, use ``send``."""
+        """Frame and write ``data`` (UTF-8 text) now; ``False``: nothing written, use ``send``.
+
+        Raises ``ConnectionClosedError`` if the write fails, as ``send()`` does."""
         ws = self._ws
         if (
             ws.paused
@@ -45,11 +48,11 @@ class DirectText:
         self._protocol.send_text(data)
         try:
             ws.send_data()
-        except Exception:
-            # What send() would do on a failed write: the connection is done. Aborting it
-            # makes the receive side see the loss too; this message is reported lost.
+        except Exception as exc:
+            # What send() does on a failed write: the connection is done (aborting it makes
+            # the receive side see the loss too), and the sender gets ConnectionClosed.
             ws.transport.abort()
-            raise
+            raise ConnectionClosedError(None, None) from exc
         return True
 
 

@@ -521,6 +521,7 @@ class Call:
                     # After a transfer or hang-up the agent asked for, the outcome is already
                     # decided and this does not change it (first decision wins).
                     self._decide(Outcome.COMPLETED, "caller hung up")
+                    await self._flush_uplink()
                     return
                 else:
                     self._bad_frame(f"unexpected {type(event).__name__.lower()}")
@@ -534,6 +535,20 @@ class Call:
         block = self._uplink.push(ulaw)
         if block is None:
             return  # the rest of this model message comes with the next frame(s)
+        await self._on_caller_block(block)
+
+    async def _flush_uplink(self) -> None:
+        """The caller hung up: the frames held for a quiet block that did not fill go on too
+        (up to 80 ms), so that everything Twilio sent reached the model or was counted."""
+        block = self._uplink.flush()
+        if not block:
+            return
+        try:
+            await self._on_caller_block(block)
+        except AgentError as exc:  # the call is over either way; its outcome stands
+            log.debug("model.final_audio_failed", extra=fields(error=str(exc)))
+
+    async def _on_caller_block(self, block: bytes) -> None:
         pcm = self._to_model.process(block)
         now = self._now()
         if self._answer is not None:

@@ -81,6 +81,13 @@ class UplinkBlocks:
     def held_bytes(self) -> int:
         return len(self._held)
 
+    def flush(self) -> bytes:
+        """What is held (a block not yet full), now: the stream ends, and every frame Twilio
+        sent is either sent on or counted."""
+        block = bytes(self._held)
+        self._held.clear()
+        return block
+
     def push(self, ulaw: bytes) -> bytes | None:
         """The next frame; the block to send now (``None``: held for a larger block)."""
         if self._quiet == self._chunk:

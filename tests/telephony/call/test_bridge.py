@@ -702,5 +702,22 @@ async def test_caller_audio_goes_to_the_model_in_chunks_of_the_setting() -> None
     await single.connected()
     await single.twilio.speak(speech, then_silence_s=0.0)
     await until(lambda: len(single.model.audio) == 50)
-    assert b"".join(single.model.audio)[: 16 * 1920] == b"".join(s.model.audio)
+    # The 2 frames still waiting went on at the hang-up: the same bytes, whatever the chunks.
+    assert len(s.model.audio) == 17 and len(s.model.audio[-1]) == 2 * 640
+    assert b"".join(single.model.audio) == b"".join(s.model.audio)
     await single.hang_up()
+
+
+@virtual
+async def test_frames_held_for_a_quiet_block_reach_the_model_when_the_caller_hangs_up() -> None:
+    """Quiet audio goes to the model in 100 ms blocks: a hang-up mid-block must not leave
+    the last frames behind (every frame Twilio sent reaches the model or is counted)."""
+    s = await Scene(model_audio_quiet_chunk_ms=100).connected()
+    for _ in range(100 + 3):  # 2 s of quiet line (quiet blocks from 1.5 s), then 3 frames
+        s.twilio.media(SILENCE)
+        await asyncio.sleep(0.02)
+    await until(lambda: s.call.summary.frames_in == 103)
+    assert sum(map(len, s.model.audio)) < 103 * 640  # some frames held for the next block
+    summary = await s.hang_up()
+    assert sum(map(len, s.model.audio)) == summary.frames_in * 640  # 16 kHz PCM16
+    assert summary.dropped_pre_session_frames == 0

@@ -84,3 +84,10 @@ def test_bad_sizes_are_refused(chunk: int, quiet: int, after: int) -> None:
 def test_with_larger_prompt_chunks_a_loud_frame_after_silence_still_goes_out_alone() -> None:
     blocks = UplinkBlocks(40, 100)
     assert feed(blocks, [LOUD, QUIET, QUIET]) == [LOUD, None, QUIET + QUIET]
+
+
+def test_flush_gives_what_is_held_once() -> None:
+    blocks = UplinkBlocks(20, 100)
+    assert feed(blocks, [QUIET] * 3) == [None, None, None]
+    assert blocks.flush() == QUIET * 3
+    assert blocks.held_bytes == 0 and blocks.flush() == b""
