@@ -40,7 +40,6 @@ __all__ = [
     "WireError",
     "audio_events",
     "audio_message",
-    "audio_message_bytes",
     "events_from_wire",
     "parse_duration",
 ]
@@ -58,14 +57,9 @@ _AUDIO_PREFIX_BYTES: Final = AUDIO_PREFIX.encode()
 _AUDIO_SUFFIX_BYTES: Final = AUDIO_SUFFIX.encode()
 
 
-def audio_message(pcm16k: bytes) -> str:
-    """The ``realtime_input`` message for one chunk of caller audio."""
-    return AUDIO_PREFIX + binascii.b2a_base64(pcm16k, newline=False).decode() + AUDIO_SUFFIX
-
-
-def audio_message_bytes(pcm16k: bytes) -> bytes:
-    """``audio_message`` as the UTF-8 bytes of the text frame (no str round trip: this is the
-    message sent most often)."""
+def audio_message(pcm16k: bytes) -> bytes:
+    """The ``realtime_input`` message for one chunk of caller audio, as the UTF-8 bytes of its
+    text frame (no str round trip: this is the message sent most often)."""
     return b"".join(
         (_AUDIO_PREFIX_BYTES, binascii.b2a_base64(pcm16k, newline=False), _AUDIO_SUFFIX_BYTES)
     )

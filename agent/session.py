@@ -47,7 +47,7 @@ from agent.events import (
 from agent.live_wire import (
     INPUT_MIME,
     audio_events,
-    audio_message_bytes,
+    audio_message,
     events_from_wire,
     parse_duration,
 )
@@ -337,7 +337,7 @@ class AgentSession:
         """Send caller audio (16 kHz PCM16 LE mono)."""
         try:
             if self._raw is not None:
-                data = audio_message_bytes(pcm16k)
+                data = audio_message(pcm16k)
                 if self._direct is None or not self._direct.write(data):
                     # Paused by flow control, closing, or mid-way through another send:
                     # websockets' own send waits (or raises) as it should.

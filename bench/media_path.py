@@ -21,12 +21,15 @@ import argparse
 import asyncio
 import json
 import os
+import select
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import cast
 
+from agent.ws_direct import direct_text
 from telephony.twilio.media_stream import InboundBuilder
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -105,20 +108,34 @@ def serve_protocol(port: int) -> None:
 async def clients(port: int, calls: int, seconds: float) -> None:
     from websockets.asyncio.client import connect
 
-    frame = InboundBuilder("MZ" + "0" * 32, "CA" + "0" * 32).media(b"\xff" * 160, 20)
+    frame = InboundBuilder("MZ" + "0" * 32, "CA" + "0" * 32).media(b"\xff" * 160, 20).encode()
     conns = [await connect(f"ws://127.0.0.1:{port}/twilio/media") for _ in range(calls)]
+    writers = [(ws, direct_text(ws)) for ws in conns]
     loop = asyncio.get_running_loop()
     print(json.dumps({"connected": calls}), flush=True)
     start = loop.time()
     tick = 0
     while loop.time() - start < seconds + 2:
-        for ws in conns:
-            ws.protocol.send_text(frame.encode())
-            ws.send_data()
+        for ws, direct in writers:
+            if direct is None or not direct.write(frame):
+                await ws.send(frame, text=True)
         tick += 1
         await asyncio.sleep(max(0.0, start + tick * FRAME_S - loop.time()))
     for ws in conns:
         await ws.close()
+
+
+def wait_listening(port: int, timeout_s: float = 15.0) -> None:
+    """Until something accepts connections on ``port`` (``TimeoutError`` after the bound)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no server on port {port} after {timeout_s:g} s") from None
+            time.sleep(0.05)
 
 
 def measure(kind: str, calls: int, seconds: float, port: int) -> dict[str, float]:
@@ -128,7 +145,7 @@ def measure(kind: str, calls: int, seconds: float, port: int) -> dict[str, float
     try:
         if len(cores) >= 2:
             os.sched_setaffinity(server.pid, cores[:1])
-        time.sleep(1.5)
+        wait_listening(port)
         load = subprocess.Popen(
             [
                 sys.executable,
@@ -146,7 +163,10 @@ def measure(kind: str, calls: int, seconds: float, port: int) -> dict[str, float
         if len(cores) >= 2:
             os.sched_setaffinity(load.pid, cores[1:])
         assert load.stdout is not None
-        load.stdout.readline()  # all connected
+        ready, _, _ = select.select([load.stdout], [], [], 60)  # all connected
+        if not ready or not load.stdout.readline():
+            load.kill()
+            raise RuntimeError(f"the load generator did not connect to the {kind} server")
         time.sleep(1.0)
         cpu0, t0 = proc_cpu_s(server.pid), time.monotonic()
         time.sleep(seconds)

@@ -230,9 +230,10 @@ async def drive_call(
                     await ws.send(frame)
             except ConnectionClosed:
                 pass
+            direct = direct_text(ws)
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(_send_loop(ws, call))
-                tg.create_task(_receive_loop(ws, call))
+                tg.create_task(_send_loop(ws, direct, call))
+                tg.create_task(_receive_loop(ws, direct, call))
     except TimeoutError:
         call.abort(loop.time(), "overall timeout")
     finally:
@@ -248,9 +249,8 @@ async def _send(ws: ClientConnection, direct: DirectText | None, frame: str) -> 
         await ws.send(frame)
 
 
-async def _send_loop(ws: ClientConnection, call: SimulatedCall) -> None:
+async def _send_loop(ws: ClientConnection, direct: DirectText | None, call: SimulatedCall) -> None:
     loop = asyncio.get_running_loop()
-    direct = direct_text(ws)
     try:
         while not call.ended:
             now = loop.time()
@@ -267,9 +267,10 @@ async def _send_loop(ws: ClientConnection, call: SimulatedCall) -> None:
         pass  # the receive loop records how it closed
 
 
-async def _receive_loop(ws: ClientConnection, call: SimulatedCall) -> None:
+async def _receive_loop(
+    ws: ClientConnection, direct: DirectText | None, call: SimulatedCall
+) -> None:
     loop = asyncio.get_running_loop()
-    direct = direct_text(ws)
     try:
         async for frame in ws:
             for reply in call.receive(loop.time(), frame):

@@ -146,13 +146,14 @@ def _str(msg: Mapping[str, Any], key: str, default: str | None = None) -> str:
 def _int(msg: Mapping[str, Any], key: str, default: int | None = None) -> int:
     # Twilio sends counters as strings; accept numbers too, reject anything else.
     value = msg.get(key, default)
+    # What Twilio sends first (media frames call this three times each). isascii():
+    # str.isdigit() also accepts digits such as "²" that int() rejects.
+    if type(value) is str and value.isascii() and value.isdigit():
+        return int(value)
     if isinstance(value, bool):
         raise ProtocolError(f"{key!r} is not an integer")
     if isinstance(value, int):
         return value
-    # isascii(): str.isdigit() also accepts digits such as "²" that int() rejects.
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
     raise ProtocolError(f"{key!r} missing or not an integer: {value!r}")
 
 
@@ -164,42 +165,6 @@ def decode_payload(b64: str) -> bytes:
         raise ProtocolError(f"bad base64 payload: {exc}") from None
 
 
-def _counter(value: object) -> int | None:
-    # The well-formed case first: a string of ASCII digits (str.isdigit alone also accepts
-    # digits such as "²" that int() rejects).
-    if type(value) is str and value.isascii() and value.isdigit():
-        return int(value)
-    return None
-
-
-def _media(msg: Mapping[str, Any]) -> Media:
-    """A ``media`` event: 50 per call-second, so its well-formed shape is checked inline;
-    anything else takes the general helpers, which name what is wrong."""
-    media = msg.get("media")
-    if type(media) is not dict:
-        media = _obj(msg, "media")
-    seq = _counter(msg.get("sequenceNumber"))
-    chunk = _counter(media.get("chunk", "0"))
-    timestamp = _counter(media.get("timestamp", "0"))
-    stream_sid = msg.get("streamSid", "")
-    track = media.get("track", "inbound")
-    payload = media.get("payload")
-    if seq is None:
-        seq = _int(msg, "sequenceNumber")
-    if chunk is None:
-        chunk = _int(media, "chunk", 0)
-    if timestamp is None:
-        timestamp = _int(media, "timestamp", 0)
-    if type(stream_sid) is not str:
-        stream_sid = _str(msg, "streamSid", "")
-    if type(track) is not str:
-        track = _str(media, "track", "inbound")
-    if type(payload) is not str:
-        payload = _str(media, "payload")
-    # Positional: a frozen dataclass's keyword call costs a third more.
-    return Media(seq, stream_sid, track, chunk, timestamp, decode_payload(payload))
-
-
 def parse_inbound(frame: str | bytes) -> InboundEvent:
     """Parse one frame Twilio sent to the server.
 
@@ -209,7 +174,16 @@ def parse_inbound(frame: str | bytes) -> InboundEvent:
     msg = _load(frame)
     event = msg.get("event")
     if event == "media":
-        return _media(msg)
+        media = _obj(msg, "media")
+        # Positional: 50 per call-second, and a frozen dataclass's keyword call costs more.
+        return Media(
+            _int(msg, "sequenceNumber"),
+            _str(msg, "streamSid", ""),
+            _str(media, "track", "inbound"),
+            _int(media, "chunk", 0),
+            _int(media, "timestamp", 0),
+            decode_payload(_str(media, "payload")),
+        )
     if event == "start":
         start = _obj(msg, "start")
         fmt = start.get("mediaFormat") or {}

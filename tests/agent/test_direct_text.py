@@ -1,4 +1,4 @@
-"""``agent.session.DirectText``: audio written at once only when websockets' ``send()``
+"""``agent.ws_direct.DirectText``: audio written at once only when websockets' ``send()``
 would not have waited; every other case is left to ``send()``."""
 
 from __future__ import annotations

@@ -125,7 +125,10 @@ def test_audio_message_matches_what_the_sdk_sends() -> None:
 
 
 def test_audio_message_is_the_prefix_payload_and_suffix() -> None:
-    assert audio_message(PCM) == AUDIO_PREFIX + base64.b64encode(PCM).decode() + AUDIO_SUFFIX
+    assert (
+        audio_message(PCM)
+        == (AUDIO_PREFIX + base64.b64encode(PCM).decode() + AUDIO_SUFFIX).encode()
+    )
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+from collections.abc import Iterator
 from importlib import metadata
 from typing import Any
 
@@ -62,6 +64,23 @@ async def test_a_real_session_takes_the_fast_path() -> None:
             await session.close()
 
 
+@contextlib.contextmanager
+def sends_through(ws: Any) -> Iterator[list[Any]]:
+    """The messages given to ``ws.send`` while inside (they are still sent)."""
+    sent: list[Any] = []
+    original = ws.send
+
+    async def capture(message: Any, *args: Any, **kwargs: Any) -> None:
+        sent.append(message)
+        await original(message, *args, **kwargs)
+
+    ws.send = capture
+    try:
+        yield sent
+    finally:
+        ws.send = original
+
+
 async def test_audio_is_written_directly_on_the_sdk_socket() -> None:
     """The installed websockets has what ``DirectText`` uses: audio skips ``send()`` and
     arrives, one message per chunk."""
@@ -70,19 +89,11 @@ async def test_audio_is_written_directly_on_the_sdk_socket() -> None:
         session = await agent.open("CA-contract")
         try:
             assert isinstance(session._direct, DirectText)
-            ws = session._raw
-            sends: list[object] = []
-            original = ws.send
-
-            async def counted(message: Any, *args: Any, **kwargs: Any) -> None:
-                sends.append(message)
-                await original(message, *args, **kwargs)
-
-            ws.send = counted
             [sim_session] = sim.sessions
             before = sim_session.messages_in
-            for _ in range(5):
-                await session.send_audio(PCM)
+            with sends_through(session._raw) as sends:
+                for _ in range(5):
+                    await session.send_audio(PCM)
             async with asyncio.timeout(5):
                 while sim_session.messages_in < before + 5:  # noqa: ASYNC110 - the server side counts
                     await asyncio.sleep(0.01)
@@ -97,20 +108,12 @@ async def test_the_sdk_writes_audio_as_the_fast_path_does() -> None:
         agent = _agent(sim)
         session = await agent.open("CA-contract")
         ws = fast_path_socket(session._session)
-        sent: list[str] = []
-        original = ws.send
-
-        async def capture(message: Any, *args: Any, **kwargs: Any) -> None:
-            sent.append(message)
-            await original(message, *args, **kwargs)
-
-        ws.send = capture
         try:
-            await session._session.send_realtime_input(
-                audio=types.Blob(data=PCM, mime_type="audio/pcm;rate=16000")
-            )
+            with sends_through(ws) as sent:
+                await session._session.send_realtime_input(
+                    audio=types.Blob(data=PCM, mime_type="audio/pcm;rate=16000")
+                )
         finally:
-            ws.send = original
             await session.close()
     [frame] = sent
     sdk = json.loads(frame)
