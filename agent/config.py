@@ -181,6 +181,14 @@ MODEL_VARIABLES: Final = (
         _MODEL,
     ),
     Variable(
+        "MODEL_AUDIO_SPEECH_CHUNK_MS",
+        "60",
+        "once the caller has talked for 0.3 s, their loud frames go in messages of this many "
+        "ms (MODEL_AUDIO_CHUNK_MS..200, a multiple of 20; equal to MODEL_AUDIO_CHUNK_MS: off); "
+        "a pause goes out at once",
+        _MODEL,
+    ),
+    Variable(
         "MODEL_RECONNECT_ATTEMPTS",
         "4",
         "attempts to reach the model again after a connection is lost",

@@ -405,6 +405,8 @@ class Settings:
     model_audio_chunk_ms: int = 20
     #: ... and in messages of this many ms while the caller is silent (see call.uplink).
     model_audio_quiet_chunk_ms: int = 100
+    #: ... and in messages of this many ms well into an utterance (see call.uplink).
+    model_audio_speech_chunk_ms: int = 60
     unavailable_message: str = DEFAULT_UNAVAILABLE_MESSAGE
     busy_message: str = DEFAULT_BUSY_MESSAGE
     log_level: str = "INFO"
@@ -663,6 +665,15 @@ def _quiet_chunk_ms(env: EnvReader, chunk_ms: int) -> int:
     return value
 
 
+def _speech_chunk_ms(env: EnvReader, chunk_ms: int) -> int:
+    """``MODEL_AUDIO_SPEECH_CHUNK_MS``: whole Twilio frames, from ``chunk_ms`` to 200 ms."""
+    default = max(60, chunk_ms)
+    value = env.int_between("MODEL_AUDIO_SPEECH_CHUNK_MS", default, chunk_ms, 200, "milliseconds")
+    if value % 20:
+        raise env.error("MODEL_AUDIO_SPEECH_CHUNK_MS", f"must be a multiple of 20, got {value}")
+    return value
+
+
 def _metrics_token(env: EnvReader) -> str | None:
     token = env.raw("METRICS_TOKEN")
     if token is not None and len(token) < MIN_API_TOKEN_CHARS:
@@ -731,6 +742,7 @@ def _read(env: EnvReader) -> Settings:
         reconnect_attempts=env.positive_int("MODEL_RECONNECT_ATTEMPTS", 4, 20),
         model_audio_chunk_ms=chunk_ms,
         model_audio_quiet_chunk_ms=_quiet_chunk_ms(env, chunk_ms),
+        model_audio_speech_chunk_ms=_speech_chunk_ms(env, chunk_ms),
         unavailable_message=env.raw("AGENT_UNAVAILABLE_MESSAGE") or DEFAULT_UNAVAILABLE_MESSAGE,
         busy_message=env.raw("AGENT_BUSY_MESSAGE") or DEFAULT_BUSY_MESSAGE,
         log_level=log_level,

@@ -205,6 +205,7 @@ class Call:
         observer: CallObserver | None = None,
         model_audio_chunk_ms: int = 20,
         model_audio_quiet_chunk_ms: int | None = None,
+        model_audio_speech_chunk_ms: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.socket = socket
@@ -243,6 +244,9 @@ class Call:
             model_audio_chunk_ms
             if model_audio_quiet_chunk_ms is None
             else max(model_audio_chunk_ms, model_audio_quiet_chunk_ms),
+            speech_chunk_ms=None
+            if model_audio_speech_chunk_ms is None
+            else max(model_audio_chunk_ms, model_audio_speech_chunk_ms),
         )
         self._pre_session_bytes = 0  # 16 kHz PCM16 in _pre_session
         self._to_caller = ModelToCaller()

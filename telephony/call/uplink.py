@@ -12,14 +12,25 @@ So the size depends on what the caller is doing. :class:`UplinkBlocks` hands the
 - *prompt* (``chunk_ms``, 20 ms by default: every frame at once) while the caller may be
   talking: from the first frame whose peak reaches :data:`ONSET_PEAK` until
   ``quiet_after_ms`` of frames below it;
+- *speech* (``speech_chunk_ms``) once the caller has been talking for :data:`SPEECH_AFTER_MS`
+  (loud frames, with no pause of :data:`SPEECH_GAP_MS` or more): only loud frames are held,
+  and the first frame below the onset ends the block at once (it and what was held go out
+  together), so pauses and the silence that ends a turn reach the model as promptly as in
+  prompt mode. By then the model has had the onset frame by frame for longer than its
+  start-of-speech padding (``AGENT_VAD_PREFIX_PADDING_MS``, 100 ms by default), so a barge-in
+  is seen as early as before; holding loud frames later in an utterance only delays what the
+  model's VAD already calls speech;
 - *quiet* (``quiet_chunk_ms``) during longer silence: while the agent talks and the caller
   listens, or while the model thinks. The first frame that reaches :data:`ONSET_PEAK` ends
   the block at once (it and what was held go out together, oldest first), so the model hears
   the start of speech as soon as it would have in prompt mode.
 
 The onset test is on the frame's *peak*, which is never below its RMS: every frame the
-call's own VAD (RMS at -40 dBFS, :mod:`agent.vad`) counts as loud ends a quiet block, and a
-noisy line merely stays in prompt mode. What the model receives is the same audio, in order,
+call's own VAD (RMS at -40 dBFS, :mod:`agent.vad`) counts as loud ends a quiet block. On a
+line whose noise peaks above -40 dBFS every frame is loud: after the first
+:data:`SPEECH_AFTER_MS` it goes in speech blocks, and the model hears both a barge-in and the
+end of a turn up to ``speech_chunk_ms - chunk_ms`` later (``speech_chunk_ms`` equal to
+``chunk_ms`` turns speech blocks off). What the model receives is the same audio, in order,
 only grouped differently.
 """
 
@@ -27,10 +38,17 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ONSET_PEAK", "UplinkBlocks"]
+__all__ = ["ONSET_PEAK", "SPEECH_AFTER_MS", "SPEECH_GAP_MS", "UplinkBlocks"]
 
 #: μ-law bytes per millisecond (8 kHz, one byte per sample).
 _BYTES_PER_MS: Final = 8
+#: How long the caller must have been talking before loud frames go in speech blocks: three
+#: times the model's default start-of-speech padding (100 ms), so that its VAD has committed
+#: to the utterance frame by frame first.
+SPEECH_AFTER_MS: Final = 300
+#: A pause this long ends an utterance: the next loud frame is an onset again (prompt). Well
+#: under the model's end-of-speech silence (``AGENT_VAD_SILENCE_MS``, 500 ms by default).
+SPEECH_GAP_MS: Final = 200
 
 
 def _ulaw_magnitude(byte: int) -> int:
@@ -40,6 +58,9 @@ def _ulaw_magnitude(byte: int) -> int:
     mantissa = b & 0x0F
     return ((mantissa << 3) + 0x84 << exponent) - 0x84
 
+
+_SPEECH_AFTER_BYTES: Final = SPEECH_AFTER_MS * _BYTES_PER_MS
+_SPEECH_GAP_BYTES: Final = SPEECH_GAP_MS * _BYTES_PER_MS
 
 #: -40 dBFS, the call VAD's loudness threshold, as a peak (full scale 32768).
 _ONSET_LINEAR: Final = round(32768 * 10 ** (-40 / 20))
@@ -54,23 +75,46 @@ class UplinkBlocks:
     """Groups a call's μ-law frames into the blocks sent to the model (see the module doc).
 
     ``push`` takes each frame as it arrives and returns the block to convert and send now,
-    or ``None`` to hold it. ``quiet_chunk_ms`` equal to ``chunk_ms`` disables quiet blocks.
+    or ``None`` to hold it. ``quiet_chunk_ms`` equal to ``chunk_ms`` disables quiet blocks;
+    ``speech_chunk_ms`` equal to ``chunk_ms`` (the default) disables speech blocks.
     """
 
-    __slots__ = ("_chunk", "_held", "_quiet", "_quiet_after", "_since_loud")
+    __slots__ = (
+        "_chunk",
+        "_held",
+        "_quiet",
+        "_quiet_after",
+        "_since_loud",
+        "_speech",
+        "_talking",
+        "_uniform",
+    )
 
-    def __init__(self, chunk_ms: int = 20, quiet_chunk_ms: int = 100, quiet_after_ms: int = 1500):
-        if chunk_ms <= 0 or quiet_chunk_ms < chunk_ms or quiet_after_ms < 0:
+    def __init__(
+        self,
+        chunk_ms: int = 20,
+        quiet_chunk_ms: int = 100,
+        quiet_after_ms: int = 1500,
+        speech_chunk_ms: int | None = None,
+    ):
+        speech_ms = chunk_ms if speech_chunk_ms is None else speech_chunk_ms
+        if chunk_ms <= 0 or quiet_chunk_ms < chunk_ms or quiet_after_ms < 0 or speech_ms < chunk_ms:
             raise ValueError(
-                f"need 0 < chunk_ms ({chunk_ms}) <= quiet_chunk_ms ({quiet_chunk_ms}) "
-                f"and quiet_after_ms ({quiet_after_ms}) >= 0"
+                f"need 0 < chunk_ms ({chunk_ms}) <= quiet_chunk_ms ({quiet_chunk_ms}), "
+                f"speech_chunk_ms ({speech_ms}) and quiet_after_ms ({quiet_after_ms}) >= 0"
             )
         self._chunk = chunk_ms * _BYTES_PER_MS
         self._quiet = quiet_chunk_ms * _BYTES_PER_MS
+        self._speech = speech_ms * _BYTES_PER_MS
         self._quiet_after = quiet_after_ms * _BYTES_PER_MS
+        # Every block the same size: no need to look at the audio.
+        self._uniform = self._quiet == self._chunk == self._speech
         self._held = bytearray()
         # Audio since the last loud frame, in bytes; starts "long ago": a call begins quiet.
         self._since_loud = self._quiet_after
+        # Audio since the current utterance began (its first loud frame after a pause of
+        # SPEECH_GAP_MS or more), in bytes; 0 when there is none.
+        self._talking = 0
 
     @property
     def quiet(self) -> bool:
@@ -90,15 +134,25 @@ class UplinkBlocks:
 
     def push(self, ulaw: bytes) -> bytes | None:
         """The next frame; the block to send now (``None``: held for a larger block)."""
-        if self._quiet == self._chunk:
+        n = len(ulaw)
+        if self._uniform:
             limit = self._chunk
         elif ulaw and max(ulaw.translate(_CLASS)) >= ONSET_PEAK:
+            # Well into an utterance the model already hears it: a speech block. Otherwise
+            # speech may be starting: out at once, with whatever was held.
+            limit = self._speech if self._talking >= _SPEECH_AFTER_BYTES else 0
+            self._talking += n
             self._since_loud = 0
-            limit = 0  # speech may be starting: out at once, with whatever was held
         else:
-            self._since_loud += len(ulaw)
-            limit = self._quiet if self.quiet else self._chunk
-        if not self._held and len(ulaw) >= limit:
+            speaking = self._talking >= _SPEECH_AFTER_BYTES
+            self._since_loud += n
+            if self._since_loud >= _SPEECH_GAP_BYTES:
+                self._talking = 0  # a pause: the next loud frame is an onset again
+            elif self._talking:
+                self._talking += n
+            # A pause in speech blocks ends the block at once: silence is never held back.
+            limit = 0 if speaking else self._quiet if self.quiet else self._chunk
+        if not self._held and n >= limit:
             return ulaw  # the common case: a whole block in one frame, no copy
         self._held += ulaw
         if len(self._held) < max(limit, 1):

@@ -357,6 +357,7 @@ def create_app(
             observer=observer,
             model_audio_chunk_ms=settings.model_audio_chunk_ms,
             model_audio_quiet_chunk_ms=settings.model_audio_quiet_chunk_ms,
+            model_audio_speech_chunk_ms=settings.model_audio_speech_chunk_ms,
         )
         if on_call is not None:
             on_call(call)

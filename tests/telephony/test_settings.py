@@ -119,6 +119,10 @@ def test_empty_greeting_means_caller_speaks_first() -> None:
         ({"KNOWLEDGE_EMBEDDINGS": "openai"}, "KNOWLEDGE_EMBEDDINGS"),
         ({"KNOWLEDGE_SEARCH_TIMEOUT_S": "0"}, "KNOWLEDGE_SEARCH_TIMEOUT_S"),
         ({"KNOWLEDGE_EMBEDDING_MODEL": "two words"}, "KNOWLEDGE_EMBEDDING_MODEL"),
+        ({"MODEL_AUDIO_SPEECH_CHUNK_MS": "50"}, "MODEL_AUDIO_SPEECH_CHUNK_MS"),
+        ({"MODEL_AUDIO_SPEECH_CHUNK_MS": "220"}, "MODEL_AUDIO_SPEECH_CHUNK_MS"),
+        ({"MODEL_AUDIO_CHUNK_MS": "40", "MODEL_AUDIO_SPEECH_CHUNK_MS": "20"},
+         "MODEL_AUDIO_SPEECH_CHUNK_MS"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -264,6 +268,15 @@ def test_env_example_shows_the_real_defaults() -> None:
     assert {name for name, _ in lines} == {v.name for v in VARIABLES}
     env = {name: value.strip('"') for name, value in lines}
     assert Settings.from_env(env) == Settings.from_env({})
+
+
+def test_uplink_message_sizes_default_and_follow_the_prompt_chunk() -> None:
+    s = settings()
+    assert (s.model_audio_chunk_ms, s.model_audio_quiet_chunk_ms) == (20, 100)
+    assert s.model_audio_speech_chunk_ms == 60
+    assert settings(MODEL_AUDIO_SPEECH_CHUNK_MS="20").model_audio_speech_chunk_ms == 20  # off
+    # Never below the prompt chunk: 60 ms prompt messages mean 60 ms speech messages too.
+    assert settings(MODEL_AUDIO_CHUNK_MS="60").model_audio_speech_chunk_ms == 60
 
 
 def test_edge_defaults_and_what_they_derive_from() -> None:

@@ -709,6 +709,27 @@ async def test_caller_audio_goes_to_the_model_in_chunks_of_the_setting() -> None
 
 
 @virtual
+async def test_well_into_an_utterance_loud_frames_go_in_speech_blocks() -> None:
+    s = await Scene(model_audio_speech_chunk_ms=60).connected()
+    speech = caller_speech(1.0)  # 50 loud frames
+    await s.twilio.speak(speech, then_silence_s=0.0)
+    # 15 frames (0.3 s) one by one, then 33 in 11 blocks of three; 2 wait for the next.
+    await until(lambda: len(s.model.audio) == 26)
+    assert [len(a) for a in s.model.audio] == [640] * 15 + [1920] * 11
+    s.twilio.media(SILENCE)  # a pause: out at once, with the 2 held frames
+    await until(lambda: len(s.model.audio) == 27)
+    assert len(s.model.audio[-1]) == 3 * 640
+    single = Scene()  # speech blocks off: the same audio, one message per frame
+    await single.connected()
+    await single.twilio.speak(speech, then_silence_s=0.0)
+    single.twilio.media(SILENCE)
+    await until(lambda: len(single.model.audio) == 51)
+    assert b"".join(single.model.audio) == b"".join(s.model.audio)
+    await s.hang_up()
+    await single.hang_up()
+
+
+@virtual
 async def test_frames_held_for_a_quiet_block_reach_the_model_when_the_caller_hangs_up() -> None:
     """Quiet audio goes to the model in 100 ms blocks: a hang-up mid-block must not leave
     the last frames behind (every frame Twilio sent reaches the model or is counted)."""

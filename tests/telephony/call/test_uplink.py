@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from telephony.audio import pcm16_to_ulaw_8k
-from telephony.call.uplink import ONSET_PEAK, UplinkBlocks, _ulaw_magnitude
+from telephony.call.uplink import (
+    ONSET_PEAK,
+    SPEECH_AFTER_MS,
+    SPEECH_GAP_MS,
+    UplinkBlocks,
+    _ulaw_magnitude,
+)
 
 FRAME = 160
 
@@ -75,10 +81,76 @@ def test_a_noisy_line_stays_prompt() -> None:
     assert all(b is not None for b in feed(blocks, frames))
 
 
-@pytest.mark.parametrize(("chunk", "quiet", "after"), [(0, 100, 0), (40, 20, 0), (20, 100, -1)])
-def test_bad_sizes_are_refused(chunk: int, quiet: int, after: int) -> None:
+@pytest.mark.parametrize(
+    ("chunk", "quiet", "after", "speech"),
+    [(0, 100, 0, None), (40, 20, 0, None), (20, 100, -1, None), (40, 100, 0, 20)],
+)
+def test_bad_sizes_are_refused(chunk: int, quiet: int, after: int, speech: int | None) -> None:
     with pytest.raises(ValueError, match="need 0 < chunk_ms"):
-        UplinkBlocks(chunk, quiet, after)
+        UplinkBlocks(chunk, quiet, after, speech_chunk_ms=speech)
+
+
+ONSET_FRAMES = SPEECH_AFTER_MS // 20
+
+
+def test_speech_blocks_start_only_once_the_caller_has_talked_for_a_while() -> None:
+    blocks = UplinkBlocks(20, 100, speech_chunk_ms=60)
+    # The onset goes out frame by frame: the model's VAD sees a barge-in as early as ever.
+    assert feed(blocks, [LOUD] * ONSET_FRAMES) == [LOUD] * ONSET_FRAMES
+    # Then loud frames go three at a time.
+    assert feed(blocks, [LOUD] * 6) == [None, None, LOUD * 3, None, None, LOUD * 3]
+
+
+def test_a_pause_in_speech_blocks_goes_out_at_once_with_what_was_held() -> None:
+    blocks = UplinkBlocks(20, 100, speech_chunk_ms=100)
+    feed(blocks, [LOUD] * ONSET_FRAMES)
+    assert feed(blocks, [LOUD, LOUD, QUIET]) == [None, None, LOUD + LOUD + QUIET]
+    # Every quiet frame of the pause goes at once, as in prompt mode: the end of a turn is
+    # heard as early as before.
+    assert feed(blocks, [QUIET, QUIET]) == [QUIET, QUIET]
+    # A short pause does not end the utterance: speech blocks go on after it.
+    assert feed(blocks, [LOUD] * 5) == [None] * 4 + [LOUD * 5]
+
+
+def test_a_long_pause_makes_the_next_loud_frame_an_onset_again() -> None:
+    blocks = UplinkBlocks(20, 100, speech_chunk_ms=60)
+    feed(blocks, [LOUD] * (ONSET_FRAMES + 3))
+    gap = SPEECH_GAP_MS // 20
+    assert feed(blocks, [QUIET] * gap) == [QUIET] * gap
+    assert feed(blocks, [LOUD] * ONSET_FRAMES) == [LOUD] * ONSET_FRAMES
+    # One frame short of the gap is still the same utterance.
+    feed(blocks, [LOUD] * 3)
+    assert feed(blocks, [QUIET] * (gap - 1) + [LOUD, LOUD]) == [QUIET] * (gap - 1) + [None, None]
+
+
+def test_a_noisy_line_goes_in_speech_blocks_after_the_onset() -> None:
+    rng = np.random.default_rng(5)
+    noise = (rng.normal(0, 400, 16000)).astype("<i2").tobytes()  # about -38 dBFS RMS
+    ulaw = pcm16_to_ulaw_8k(noise, 8000)
+    frames = [ulaw[i : i + FRAME] for i in range(0, len(ulaw), FRAME)]
+    blocks = UplinkBlocks(20, 100, speech_chunk_ms=60)
+    out = feed(blocks, frames)
+    assert all(b is not None for b in out[:ONSET_FRAMES])
+    later = len(frames) - ONSET_FRAMES  # 85 frames: 28 blocks of 3, and 1 frame held
+    assert [len(b) for b in out[ONSET_FRAMES:] if b is not None] == [3 * FRAME] * (later // 3)
+    assert b"".join(b for b in out if b is not None) + blocks.flush() == ulaw
+
+
+@pytest.mark.parametrize("speech", [20, 60, 200])
+def test_speech_blocks_never_reorder_or_lose_audio(speech: int) -> None:
+    rng = np.random.default_rng(11)
+    frames: list[bytes] = []
+    while len(frames) < 2000:  # utterances and pauses of random lengths
+        frames += [LOUD] * int(rng.integers(1, 60)) + [QUIET] * int(rng.integers(1, 90))
+    blocks = UplinkBlocks(20, 100, quiet_after_ms=600, speech_chunk_ms=speech)
+    out = [b for b in feed(blocks, frames) if b is not None]
+    sent = b"".join(out)
+    assert sent == b"".join(frames)[: len(sent)]
+    assert len(sent) + blocks.held_bytes == len(frames) * FRAME
+    assert max(map(len, out)) <= max(speech, 100) * 8
+    if speech > 20:  # fewer messages than in prompt mode
+        prompt = [b for b in feed(UplinkBlocks(20, 100, quiet_after_ms=600), frames) if b]
+        assert len(out) < len(prompt)
 
 
 def test_with_larger_prompt_chunks_a_loud_frame_after_silence_still_goes_out_alone() -> None:
