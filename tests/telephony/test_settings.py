@@ -121,8 +121,10 @@ def test_empty_greeting_means_caller_speaks_first() -> None:
         ({"KNOWLEDGE_EMBEDDING_MODEL": "two words"}, "KNOWLEDGE_EMBEDDING_MODEL"),
         ({"MODEL_AUDIO_SPEECH_CHUNK_MS": "50"}, "MODEL_AUDIO_SPEECH_CHUNK_MS"),
         ({"MODEL_AUDIO_SPEECH_CHUNK_MS": "220"}, "MODEL_AUDIO_SPEECH_CHUNK_MS"),
-        ({"MODEL_AUDIO_CHUNK_MS": "40", "MODEL_AUDIO_SPEECH_CHUNK_MS": "20"},
-         "MODEL_AUDIO_SPEECH_CHUNK_MS"),
+        (
+            {"MODEL_AUDIO_CHUNK_MS": "40", "MODEL_AUDIO_SPEECH_CHUNK_MS": "20"},
+            "MODEL_AUDIO_SPEECH_CHUNK_MS",
+        ),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], variable: str) -> None:
