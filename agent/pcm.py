@@ -56,6 +56,12 @@ _COEF_FRAC_BITS: Final = 24
 # Plans (strided views for one chunk geometry) are cached per instance; random chunk
 # sizes would grow the cache without bound, so it is simply dropped when it gets big.
 _MAX_PLANS: Final = 64
+# A plan computes its output count rounded up to a multiple of this many times L: the
+# model's audio arrives in chunks of any size (and the simulator's in random 20-120 ms
+# ones), and one plan per exact size meant building views for nearly every chunk (5 us,
+# plus the cache's churn). The extra outputs (fewer than this) are computed from whatever
+# follows the chunk in the buffer and thrown away; they cost less than a plan.
+_PLAN_QUANTUM: Final = 32
 
 _INT16_MIN: Final = -32768.0
 _INT16_MAX: Final = 32767.0
@@ -171,11 +177,11 @@ class _Step:
 
 @dataclass(frozen=True)
 class _Plan:
-    """Precomputed views for one (phase, buffer position, output count) geometry."""
+    """Precomputed views for one (phase, buffer position, rounded output count) geometry."""
 
     steps: tuple[_Step, ...]
     direct: bool  # single step whose ``dest`` is contiguous: ``np.dot(..., out=dest)``
-    result: _F64Array  # contiguous float view holding all outputs of the call
+    result: _F64Array  # contiguous float view of all the outputs the plan computes
 
 
 class StreamResampler:
@@ -239,6 +245,7 @@ class StreamResampler:
             )
         self._design = design
         self._k: Final = design.phase_len
+        self._quantum: Final = _PLAN_QUANTUM * self._up
 
         # Input buffer: [history | new chunk].  Plans hold views into it and into
         # ``_ybuf``, so both are only ever replaced by ``_grow`` (which drops the plans).
@@ -372,14 +379,20 @@ class StreamResampler:
         n_out = self._n_out
         n_end = n_in * up // down  # floor(N * L / M): outputs whose input is complete
         nout = n_end - n_out
-        if end > self._buf.shape[0] or nout > self._ybuf.shape[0]:
-            self._grow(end, nout)
+        span = -(-nout // self._quantum) * self._quantum  # what the plan computes
+        rel_i0 = n_out * down // up - self._g0
+        # The last computed output's window ends at input rel_i0 + ((span-1)*M + L-1)//L.
+        need_in = rel_i0 + ((span - 1) * down + up - 1) // up + 1
+        if end > need_in:
+            need_in = end
+        if need_in > self._buf.shape[0] or span > self._ybuf.shape[0]:
+            self._grow(need_in, span)
         buf = self._buf
         buf[hlen:end] = x
 
         out = np.empty(nout, dtype=np.int16)
         if nout > 0:
-            key = (n_out % up, n_out * down // up - self._g0, nout)
+            key = (n_out % up, rel_i0, span)
             plan = self._plans.get(key)
             if plan is None:
                 plan = self._make_plan(*key)
@@ -389,7 +402,7 @@ class StreamResampler:
             else:
                 for s in plan.steps:
                     s.dest[...] = np.dot(s.windows, s.taps)
-            y = plan.result
+            y = plan.result if span == nout else plan.result[:nout]
             # Clip before rounding: with integer bounds this equals round-then-clip, and
             # clipping first lets ``rint`` write straight into the int16 result: values
             # are then already in range, so the unsafe cast cannot wrap around.

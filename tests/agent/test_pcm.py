@@ -108,6 +108,32 @@ def test_exact_counts_and_chunking_invariance(case: tuple[int, int, dict[str, fl
         assert np.array_equal(np.concatenate(parts), whole)
 
 
+def test_model_chunks_of_any_size_share_a_few_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's audio comes in chunks of any size: the strided views are built for a
+    handful of rounded sizes, not once per chunk, and the output is still exact."""
+    built: list[tuple[int, int, int]] = []
+    make_plan = StreamResampler._make_plan
+
+    def counting(self: StreamResampler, *key: int) -> object:
+        built.append(key)
+        return make_plan(self, *key)
+
+    monkeypatch.setattr(StreamResampler, "_make_plan", counting)
+    x = _noise(24000 * 8, seed=7)
+    rng = np.random.default_rng(8)
+    sizes = [int(n) for n in rng.integers(480, 2881, 400)]  # 20-120 ms at 24 kHz
+    rs = StreamResampler(24000, 8000, **PHONE)
+    parts, pos = [], 0
+    for n in sizes:
+        parts.append(rs.process_array(x[pos : pos + n]))
+        pos += n
+    # 160-960 outputs, rounded up to multiples of 32: 26 sizes, and a few more while the
+    # buffers first grow (one plan per exact size would be ~400).
+    assert len(built) <= 40, len(built)
+    whole = StreamResampler(24000, 8000, **PHONE).process_array(x[:pos])
+    assert np.array_equal(np.concatenate(parts), whole)
+
+
 @pytest.mark.parametrize("case", RATE_CASES[:3], ids=_ids)
 def test_bytes_api_with_odd_byte_counts(case: tuple[int, int, dict[str, float]]) -> None:
     in_rate, out_rate, bands = case
