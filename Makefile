@@ -63,6 +63,7 @@ test: install system
 bench: install
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/uplink_blocks.py
 	$(BIN)/python bench/barge_in.py
 	$(BIN)/python bench/sdk_overhead.py
 	$(BIN)/python bench/capacity.py

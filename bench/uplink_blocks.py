@@ -1,0 +1,137 @@
+"""How many messages caller audio takes to reach the model, and how late it gets there.
+
+Run ``python bench/uplink_blocks.py`` (``--clips DIR`` for other WAV files, ``--json``).
+
+Each clip (read speech; by default the shared fixtures, else the caller's own samples) is
+taken to 8 kHz μ-law in 20 ms frames, as Twilio sends it, with ``--pause`` seconds of line
+silence before and after it (a caller who listens, then talks). The frames go through
+:class:`telephony.call.uplink.UplinkBlocks` with the server's defaults (20 ms prompt blocks,
+100 ms quiet blocks after 1.5 s of silence) and speech blocks of 20 (off), 40, 60 and 100 ms.
+For each size it prints the messages per second of audio and how long frames were held
+before going out: over all frames, over the loud ones (speech), and over the first frame of
+each pause (what tells the model that the caller stopped; speech blocks never hold it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import wave
+from typing import Any
+
+import numpy as np
+
+from agent.pcm import resample
+from telephony.audio import ulaw_encode
+from telephony.call.uplink import ONSET_PEAK, UplinkBlocks
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED_CLIPS = ROOT.parent / "shared" / "fixtures" / "speech"
+OWN_CLIPS = ROOT / "telephony" / "caller" / "samples"
+FRAME = 160  # μ-law bytes per 20 ms frame
+SPEECH_SIZES_MS = (20, 40, 60, 100)
+_CLASS = bytes((~b & 0x7F) for b in range(256))
+
+
+def frames_of(path: pathlib.Path, pause_s: float) -> list[bytes]:
+    """The clip as Twilio's 20 ms μ-law frames, with line silence around it."""
+    with wave.open(str(path)) as w:
+        if w.getnchannels() != 1 or w.getsampwidth() != 2:
+            raise ValueError(f"{path}: need mono 16-bit PCM")
+        rate = w.getframerate()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    phone = pcm if rate == 8000 else resample(pcm, rate, 8000)
+    silence = np.zeros(int(pause_s * 8000), dtype=np.int16)
+    ulaw = ulaw_encode(np.concatenate([silence, phone, silence]).astype("<i2").tobytes())
+    return [ulaw[i : i + FRAME] for i in range(0, len(ulaw) - FRAME + 1, FRAME)]
+
+
+def _loud(frame: bytes) -> bool:
+    return max(frame.translate(_CLASS)) >= ONSET_PEAK
+
+
+def measure(frames: list[bytes], speech_ms: int) -> dict[str, float]:
+    """Messages per second and hold times (ms) for one speech block size."""
+    blocks = UplinkBlocks(chunk_ms=20, quiet_chunk_ms=100, speech_chunk_ms=speech_ms)
+    held: list[int] = []  # indexes of frames not yet sent
+    waits: list[float] = []
+    loud_waits: list[float] = []
+    pause_waits: list[float] = []
+    messages = 0
+    was_loud = False
+    pause_starts: set[int] = set()
+    loud: set[int] = set()
+    for i, frame in enumerate(frames):
+        is_loud = _loud(frame)
+        if is_loud:
+            loud.add(i)
+        elif was_loud:
+            pause_starts.add(i)
+        was_loud = is_loud
+        held.append(i)
+        if blocks.push(frame) is None:
+            continue
+        messages += 1
+        for j in held:
+            wait = 20.0 * (i - j)
+            waits.append(wait)
+            if j in loud:
+                loud_waits.append(wait)
+            if j in pause_starts:
+                pause_waits.append(wait)
+        held.clear()
+    seconds = len(frames) * 0.02
+    return {
+        "speech_chunk_ms": speech_ms,
+        "messages_per_s": messages / seconds,
+        "held_mean_ms": statistics.fmean(waits),
+        "loud_held_mean_ms": statistics.fmean(loud_waits) if loud_waits else 0.0,
+        "loud_held_max_ms": max(loud_waits, default=0.0),
+        "pause_start_held_max_ms": max(pause_waits, default=0.0),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default = SHARED_CLIPS if SHARED_CLIPS.is_dir() else OWN_CLIPS
+    ap.add_argument("--clips", type=pathlib.Path, default=default, help="WAV folder")
+    ap.add_argument("--pause", type=float, default=3.0, help="line silence around each clip (s)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    clips = sorted(args.clips.glob("*.wav"))
+    if not clips:
+        print(f"no WAV files in {args.clips}", file=sys.stderr)
+        return 2
+    results: list[dict[str, Any]] = []
+    for path in clips:
+        frames = frames_of(path, args.pause)
+        for size in SPEECH_SIZES_MS:
+            results.append({"clip": path.name, **measure(frames, size)})
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"clips: {args.clips} ({len(clips)} files), {args.pause:g} s of silence around each")
+    header = (
+        f"{'clip':<22}{'speech ms':>10}{'msgs/s':>8}{'held mean':>11}"
+        f"{'loud mean':>11}{'loud max':>10}{'pause start max':>17}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r['clip']:<22}{r['speech_chunk_ms']:>10}{r['messages_per_s']:>8.1f}"
+            f"{r['held_mean_ms']:>9.1f}ms{r['loud_held_mean_ms']:>9.1f}ms"
+            f"{r['loud_held_max_ms']:>8.0f}ms{r['pause_start_held_max_ms']:>15.0f}ms"
+        )
+    for size in SPEECH_SIZES_MS:
+        rates = [r["messages_per_s"] for r in results if r["speech_chunk_ms"] == size]
+        rate = statistics.fmean(rates)
+        print(f"mean over clips, speech blocks of {size} ms: {rate:.1f} messages per second")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

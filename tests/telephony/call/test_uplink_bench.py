@@ -1,0 +1,40 @@
+"""bench/uplink_blocks.py's accounting: what it prints for a known scene."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from types import ModuleType
+
+import pytest
+
+from support import ROOT
+
+LOUD = b"\x10" * 160  # a loud μ-law frame (-13 dBFS peak)
+QUIET = b"\xff" * 160  # line silence
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    """bench/uplink_blocks.py as a module (bench/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_uplink", ROOT / "bench" / "uplink_blocks.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_speech_blocks_hold_loud_frames_only_and_never_the_pause(bench: ModuleType) -> None:
+    # 2 s of silence, 1 s of talk, 2 s of silence: 250 frames, 5 s.
+    frames = [QUIET] * 100 + [LOUD] * 50 + [QUIET] * 100
+    off = bench.measure(frames, 20)
+    on = bench.measure(frames, 60)
+    assert off["loud_held_max_ms"] == 0.0
+    assert on["loud_held_max_ms"] == 40.0  # three frames per message: the first waits 40 ms
+    assert on["pause_start_held_max_ms"] == off["pause_start_held_max_ms"] == 0.0
+    # 15 loud frames alone (0.3 s), then 35 in 11 full 60 ms blocks, the last 2 going out
+    # with the pause's first frame (one message either way): 24 messages fewer in 5 s.
+    assert off["messages_per_s"] - on["messages_per_s"] == pytest.approx((35 - 11) / 5.0)
