@@ -26,14 +26,13 @@ import numpy as np
 
 from agent.pcm import resample
 from telephony.audio import ulaw_encode
-from telephony.call.uplink import ONSET_PEAK, UplinkBlocks
+from telephony.call.uplink import UplinkBlocks, is_onset
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_CLIPS = ROOT.parent / "shared" / "fixtures" / "speech"
 OWN_CLIPS = ROOT / "telephony" / "caller" / "samples"
 FRAME = 160  # μ-law bytes per 20 ms frame
 SPEECH_SIZES_MS = (20, 40, 60, 100)
-_CLASS = bytes((~b & 0x7F) for b in range(256))
 
 
 def frames_of(path: pathlib.Path, pause_s: float) -> list[bytes]:
@@ -49,10 +48,6 @@ def frames_of(path: pathlib.Path, pause_s: float) -> list[bytes]:
     return [ulaw[i : i + FRAME] for i in range(0, len(ulaw) - FRAME + 1, FRAME)]
 
 
-def _loud(frame: bytes) -> bool:
-    return max(frame.translate(_CLASS)) >= ONSET_PEAK
-
-
 def measure(frames: list[bytes], speech_ms: int) -> dict[str, float]:
     """Messages per second and hold times (ms) for one speech block size."""
     blocks = UplinkBlocks(chunk_ms=20, quiet_chunk_ms=100, speech_chunk_ms=speech_ms)
@@ -65,7 +60,7 @@ def measure(frames: list[bytes], speech_ms: int) -> dict[str, float]:
     pause_starts: set[int] = set()
     loud: set[int] = set()
     for i, frame in enumerate(frames):
-        is_loud = _loud(frame)
+        is_loud = is_onset(frame)
         if is_loud:
             loud.add(i)
         elif was_loud:

@@ -656,21 +656,11 @@ def _optional_count(env: EnvReader, name: str, lower: int, upper: int) -> int | 
     return env.int_between(name, lower, lower, upper, "a whole number")
 
 
-def _quiet_chunk_ms(env: EnvReader, chunk_ms: int) -> int:
-    """``MODEL_AUDIO_QUIET_CHUNK_MS``: whole Twilio frames, from ``chunk_ms`` to 200 ms."""
-    default = max(100, chunk_ms)
-    value = env.int_between("MODEL_AUDIO_QUIET_CHUNK_MS", default, chunk_ms, 200, "milliseconds")
+def _block_ms(env: EnvReader, name: str, default: int, chunk_ms: int) -> int:
+    """A message size for caller audio: whole Twilio frames, from ``chunk_ms`` to 200 ms."""
+    value = env.int_between(name, max(default, chunk_ms), chunk_ms, 200, "milliseconds")
     if value % 20:
-        raise env.error("MODEL_AUDIO_QUIET_CHUNK_MS", f"must be a multiple of 20, got {value}")
-    return value
-
-
-def _speech_chunk_ms(env: EnvReader, chunk_ms: int) -> int:
-    """``MODEL_AUDIO_SPEECH_CHUNK_MS``: whole Twilio frames, from ``chunk_ms`` to 200 ms."""
-    default = max(60, chunk_ms)
-    value = env.int_between("MODEL_AUDIO_SPEECH_CHUNK_MS", default, chunk_ms, 200, "milliseconds")
-    if value % 20:
-        raise env.error("MODEL_AUDIO_SPEECH_CHUNK_MS", f"must be a multiple of 20, got {value}")
+        raise env.error(name, f"must be a multiple of 20, got {value}")
     return value
 
 
@@ -741,8 +731,8 @@ def _read(env: EnvReader) -> Settings:
         stall_timeout_s=env.seconds_or_off("MODEL_STALL_TIMEOUT_S", 4.0),
         reconnect_attempts=env.positive_int("MODEL_RECONNECT_ATTEMPTS", 4, 20),
         model_audio_chunk_ms=chunk_ms,
-        model_audio_quiet_chunk_ms=_quiet_chunk_ms(env, chunk_ms),
-        model_audio_speech_chunk_ms=_speech_chunk_ms(env, chunk_ms),
+        model_audio_quiet_chunk_ms=_block_ms(env, "MODEL_AUDIO_QUIET_CHUNK_MS", 100, chunk_ms),
+        model_audio_speech_chunk_ms=_block_ms(env, "MODEL_AUDIO_SPEECH_CHUNK_MS", 60, chunk_ms),
         unavailable_message=env.raw("AGENT_UNAVAILABLE_MESSAGE") or DEFAULT_UNAVAILABLE_MESSAGE,
         busy_message=env.raw("AGENT_BUSY_MESSAGE") or DEFAULT_BUSY_MESSAGE,
         log_level=log_level,

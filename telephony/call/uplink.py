@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ONSET_PEAK", "SPEECH_AFTER_MS", "SPEECH_GAP_MS", "UplinkBlocks"]
+__all__ = ["ONSET_PEAK", "SPEECH_AFTER_MS", "SPEECH_GAP_MS", "UplinkBlocks", "is_onset"]
 
 #: μ-law bytes per millisecond (8 kHz, one byte per sample).
 _BYTES_PER_MS: Final = 8
@@ -69,6 +69,11 @@ ONSET_PEAK: Final = min((~b & 0x7F) for b in range(256) if _ulaw_magnitude(b) >=
 #: μ-law byte → its magnitude class (0 = silence .. 127 = full scale): one ``translate`` and
 #: one ``max`` give a frame's peak without decoding it.
 _CLASS: Final = bytes((~b & 0x7F) for b in range(256))
+
+
+def is_onset(ulaw: bytes) -> bool:
+    """Whether a μ-law frame's peak reaches :data:`ONSET_PEAK` (the test ``push`` makes)."""
+    return bool(ulaw) and max(ulaw.translate(_CLASS)) >= ONSET_PEAK
 
 
 class UplinkBlocks:
