@@ -7,10 +7,13 @@ pinned to another core when there is one) send a real media frame every 20 ms:
 
 - ``asgi``: what the server runs today, uvicorn (uvloop, ``websockets-sansio``) and a
   Starlette WebSocket route awaiting ``receive()``;
+- ``direct``: the server's path since December 2026, the same uvicorn and Starlette route
+  with ``telephony.server.media_socket``: frames go from uvicorn's protocol straight to the
+  route's ``DirectSocket`` (no ASGI message, no pause of the socket's reading per frame);
 - ``protocol``: a bare ``asyncio.Protocol`` on uvloop parsing frames with ``websockets``'
   sans-I/O ``ServerProtocol`` in ``data_received``: no ASGI queue, no task switch per frame.
 
-    python bench/media_path.py [--calls 50] [--seconds 10]
+    python bench/media_path.py [--calls 50] [--seconds 10] [--kinds asgi,direct,protocol]
 
 It prints server CPU per call-second and per frame for each.
 """
@@ -44,23 +47,32 @@ def proc_cpu_s(pid: int) -> float:
 # -- the two servers (run as child processes: ``python bench/media_path.py --serve KIND``) ----
 
 
-def serve_asgi(port: int) -> None:
+def serve_asgi(port: int, direct: bool = False) -> None:
     import uvicorn
     from starlette.applications import Starlette
     from starlette.routing import WebSocketRoute
     from starlette.websockets import WebSocket
+
+    from telephony.server.media_socket import MediaWebSocketProtocol, direct_socket
 
     async def media(ws: WebSocket) -> None:
         await ws.accept()
         while (await ws.receive())["type"] != "websocket.disconnect":
             pass
 
-    app = Starlette(routes=[WebSocketRoute("/twilio/media", media)])
+    async def media_direct(ws: WebSocket) -> None:
+        socket = direct_socket(ws)
+        assert socket is not None
+        await ws.accept()
+        while await socket.receive() is not None:
+            pass
+
+    app = Starlette(routes=[WebSocketRoute("/twilio/media", media_direct if direct else media)])
     uvicorn.run(
         app,
         host="127.0.0.1",
         port=port,
-        ws="websockets-sansio",
+        ws=MediaWebSocketProtocol if direct else "websockets-sansio",
         ws_per_message_deflate=False,
         loop="uvloop",
         log_level="warning",
@@ -190,11 +202,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--serve", choices=("asgi", "protocol"), help=argparse.SUPPRESS)
+    parser.add_argument("--kinds", default="asgi,direct,protocol", help="servers to measure")
+    parser.add_argument("--serve", choices=("asgi", "direct", "protocol"), help=argparse.SUPPRESS)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve == "asgi":
-        serve_asgi(args.port)
+    if args.serve in ("asgi", "direct"):
+        serve_asgi(args.port, direct=args.serve == "direct")
         return
     if args.serve == "protocol":
         serve_protocol(args.port)
@@ -205,7 +218,7 @@ def main() -> None:
     from telephony.server.runner import free_port
 
     print(f"{args.calls} clients, one Twilio media frame each every 20 ms, {args.seconds:g} s")
-    for kind in ("asgi", "protocol"):
+    for kind in args.kinds.split(","):
         figures = measure(kind, args.calls, args.seconds, free_port())
         print(
             f"  {kind:<9} {figures['cpu_ms_per_call_s']:6.2f} ms CPU per call-second, "

@@ -40,6 +40,7 @@ from telephony.call.bridge import Call, CallObserver, TwilioSocket
 from telephony.call.recorder import CallRecorder
 from telephony.ops import api as operator_api
 from telephony.server import console
+from telephony.server.media_socket import direct_socket
 from telephony.server.metrics import CONTENT_TYPE_LATEST
 from telephony.server.metrics_port import MetricsListener, bearer_ok
 from telephony.server.service import Service, client_key, start_knowledge, start_model
@@ -407,7 +408,7 @@ def create_app(
             log.warning("stream.bad_signature", extra=fields(url=url))
             await ws.close(code=1008)  # before accept: the upgrade is refused (HTTP 403)
             return
-        await serve_stream(ws, StarletteSocket(ws), rest=service.rest)
+        await serve_stream(ws, direct_socket(ws) or StarletteSocket(ws), rest=service.rest)
 
     console.install(app, service, serve_stream)
 

@@ -18,6 +18,7 @@ import uvicorn
 from agent.logs import fields
 from telephony.server.app import create_app
 from telephony.server.connections import ConnectionLimits, edge_protocol
+from telephony.server.media_socket import MediaWebSocketProtocol
 from telephony.server.service import Service
 from telephony.settings import Settings
 from telephony.twilio.media_stream import MAX_FRAME_BYTES
@@ -163,7 +164,8 @@ def build_server(
         lifespan="on",
         log_config=None,  # our logging setup, not uvicorn's
         http=edge_protocol(limits, on_close),
-        ws="websockets-sansio",
+        # uvicorn's websockets-sansio, handing a call's frames straight to it.
+        ws=MediaWebSocketProtocol,
         ws_max_size=MAX_FRAME_BYTES,  # larger frames close that stream with 1009
         ws_per_message_deflate=False,  # Twilio doesn't compress; spare the CPU
         ws_ping_interval=20.0,

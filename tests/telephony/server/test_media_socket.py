@@ -1,0 +1,212 @@
+"""``telephony.server.media_socket``: a call's frames straight from uvicorn's protocol, on a
+real uvicorn server on loopback and a real ``websockets`` client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import SimpleNamespace
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+
+from telephony.call.bridge import SocketClosed
+from telephony.server.media_socket import (
+    INBOX_HIGH_FRAMES,
+    DirectSocket,
+    MediaWebSocketProtocol,
+    direct_socket,
+)
+
+Handler = Callable[[WebSocket, DirectSocket], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def server(handler: Handler) -> AsyncIterator[str]:
+    async def route(ws: WebSocket) -> None:
+        socket = direct_socket(ws)
+        assert socket is not None
+        await ws.accept()
+        await handler(ws, socket)
+
+    config = uvicorn.Config(
+        Starlette(routes=[WebSocketRoute("/media", route)]),
+        host="127.0.0.1",
+        port=0,
+        ws=MediaWebSocketProtocol,
+        ws_max_size=64 * 1024,
+        ws_per_message_deflate=False,
+        log_config=None,
+        lifespan="off",
+    )
+    srv = uvicorn.Server(config)
+    task = asyncio.create_task(srv.serve())
+    async with asyncio.timeout(10):
+        while not srv.started:
+            if task.done():
+                task.result()  # startup failed: its error
+            await asyncio.sleep(0.01)
+    port = srv.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"ws://127.0.0.1:{port}/media"
+    finally:
+        srv.should_exit = True
+        async with asyncio.timeout(15):
+            await task
+
+
+async def drain(client: ClientConnection) -> list[str]:
+    got: list[str] = []
+    with contextlib.suppress(ConnectionClosed):
+        async with asyncio.timeout(5):
+            async for message in client:
+                got.append(str(message))
+    return got
+
+
+async def test_frames_arrive_in_order_and_sends_reach_the_peer() -> None:
+    received: list[str | bytes] = []
+
+    async def handler(ws: WebSocket, socket: DirectSocket) -> None:
+        while (frame := await socket.receive()) is not None:
+            received.append(frame)
+            if isinstance(frame, str):
+                await socket.send("echo " + frame)
+        assert await socket.receive() is None  # and stays ended
+
+    async with server(handler) as url:
+        async with connect(url) as client:
+            for i in range(200):
+                await client.send(f"frame {i}")
+            await client.send(b"\x01\x02")
+            echoes = [await client.recv() for _ in range(200)]
+        await asyncio.sleep(0.2)
+    assert received == [f"frame {i}" for i in range(200)] + [b"\x01\x02"]
+    assert echoes == [f"echo frame {i}" for i in range(200)]
+
+
+async def test_a_call_that_falls_behind_pauses_reading_and_loses_nothing() -> None:
+    seen: dict[str, object] = {}
+    go = asyncio.Event()
+
+    async def handler(ws: WebSocket, socket: DirectSocket) -> None:
+        protocol = socket._protocol
+        frames: list[str | bytes] = []
+        frames.append(await socket.receive() or "")  # attached
+        await go.wait()  # the client has sent everything meanwhile
+        seen["paused_while_behind"] = protocol.read_paused
+        seen["inbox_when_behind"] = len(socket._inbox)
+        while (frame := await socket.receive()) is not None:
+            frames.append(frame)
+            if len(frames) == 1000:
+                seen["paused_after"] = protocol.read_paused
+                await socket.send("done")
+        seen["frames"] = frames
+
+    async with server(handler) as url:
+        async with connect(url) as client:
+            for i in range(1000):
+                await client.send(f"{i:04d}" + "x" * 300)
+            await asyncio.sleep(0.3)  # the server reads until its inbox is full
+            go.set()
+            async with asyncio.timeout(5):
+                assert await client.recv() == "done"
+        await asyncio.sleep(0.2)
+    assert seen["paused_while_behind"] is True
+    # Bounded: the inbox stops at the high mark, plus at most what one read brought.
+    assert INBOX_HIGH_FRAMES <= int(str(seen["inbox_when_behind"])) < 1000
+    assert seen["paused_after"] is False
+    assert seen["frames"] == [f"{i:04d}" + "x" * 300 for i in range(1000)]
+
+
+async def test_the_peer_closing_ends_receive_and_later_sends_fail_cleanly() -> None:
+    outcome: dict[str, object] = {}
+
+    async def handler(ws: WebSocket, socket: DirectSocket) -> None:
+        outcome["first"] = await socket.receive()
+        outcome["end"] = await socket.receive()
+        try:
+            await socket.send("too late")
+        except SocketClosed:
+            outcome["send"] = "closed"
+        await socket.close(1000, "bye")  # a no-op, not an error
+
+    async with server(handler) as url:
+        async with connect(url) as client:
+            await client.send("hello")
+        await asyncio.sleep(0.3)
+    assert outcome == {"first": "hello", "end": None, "send": "closed"}
+
+
+async def test_invalid_utf8_closes_with_1007() -> None:
+    ended = asyncio.Event()
+
+    async def handler(ws: WebSocket, socket: DirectSocket) -> None:
+        while await socket.receive() is not None:
+            pass
+        ended.set()
+
+    async with server(handler) as url:
+        async with connect(url) as client:
+            await client.send("ok")
+            # A text frame whose payload is not UTF-8, as a broken peer would write it.
+            client.protocol.send_frame(Frame(Opcode.TEXT, b"\xff\xfe"))
+            client.send_data()
+            await drain(client)
+            assert client.close_code == 1007
+            async with asyncio.timeout(5):
+                await ended.wait()
+
+
+async def test_a_full_send_buffer_makes_sends_wait_in_order() -> None:
+    done: list[str] = []
+
+    async def handler(ws: WebSocket, socket: DirectSocket) -> None:
+        protocol = socket._protocol
+        await socket.receive()
+        protocol.writable.clear()  # as uvicorn's pause_writing() does
+        first = asyncio.create_task(socket.send("one"))
+        second = asyncio.create_task(socket.send("two"))
+        await asyncio.sleep(0.05)
+        done.append(f"waiting {first.done()} {second.done()}")
+        protocol.writable.set()  # resume_writing()
+        await asyncio.gather(first, second)
+        await socket.send("three")
+        await socket.close(1000, "done")
+
+    async with server(handler) as url:
+        async with connect(url) as client:
+            await client.send("go")
+            got = await drain(client)
+    assert done == ["waiting False False"]
+    assert got == ["one", "two", "three"]
+
+
+async def test_server_shutdown_ends_receive() -> None:
+    ended = asyncio.Event()
+
+    async def handler(ws: WebSocket, socket: DirectSocket) -> None:
+        while await socket.receive() is not None:
+            pass
+        ended.set()
+
+    async with server(handler) as url:
+        client = await connect(url)
+        await client.send("x")
+        await asyncio.sleep(0.1)
+    # uvicorn shut down: it closed the stream with 1012 and our receive ended.
+    async with asyncio.timeout(5):
+        await ended.wait()
+    await drain(client)
+    assert client.close_code == 1012
+
+
+def test_direct_socket_needs_our_protocol() -> None:
+    plain = SimpleNamespace(scope={"extensions": {}})  # a WebSocket on plain uvicorn
+    assert direct_socket(plain) is None  # type: ignore[arg-type]
