@@ -137,27 +137,31 @@ class UplinkBlocks:
         self._held.clear()
         return block
 
-    def push(self, ulaw: bytes) -> bytes | None:
-        """The next frame; the block to send now (``None``: held for a larger block)."""
+    def _step(self, ulaw: bytes) -> tuple[int, int, int]:
+        """This frame's block limit, and ``_talking`` and ``_since_loud`` after it (pure)."""
         n = len(ulaw)
+        talking, since_loud = self._talking, self._since_loud
         if self._uniform:
-            limit = self._chunk
-        elif ulaw and max(ulaw.translate(_CLASS)) >= ONSET_PEAK:
+            return self._chunk, talking, since_loud
+        if ulaw and max(ulaw.translate(_CLASS)) >= ONSET_PEAK:
             # Well into an utterance the model already hears it: a speech block. Otherwise
             # speech may be starting: out at once, with whatever was held.
-            limit = self._speech if self._talking >= _SPEECH_AFTER_BYTES else 0
-            self._talking += n
-            self._since_loud = 0
-        else:
-            speaking = self._talking >= _SPEECH_AFTER_BYTES
-            self._since_loud += n
-            if self._since_loud >= _SPEECH_GAP_BYTES:
-                self._talking = 0  # a pause: the next loud frame is an onset again
-            elif self._talking:
-                self._talking += n
-            # A pause in speech blocks ends the block at once: silence is never held back.
-            limit = 0 if speaking else self._quiet if self.quiet else self._chunk
-        if not self._held and n >= limit:
+            limit = self._speech if talking >= _SPEECH_AFTER_BYTES else 0
+            return limit, talking + n, 0
+        speaking = talking >= _SPEECH_AFTER_BYTES
+        since_loud += n
+        if since_loud >= _SPEECH_GAP_BYTES:
+            talking = 0  # a pause: the next loud frame is an onset again
+        elif talking:
+            talking += n
+        if speaking:  # a pause in speech blocks ends the block at once: silence is never held
+            return 0, talking, since_loud
+        return self._quiet if since_loud >= self._quiet_after else self._chunk, talking, since_loud
+
+    def push(self, ulaw: bytes) -> bytes | None:
+        """The next frame; the block to send now (``None``: held for a larger block)."""
+        limit, self._talking, self._since_loud = self._step(ulaw)
+        if not self._held and len(ulaw) >= limit:
             return ulaw  # the common case: a whole block in one frame, no copy
         self._held += ulaw
         if len(self._held) < max(limit, 1):
@@ -165,3 +169,14 @@ class UplinkBlocks:
         block = bytes(self._held)
         self._held.clear()
         return block
+
+    def hold(self, ulaw: bytes) -> bool:
+        """``push`` for a frame that will be held: True when it was (nothing to send now);
+        False, with nothing changed, when it would complete a block (then ``push`` it)."""
+        limit, talking, since_loud = self._step(ulaw)
+        n = len(ulaw)
+        if (not self._held and n >= limit) or len(self._held) + n >= max(limit, 1):
+            return False
+        self._talking, self._since_loud = talking, since_loud
+        self._held += ulaw
+        return True

@@ -40,7 +40,7 @@ from telephony.call.bridge import Call, CallObserver, TwilioSocket
 from telephony.call.recorder import CallRecorder
 from telephony.ops import api as operator_api
 from telephony.server import console
-from telephony.server.media_socket import direct_socket
+from telephony.server.media_socket import DirectSocket, direct_socket
 from telephony.server.metrics import CONTENT_TYPE_LATEST
 from telephony.server.metrics_port import MetricsListener, bearer_ok
 from telephony.server.service import Service, client_key, start_knowledge, start_model
@@ -360,6 +360,8 @@ def create_app(
             model_audio_quiet_chunk_ms=settings.model_audio_quiet_chunk_ms,
             model_audio_speech_chunk_ms=settings.model_audio_speech_chunk_ms,
         )
+        if isinstance(socket, DirectSocket):
+            socket.on_frame = call.take_frame  # most media frames handled as they arrive
         if on_call is not None:
             on_call(call)
         # Behind a proxy in FORWARDED_ALLOW_IPS, the address it forwarded for.

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -150,6 +151,7 @@ class DirectSocket:
         "_waiter",
         "_ws",
         "ended",
+        "on_frame",
     )
 
     def __init__(self, ws: WebSocket, protocol: MediaWebSocketProtocol) -> None:
@@ -161,6 +163,10 @@ class DirectSocket:
         self._queued_sends = 0  # sends waiting in uvicorn's send for the buffer to drain
         self._attached = False
         self.ended = False
+        #: ``Call.take_frame``: handles a frame in the read callback when it needs no
+        #: waiting (True), called only while the call waits in ``receive()`` with nothing
+        #: queued, so the order of frames is kept.
+        self.on_frame: Callable[[str], bool] | None = None
 
     def _attach(self) -> None:
         """Take the connection's frames from now on (after the app accepted it: Starlette's
@@ -187,11 +193,15 @@ class DirectSocket:
     # -- fed by the protocol ------------------------------------------------------------
 
     def _deliver(self, frame: str | bytes) -> None:
-        self._inbox.append(frame)
-        self._bytes += len(frame)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
+            # The call waits for this very frame: it may take it here, without waking up.
+            take = self.on_frame
+            if take is not None and not self._inbox and type(frame) is str and take(frame):
+                return
             waiter.set_result(None)
+        self._inbox.append(frame)
+        self._bytes += len(frame)
 
     def _full(self) -> bool:
         return len(self._inbox) >= INBOX_HIGH_FRAMES or self._bytes >= INBOX_HIGH_BYTES

@@ -42,6 +42,7 @@ from telephony.audio import ulaw_encode
 from telephony.call.bridge import END_DRAIN_TIMEOUT_S, Call
 from telephony.call.state import State
 from telephony.call.summary import CallSummary, Outcome
+from telephony.call.uplink import UplinkBlocks
 from telephony.twilio import media_stream as ms
 
 GREETING = "Hello! How can I help?"
@@ -742,3 +743,88 @@ async def test_frames_held_for_a_quiet_block_reach_the_model_when_the_caller_han
     summary = await s.hang_up()
     assert sum(map(len, s.model.audio)) == summary.frames_in * 640  # 16 kHz PCM16
     assert summary.dropped_pre_session_frames == 0
+
+
+class DirectFakeTwilio(FakeTwilio):
+    """``FakeTwilio`` with ``telephony.server.media_socket.DirectSocket``'s contract: a frame
+    is offered to ``on_frame`` (``Call.take_frame``) only while the call waits in
+    ``receive()`` with nothing queued."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_frame: Callable[[str], bool] | None = None
+        self.waiting = False
+        self.taken = 0
+
+    def frame(self, text: str | bytes | None) -> None:
+        take = self.on_frame
+        if (
+            self.waiting
+            and self._inbound.empty()
+            and take is not None
+            and isinstance(text, str)
+            and take(text)
+        ):
+            self.taken += 1
+            return
+        super().frame(text)
+
+    async def receive(self) -> str | bytes | None:
+        self.waiting = True
+        try:
+            frame: str | bytes | None = await super().receive()
+        finally:
+            self.waiting = False
+        return frame
+
+
+def direct_scene(**options: Any) -> Scene:
+    s = Scene(**options)
+    s.twilio = DirectFakeTwilio()
+    s.call.socket = s.twilio
+    s.twilio.on_frame = s.call.take_frame
+    return s
+
+
+@virtual
+async def test_frames_taken_in_the_read_callback_reach_the_model_as_through_the_loop() -> None:
+    """The fast path (``Call.take_frame``) takes the frames the uplink holds; what reaches
+    the model, and what the call counts, is what the caller loop alone gives."""
+    speech = caller_speech(1.0)
+
+    async def run(s: Scene) -> CallSummary:
+        await s.connected()
+        for _ in range(90):  # quiet line (quiet blocks from 1.5 s) ...
+            s.twilio.media(SILENCE)
+            await asyncio.sleep(0.02)
+        await s.twilio.speak(speech, then_silence_s=0.3)  # ... an utterance, a pause
+        s.twilio.media(SILENCE[:80])  # and an odd short frame
+        await until(lambda: s.call.summary.frames_in == 90 + 50 + 15 + 1)
+        return await s.hang_up()
+
+    options: dict[str, Any] = {"model_audio_speech_chunk_ms": 60, "model_audio_quiet_chunk_ms": 100}
+    loop, direct = Scene(**options), direct_scene(**options)
+    plain, fast = await run(loop), await run(direct)
+    assert isinstance(direct.twilio, DirectFakeTwilio)
+    assert direct.twilio.taken > 60  # most frames held for a block never woke the loop
+    assert fast.frames_in == plain.frames_in == 156
+    assert [len(a) for a in direct.model.audio] == [len(a) for a in loop.model.audio]
+    assert b"".join(direct.model.audio) == b"".join(loop.model.audio)
+
+
+@virtual
+async def test_a_bug_in_the_fast_path_fails_the_call_in_its_own_loop() -> None:
+    s = direct_scene(model_audio_quiet_chunk_ms=100)
+    await s.connected()
+
+    class Broken(UplinkBlocks):
+        def hold(self, ulaw: bytes) -> bool:
+            raise RuntimeError("bug in hold")
+
+    s.call._uplink = Broken(20, 100)
+    s.twilio.media(SILENCE)  # the socket's callback survives; the call's loop raises
+    assert s.task is not None
+    with pytest.raises(ExceptionGroup) as crashed:
+        async with asyncio.timeout(5):
+            await s.task
+    assert crashed.group_contains(RuntimeError, match="bug in hold")

@@ -210,3 +210,50 @@ async def test_server_shutdown_ends_receive() -> None:
 def test_direct_socket_needs_our_protocol() -> None:
     plain = SimpleNamespace(scope={"extensions": {}})  # a WebSocket on plain uvicorn
     assert direct_socket(plain) is None  # type: ignore[arg-type]
+
+
+async def test_on_frame_is_offered_frames_only_while_the_call_waits_with_nothing_queued() -> None:
+    log: list[str] = []
+    busy = {"now": False}
+
+    def take(frame: str) -> bool:
+        assert not busy["now"], "offered a frame while the call was busy"
+        log.append("took " + frame)
+        return frame.startswith("take")
+
+    async def handler(ws: WebSocket, socket: DirectSocket) -> None:
+        socket.on_frame = take
+        while (frame := await socket.receive()) is not None:
+            log.append("loop " + str(frame))
+            if frame == "slow":
+                busy["now"] = True  # the loop is awaiting something else: frames queue
+                await asyncio.sleep(0.2)
+                busy["now"] = False
+            if frame == "end":
+                await socket.send("ok")
+
+    async with server(handler) as url:
+        async with connect(url) as client:
+            for text in ("take 1", "keep 2", "take 3"):
+                await client.send(text)
+                await asyncio.sleep(0.05)  # the loop waits again before the next
+            await client.send("slow")
+            await asyncio.sleep(0.05)
+            for text in ("take 4", "take 5"):  # while the loop sleeps: queued, in order
+                await client.send(text)
+            await asyncio.sleep(0.3)
+            await client.send("end")
+            async with asyncio.timeout(5):
+                assert await client.recv() == "ok"
+    assert log == [
+        "took take 1",
+        "took keep 2",
+        "loop keep 2",
+        "took take 3",
+        "took slow",
+        "loop slow",
+        "loop take 4",
+        "loop take 5",
+        "took end",
+        "loop end",
+    ]
