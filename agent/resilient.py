@@ -198,10 +198,32 @@ class ResilientSession:
 
     async def send_audio(self, pcm16k: bytes) -> None:
         """Caller audio (16 kHz PCM16). Never raises for a lost connection: it is buffered."""
+        self._count_audio(pcm16k)
+        await self._deliver(("audio", pcm16k))
+
+    def send_audio_nowait(self, pcm16k: bytes) -> bool:
+        """``send_audio`` when it needs no waiting (sent at once, or buffered for the next
+        connection): True. False, with nothing done: use ``send_audio``."""
+        conn = self._conn
+        item = ("audio", pcm16k)
+        if conn is None or self._pending or self._switch_lock.locked():
+            self._count_audio(pcm16k)
+            self._buffer(item)
+            return True
+        try:
+            if not conn.send_audio_nowait(pcm16k):
+                return False
+        except SessionClosed:
+            self._count_audio(pcm16k)
+            self._buffer(item)  # as in _deliver: the receive side sees the loss too
+            return True
+        self._count_audio(pcm16k)
+        return True
+
+    def _count_audio(self, pcm16k: bytes) -> None:
         self.stats.caller_audio_ms += len(pcm16k) / (INPUT_RATE * 2) * 1000
         if self._own_activity:
             self.activity.push(pcm16k, time.monotonic())
-        await self._deliver(("audio", pcm16k))
 
     async def send_text(self, text: str) -> None:
         await self._deliver(("text", text))

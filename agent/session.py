@@ -349,6 +349,17 @@ class AgentSession:
         except _CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
 
+    def send_audio_nowait(self, pcm16k: bytes) -> bool:
+        """``send_audio`` when it needs no waiting: True, sent (written on the socket);
+        False, nothing sent (no fast path, or flow control: use ``send_audio``)."""
+        direct = self._direct
+        if direct is None or self._raw is None:
+            return False
+        try:
+            return direct.write(audio_message(pcm16k))
+        except _CONNECTION_ERRORS as exc:
+            raise self._lost(exc) from exc
+
     async def send_text(self, text: str) -> None:
         """Tell the model something as text (the greeting cue, a keypad digit)."""
         try:

@@ -27,6 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from agent.activity import CallerActivity
@@ -143,6 +144,9 @@ class Conversation(Protocol):
 
     async def send_audio(self, pcm16k: bytes) -> None: ...
 
+    def send_audio_nowait(self, pcm16k: bytes) -> bool:
+        """``send_audio`` if it needs no waiting (True); False: nothing done."""
+
     async def send_text(self, text: str) -> None: ...
 
     async def send_tool_response(
@@ -169,6 +173,14 @@ MAX_CALLER_TEXT_CHARS: Final = 2000
 
 #: Opens a call's conversation: (call SID, the call's caller activity, the call's clock origin).
 ConversationOpener = Callable[[str, CallerActivity, float], Awaitable[Conversation]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsent:
+    """A block of caller audio ``take_frame`` could not send at once: the caller loop
+    sends it, in the place of the frame that completed it."""
+
+    pcm: bytes
 
 
 class _StreamEnded(TelephonyError):
@@ -281,7 +293,7 @@ class Call:
         # frame it parsed and left to that loop; an error it met (raised in that loop, so
         # the call's own error boundary handles it).
         self._fast = False
-        self._parsed: tuple[str, ms.InboundEvent] | None = None
+        self._parsed: tuple[str, ms.InboundEvent | _Unsent] | None = None
         self._fast_error: Exception | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -484,9 +496,11 @@ class Call:
 
     def take_frame(self, frame: str) -> bool:
         """Handle a Twilio frame now, in the socket's read callback, if that needs no
-        waiting: a media frame that ``call.uplink`` holds for a larger block (most of them
-        while the caller listens or talks on). True: done. False: nothing changed, and the
-        frame reaches the caller loop through ``receive()`` as any other.
+        waiting: a media frame that ``call.uplink`` holds for a larger block, or one that
+        completes a block the model's socket takes at once (nearly all of them). True:
+        done. False: the frame reaches the caller loop through ``receive()`` as any other
+        (parsed already; if it completed a block that could not be sent at once, the loop
+        sends that block).
 
         Called by a socket that can (``telephony.server.media_socket``) only while the
         caller loop waits in ``receive()`` with nothing queued, so frames keep their order.
@@ -498,19 +512,28 @@ class Call:
         except ms.ProtocolError:
             return False  # the caller loop counts and reports it
         try:
-            if not isinstance(event, ms.Media) or not self._uplink.hold(event.payload):
+            if not isinstance(event, ms.Media):
                 self._parsed = (frame, event)  # not parsed twice
                 return False
+            ulaw = event.payload
             if self._rec is not None:
-                self._rec.caller_audio(event.payload, event.timestamp_ms)
+                self._rec.caller_audio(ulaw, event.timestamp_ms)
             self.summary.frames_in += 1
-        except Exception as exc:  # a bug: not in the socket's callback, in the call's loop
+            if self._uplink.hold(ulaw):
+                return True
+            block = self._uplink.push(ulaw)
+            assert block is not None  # hold() said this frame completes one
+            pcm = self._take_block(block)
+            if pcm is None or self._session is None or self._session.send_audio_nowait(pcm):
+                return True
+            self._parsed = (frame, _Unsent(pcm))  # flow control: the loop awaits the send
+            return False
+        except Exception as exc:  # a bug, or the model lost: raised in the call's loop
             self._fast = False
             self._fast_error = exc
             return False
-        return True
 
-    async def _next_event(self) -> ms.InboundEvent:
+    async def _next_event(self) -> ms.InboundEvent | _Unsent:
         """The next valid Twilio event; bad frames are counted and skipped."""
         while True:
             frame = await self.socket.receive()
@@ -550,7 +573,10 @@ class Call:
         try:
             while True:
                 event = await self._next_event()
-                if isinstance(event, ms.Media):
+                if isinstance(event, _Unsent):  # its frame was taken by take_frame
+                    if self._session is not None:
+                        await self._send_caller_audio(self._session, event.pcm)
+                elif isinstance(event, ms.Media):
                     if self._rec is not None:
                         self._rec.caller_audio(event.payload, event.timestamp_ms)
                     await self._on_caller_audio(event.payload)
@@ -597,25 +623,31 @@ class Call:
             log.debug("model.final_audio_failed", extra=fields(error=str(exc)))
 
     async def _on_caller_block(self, block: bytes) -> None:
-        pcm = self._to_model.process(block)
-        now = self._now()
         if self._answer is not None:
-            how = self._answer.push(pcm, now)
+            how = self._answer.push(self._to_model.process(block), self._now())
             if how is not None:
                 await self._answered(how)
             return
-        self._activity.push(pcm, now)
-        if self._session is None:
-            # Bounded in time (5 s of audio), whatever the size of the pieces.
-            self._pre_session.append(pcm)
-            self._pre_session_bytes += len(pcm)
-            while self._pre_session_bytes > PRE_SESSION_BUFFER_BYTES:
-                dropped = self._pre_session.popleft()
-                self._pre_session_bytes -= len(dropped)
-                # 16 kHz PCM16: 4 bytes per 8 kHz μ-law sample.
-                self.summary.dropped_pre_session_frames += len(dropped) // (4 * ms.FRAME_BYTES)
-            return
-        await self._send_caller_audio(self._session, pcm)
+        pcm = self._take_block(block)
+        if pcm is not None and self._session is not None:
+            await self._send_caller_audio(self._session, pcm)
+
+    def _take_block(self, block: bytes) -> bytes | None:
+        """Convert a block of caller audio and let the call's VAD see it; the PCM to send
+        to the model now (None: kept until the model session is open)."""
+        pcm = self._to_model.process(block)
+        self._activity.push(pcm, self._now())
+        if self._session is not None:
+            return pcm
+        # Bounded in time (5 s of audio), whatever the size of the pieces.
+        self._pre_session.append(pcm)
+        self._pre_session_bytes += len(pcm)
+        while self._pre_session_bytes > PRE_SESSION_BUFFER_BYTES:
+            dropped = self._pre_session.popleft()
+            self._pre_session_bytes -= len(dropped)
+            # 16 kHz PCM16: 4 bytes per 8 kHz μ-law sample.
+            self.summary.dropped_pre_session_frames += len(dropped) // (4 * ms.FRAME_BYTES)
+        return None
 
     async def _send_caller_audio(self, session: Conversation, pcm: bytes) -> None:
         """Send one block of caller audio as one message (``call.uplink`` sized it)."""

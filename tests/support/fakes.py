@@ -154,6 +154,8 @@ class FakeConversation:
     busy: bool = False
     opened: Opened | None = None
     audio: list[bytes] = field(default_factory=list)
+    #: Whether ``send_audio_nowait`` sends (a real session: unless flow control holds it).
+    sends_nowait: bool = True
     texts: list[str] = field(default_factory=list)
     tool_responses: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     #: The scheduling of each non-blocking tool's answer, by function-call id.
@@ -186,6 +188,12 @@ class FakeConversation:
 
     async def send_audio(self, pcm16k: bytes) -> None:
         self.audio.append(pcm16k)
+
+    def send_audio_nowait(self, pcm16k: bytes) -> bool:
+        if not self.sends_nowait:
+            return False  # as a socket under flow control: the call awaits send_audio
+        self.audio.append(pcm16k)
+        return True
 
     async def send_text(self, text: str) -> None:
         self.texts.append(text)

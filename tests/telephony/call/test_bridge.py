@@ -788,8 +788,9 @@ def direct_scene(**options: Any) -> Scene:
 
 @virtual
 async def test_frames_taken_in_the_read_callback_reach_the_model_as_through_the_loop() -> None:
-    """The fast path (``Call.take_frame``) takes the frames the uplink holds; what reaches
-    the model, and what the call counts, is what the caller loop alone gives."""
+    """The fast path (``Call.take_frame``) takes media frames in the socket's callback;
+    what reaches the model, and what the call counts, is what the caller loop alone gives,
+    whether the model's socket takes each block at once or not."""
     speech = caller_speech(1.0)
 
     async def run(s: Scene) -> CallSummary:
@@ -803,13 +804,18 @@ async def test_frames_taken_in_the_read_callback_reach_the_model_as_through_the_
         return await s.hang_up()
 
     options: dict[str, Any] = {"model_audio_speech_chunk_ms": 60, "model_audio_quiet_chunk_ms": 100}
-    loop, direct = Scene(**options), direct_scene(**options)
-    plain, fast = await run(loop), await run(direct)
-    assert isinstance(direct.twilio, DirectFakeTwilio)
-    assert direct.twilio.taken > 60  # most frames held for a block never woke the loop
-    assert fast.frames_in == plain.frames_in == 156
-    assert [len(a) for a in direct.model.audio] == [len(a) for a in loop.model.audio]
-    assert b"".join(direct.model.audio) == b"".join(loop.model.audio)
+    loop, direct, held = Scene(**options), direct_scene(**options), direct_scene(**options)
+    held.model.sends_nowait = False  # the model's socket under flow control throughout
+    plain, fast, waited = await run(loop), await run(direct), await run(held)
+    assert isinstance(direct.twilio, DirectFakeTwilio) and isinstance(held.twilio, DirectFakeTwilio)
+    # Every media frame is taken in the read callback (the loop is never busy here).
+    assert direct.twilio.taken == 156
+    # Under flow control only the frames the uplink holds are; the loop sends the blocks.
+    assert 60 < held.twilio.taken < 120
+    assert fast.frames_in == plain.frames_in == waited.frames_in == 156
+    for scene in (direct, held):
+        assert [len(a) for a in scene.model.audio] == [len(a) for a in loop.model.audio]
+        assert b"".join(scene.model.audio) == b"".join(loop.model.audio)
 
 
 @virtual
