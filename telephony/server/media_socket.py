@@ -30,16 +30,16 @@ WebSocket as before, slower but right. The end-to-end tests run every call throu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 
 from telephony.call.bridge import SocketClosed
+from telephony.server.websocket import StarletteSocket
 
 __all__ = [
     "INBOX_HIGH_BYTES",
@@ -143,19 +143,19 @@ class DirectSocket:
     """A call's ``TwilioSocket`` fed by ``MediaWebSocketProtocol`` (see the module)."""
 
     __slots__ = (
+        "_asgi",
         "_attached",
         "_bytes",
         "_inbox",
         "_protocol",
         "_queued_sends",
         "_waiter",
-        "_ws",
         "ended",
         "on_frame",
     )
 
     def __init__(self, ws: WebSocket, protocol: MediaWebSocketProtocol) -> None:
-        self._ws = ws
+        self._asgi = StarletteSocket(ws)  # uvicorn's send when it must wait; closing
         self._protocol = protocol
         self._inbox: deque[str | bytes] = deque()
         self._bytes = 0
@@ -248,7 +248,7 @@ class DirectSocket:
             # handshake, uvicorn's send is what completes it.
             self._queued_sends += 1
             try:
-                await self._send_asgi(text)
+                await self._asgi.send(text)
             finally:
                 self._queued_sends -= 1
             return
@@ -259,22 +259,8 @@ class DirectSocket:
             raise SocketClosed(f"InvalidState: {exc}") from exc
         protocol.transport.write(b"".join(conn.data_to_send()))
 
-    async def _send_asgi(self, text: str) -> None:
-        try:
-            await self._ws.send_text(text)
-        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-            raise SocketClosed(f"{type(exc).__name__}: {exc}") from exc
-
     async def close(self, code: int, reason: str) -> None:
-        ws = self._ws
-        if (
-            ws.application_state != WebSocketState.DISCONNECTED
-            and ws.client_state != WebSocketState.DISCONNECTED
-        ):
-            # Starlette does not see the disconnects we took from the protocol: uvicorn
-            # raises ClientDisconnected (an OSError) when the peer has gone.
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-                await ws.close(code, reason)
+        await self._asgi.close(code, reason)
 
 
 def direct_socket(ws: WebSocket) -> DirectSocket | None:

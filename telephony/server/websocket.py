@@ -45,6 +45,7 @@ class StarletteSocket:
             self.ws.application_state != WebSocketState.DISCONNECTED
             and self.ws.client_state != WebSocketState.DISCONNECTED
         ):
-            # The peer may have gone first: the socket is closed either way.
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            # The peer may have gone first: the socket is closed either way (uvicorn raises
+            # ClientDisconnected, an OSError, when it has).
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
                 await self.ws.close(code, reason)

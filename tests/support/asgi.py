@@ -13,10 +13,13 @@ __all__ = ["serve_asgi"]
 
 
 @asynccontextmanager
-async def serve_asgi(app: Any) -> AsyncIterator[str]:
+async def serve_asgi(app: Any, **options: Any) -> AsyncIterator[str]:
     """Serve ``app`` on 127.0.0.1 (an ephemeral port) until the block ends; yields its base URL
-    (``http://127.0.0.1:<port>``). Start and stop are bounded (10 s each)."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off")
+    (``http://127.0.0.1:<port>``). Start and stop are bounded (10 s each). ``options``: more
+    ``uvicorn.Config`` settings."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_config=None, lifespan="off", **options
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(10):

@@ -8,7 +8,6 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -16,6 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
+from support.asgi import serve_asgi
 from telephony.call.bridge import SocketClosed
 from telephony.server.media_socket import (
     INBOX_HIGH_FRAMES,
@@ -35,30 +35,21 @@ async def server(handler: Handler) -> AsyncIterator[str]:
         await ws.accept()
         await handler(ws, socket)
 
-    config = uvicorn.Config(
-        Starlette(routes=[WebSocketRoute("/media", route)]),
-        host="127.0.0.1",
-        port=0,
-        ws=MediaWebSocketProtocol,
-        ws_max_size=64 * 1024,
-        ws_per_message_deflate=False,
-        log_config=None,
-        lifespan="off",
-    )
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve())
-    async with asyncio.timeout(10):
-        while not srv.started:
-            if task.done():
-                task.result()  # startup failed: its error
-            await asyncio.sleep(0.01)
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"ws://127.0.0.1:{port}/media"
-    finally:
-        srv.should_exit = True
-        async with asyncio.timeout(15):
-            await task
+    app = Starlette(routes=[WebSocketRoute("/media", route)])
+    options = {"ws": MediaWebSocketProtocol, "ws_max_size": 64 * 1024}
+    async with serve_asgi(app, ws_per_message_deflate=False, **options) as base:
+        yield base.replace("http://", "ws://") + "/media"
+
+
+def read_to_end(ended: asyncio.Event) -> Handler:
+    """A call that reads until its socket ends, then sets ``ended``."""
+
+    async def handler(ws: WebSocket, socket: DirectSocket) -> None:
+        while await socket.receive() is not None:
+            pass
+        ended.set()
+
+    return handler
 
 
 async def drain(client: ClientConnection) -> list[str]:
@@ -146,13 +137,7 @@ async def test_the_peer_closing_ends_receive_and_later_sends_fail_cleanly() -> N
 
 async def test_invalid_utf8_closes_with_1007() -> None:
     ended = asyncio.Event()
-
-    async def handler(ws: WebSocket, socket: DirectSocket) -> None:
-        while await socket.receive() is not None:
-            pass
-        ended.set()
-
-    async with server(handler) as url:
+    async with server(read_to_end(ended)) as url:
         async with connect(url) as client:
             await client.send("ok")
             # A text frame whose payload is not UTF-8, as a broken peer would write it.
@@ -190,13 +175,7 @@ async def test_a_full_send_buffer_makes_sends_wait_in_order() -> None:
 
 async def test_server_shutdown_ends_receive() -> None:
     ended = asyncio.Event()
-
-    async def handler(ws: WebSocket, socket: DirectSocket) -> None:
-        while await socket.receive() is not None:
-            pass
-        ended.set()
-
-    async with server(handler) as url:
+    async with server(read_to_end(ended)) as url:
         client = await connect(url)
         await client.send("x")
         await asyncio.sleep(0.1)
