@@ -519,10 +519,9 @@ class Call:
             if self._rec is not None:
                 self._rec.caller_audio(ulaw, event.timestamp_ms)
             self.summary.frames_in += 1
-            if self._uplink.hold(ulaw):
-                return True
             block = self._uplink.push(ulaw)
-            assert block is not None  # hold() said this frame completes one
+            if block is None:
+                return True  # held for a larger block
             pcm = self._take_block(block)
             if pcm is None or self._session is None or self._session.send_audio_nowait(pcm):
                 return True

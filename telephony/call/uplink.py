@@ -169,14 +169,3 @@ class UplinkBlocks:
         block = bytes(self._held)
         self._held.clear()
         return block
-
-    def hold(self, ulaw: bytes) -> bool:
-        """``push`` for a frame that will be held: True when it was (nothing to send now);
-        False, with nothing changed, when it would complete a block (then ``push`` it)."""
-        limit, talking, since_loud = self._step(ulaw)
-        n = len(ulaw)
-        if (not self._held and n >= limit) or len(self._held) + n >= max(limit, 1):
-            return False
-        self._talking, self._since_loud = talking, since_loud
-        self._held += ulaw
-        return True

@@ -824,8 +824,8 @@ async def test_a_bug_in_the_fast_path_fails_the_call_in_its_own_loop() -> None:
     await s.connected()
 
     class Broken(UplinkBlocks):
-        def hold(self, ulaw: bytes) -> bool:
-            raise RuntimeError("bug in hold")
+        def push(self, ulaw: bytes) -> bytes | None:
+            raise RuntimeError("bug in push")
 
     s.call._uplink = Broken(20, 100)
     s.twilio.media(SILENCE)  # the socket's callback survives; the call's loop raises
@@ -833,4 +833,4 @@ async def test_a_bug_in_the_fast_path_fails_the_call_in_its_own_loop() -> None:
     with pytest.raises(ExceptionGroup) as crashed:
         async with asyncio.timeout(5):
             await s.task
-    assert crashed.group_contains(RuntimeError, match="bug in hold")
+    assert crashed.group_contains(RuntimeError, match="bug in push")

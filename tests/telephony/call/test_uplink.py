@@ -163,32 +163,3 @@ def test_flush_gives_what_is_held_once() -> None:
     assert feed(blocks, [QUIET] * 3) == [None, None, None]
     assert blocks.flush() == QUIET * 3
     assert blocks.held_bytes == 0 and blocks.flush() == b""
-
-
-@pytest.mark.parametrize(
-    ("chunk", "quiet", "speech"), [(20, 100, 60), (20, 100, 20), (40, 100, 100), (20, 20, 20)]
-)
-def test_hold_is_push_for_the_frames_push_would_hold(chunk: int, quiet: int, speech: int) -> None:
-    rng = np.random.default_rng(5)
-    frames: list[bytes] = []
-    while len(frames) < 3000:  # utterances, short and long pauses, odd frame sizes
-        frames += [LOUD] * int(rng.integers(1, 50)) + [QUIET] * int(rng.integers(1, 120))
-        if rng.random() < 0.1:
-            frames.append(LOUD[: int(rng.integers(1, FRAME))])
-    by_push = UplinkBlocks(chunk, quiet, quiet_after_ms=600, speech_chunk_ms=speech)
-    mixed = UplinkBlocks(chunk, quiet, quiet_after_ms=600, speech_chunk_ms=speech)
-    held = 0
-    for frame in frames:
-        expected = by_push.push(frame)
-        if mixed.hold(frame):  # the server's fast path, then push for the rest
-            held += 1
-            assert expected is None
-        else:
-            assert expected is not None  # hold refuses only the frames that complete a block
-            assert mixed.push(frame) == expected
-        assert (mixed._talking, mixed._since_loud, mixed.held_bytes) == (
-            by_push._talking,
-            by_push._since_loud,
-            by_push.held_bytes,
-        )
-    assert held > (len(frames) // 4 if max(quiet, speech) > chunk else 0)
