@@ -6,10 +6,13 @@ Each clip (read speech; by default the shared fixtures, else the caller's own sa
 taken to 8 kHz μ-law in 20 ms frames, as Twilio sends it, with ``--pause`` seconds of line
 silence before and after it (a caller who listens, then talks). The frames go through
 :class:`telephony.call.uplink.UplinkBlocks` with the server's defaults (20 ms prompt blocks,
-100 ms quiet blocks after 1.5 s of silence) and speech blocks of 20 (off), 40, 60 and 100 ms.
-For each size it prints the messages per second of audio and how long frames were held
-before going out: over all frames, over the loud ones (speech), and over the first frame of
-each pause (what tells the model that the caller stopped; speech blocks never hold it).
+100 ms quiet blocks, the turn-end window around 500 ms of silence) and speech blocks of 20
+(off), 40, 60 and 100 ms, each with the turn-end window and without it (``window off``: every
+frame at once for 1.5 s after speech, as before December 2026). For each it prints the
+messages per second of audio and how long frames were held before going out: over all
+frames, over the loud ones (speech), over the first frame of each pause, and over the frame
+that completes 500 ms of silence after speech (when the model ends the turn: it must be
+0 ms, or the answer starts later).
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ import numpy as np
 
 from agent.pcm import resample
 from telephony.audio import ulaw_encode
-from telephony.call.uplink import UplinkBlocks, is_onset
+from telephony.call.uplink import TURN_END_EARLY_MS, UplinkBlocks, is_onset
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_CLIPS = ROOT.parent / "shared" / "fixtures" / "speech"
 OWN_CLIPS = ROOT / "telephony" / "caller" / "samples"
 FRAME = 160  # μ-law bytes per 20 ms frame
 SPEECH_SIZES_MS = (20, 40, 60, 100)
+TURN_END_MS = 500  # AGENT_VAD_SILENCE_MS's default
 
 
 def frames_of(path: pathlib.Path, pause_s: float) -> list[bytes]:
@@ -48,17 +52,27 @@ def frames_of(path: pathlib.Path, pause_s: float) -> list[bytes]:
     return [ulaw[i : i + FRAME] for i in range(0, len(ulaw) - FRAME + 1, FRAME)]
 
 
-def measure(frames: list[bytes], speech_ms: int) -> dict[str, float]:
+def measure(frames: list[bytes], speech_ms: int, window: bool = True) -> dict[str, Any]:
     """Messages per second and hold times (ms) for one speech block size."""
-    blocks = UplinkBlocks(chunk_ms=20, quiet_chunk_ms=100, speech_chunk_ms=speech_ms)
+    if window:
+        blocks = UplinkBlocks(
+            chunk_ms=20, quiet_chunk_ms=100, speech_chunk_ms=speech_ms, turn_end_ms=TURN_END_MS
+        )
+    else:  # the window from the first quiet frame to 1.5 s: every frame at once
+        blocks = UplinkBlocks(
+            20, 100, 1500, speech_chunk_ms=speech_ms, turn_end_ms=TURN_END_EARLY_MS
+        )
     held: list[int] = []  # indexes of frames not yet sent
     waits: list[float] = []
     loud_waits: list[float] = []
     pause_waits: list[float] = []
+    turn_end_waits: list[float] = []
     messages = 0
     was_loud = False
     pause_starts: set[int] = set()
+    turn_ends: set[int] = set()
     loud: set[int] = set()
+    since_loud = len(frames)
     for i, frame in enumerate(frames):
         is_loud = is_onset(frame)
         if is_loud:
@@ -66,6 +80,9 @@ def measure(frames: list[bytes], speech_ms: int) -> dict[str, float]:
         elif was_loud:
             pause_starts.add(i)
         was_loud = is_loud
+        since_loud = 0 if is_loud else since_loud + 1
+        if since_loud * 20 == TURN_END_MS:
+            turn_ends.add(i)
         held.append(i)
         if blocks.push(frame) is None:
             continue
@@ -77,15 +94,19 @@ def measure(frames: list[bytes], speech_ms: int) -> dict[str, float]:
                 loud_waits.append(wait)
             if j in pause_starts:
                 pause_waits.append(wait)
+            if j in turn_ends:
+                turn_end_waits.append(wait)
         held.clear()
     seconds = len(frames) * 0.02
     return {
         "speech_chunk_ms": speech_ms,
+        "turn_end_window": window,
         "messages_per_s": messages / seconds,
         "held_mean_ms": statistics.fmean(waits),
         "loud_held_mean_ms": statistics.fmean(loud_waits) if loud_waits else 0.0,
         "loud_held_max_ms": max(loud_waits, default=0.0),
         "pause_start_held_max_ms": max(pause_waits, default=0.0),
+        "turn_end_held_max_ms": max(turn_end_waits, default=0.0),
     }
 
 
@@ -104,27 +125,40 @@ def main(argv: list[str] | None = None) -> int:
     for path in clips:
         frames = frames_of(path, args.pause)
         for size in SPEECH_SIZES_MS:
-            results.append({"clip": path.name, **measure(frames, size)})
+            for window in (True, False):
+                results.append({"clip": path.name, **measure(frames, size, window)})
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     print(f"clips: {args.clips} ({len(clips)} files), {args.pause:g} s of silence around each")
     header = (
-        f"{'clip':<22}{'speech ms':>10}{'msgs/s':>8}{'held mean':>11}"
-        f"{'loud mean':>11}{'loud max':>10}{'pause start max':>17}"
+        f"{'clip':<22}{'speech ms':>10}{'window':>8}{'msgs/s':>8}{'held mean':>11}"
+        f"{'loud mean':>11}{'loud max':>10}{'pause start max':>17}{'turn end max':>14}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         print(
-            f"{r['clip']:<22}{r['speech_chunk_ms']:>10}{r['messages_per_s']:>8.1f}"
+            f"{r['clip']:<22}{r['speech_chunk_ms']:>10}"
+            f"{'on' if r['turn_end_window'] else 'off':>8}{r['messages_per_s']:>8.1f}"
             f"{r['held_mean_ms']:>9.1f}ms{r['loud_held_mean_ms']:>9.1f}ms"
             f"{r['loud_held_max_ms']:>8.0f}ms{r['pause_start_held_max_ms']:>15.0f}ms"
+            f"{r['turn_end_held_max_ms']:>12.0f}ms"
         )
     for size in SPEECH_SIZES_MS:
-        rates = [r["messages_per_s"] for r in results if r["speech_chunk_ms"] == size]
-        rate = statistics.fmean(rates)
-        print(f"mean over clips, speech blocks of {size} ms: {rate:.1f} messages per second")
+        for window in (True, False):
+            rows = [
+                r
+                for r in results
+                if r["speech_chunk_ms"] == size and r["turn_end_window"] == window
+            ]
+            rate = statistics.fmean(r["messages_per_s"] for r in rows)
+            turn_end = max(r["turn_end_held_max_ms"] for r in rows)
+            print(
+                f"mean over clips, speech blocks of {size} ms, turn-end window "
+                f"{'on' if window else 'off'}: {rate:.1f} messages per second "
+                f"(turn-end frame held at most {turn_end:.0f} ms)"
+            )
     return 0
 
 

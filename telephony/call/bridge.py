@@ -259,6 +259,7 @@ class Call:
             speech_chunk_ms=None
             if model_audio_speech_chunk_ms is None
             else max(model_audio_chunk_ms, model_audio_speech_chunk_ms),
+            turn_end_ms=caller_silence_end_ms,
         )
         self._pre_session_bytes = 0  # 16 kHz PCM16 in _pre_session
         self._to_caller = ModelToCaller()

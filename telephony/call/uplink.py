@@ -10,20 +10,33 @@ So the size depends on what the caller is doing. :class:`UplinkBlocks` hands the
 μ-law audio in blocks:
 
 - *prompt* (``chunk_ms``, 20 ms by default: every frame at once) while the caller may be
-  talking: from the first frame whose peak reaches :data:`ONSET_PEAK` until
-  ``quiet_after_ms`` of frames below it;
+  starting to talk (a frame whose peak reaches :data:`ONSET_PEAK`), and around the end of
+  their turn (below);
 - *speech* (``speech_chunk_ms``) once the caller has been talking for :data:`SPEECH_AFTER_MS`
   (loud frames, with no pause of :data:`SPEECH_GAP_MS` or more): only loud frames are held,
   and the first frame below the onset ends the block at once (it and what was held go out
-  together), so pauses and the silence that ends a turn reach the model as promptly as in
-  prompt mode. By then the model has had the onset frame by frame for longer than its
-  start-of-speech padding (``AGENT_VAD_PREFIX_PADDING_MS``, 100 ms by default), so a barge-in
-  is seen as early as before; holding loud frames later in an utterance only delays what the
-  model's VAD already calls speech;
-- *quiet* (``quiet_chunk_ms``) during longer silence: while the agent talks and the caller
-  listens, or while the model thinks. The first frame that reaches :data:`ONSET_PEAK` ends
-  the block at once (it and what was held go out together, oldest first), so the model hears
-  the start of speech as soon as it would have in prompt mode.
+  together), so the model hears at once that speech paused. By then the model has had the
+  onset frame by frame for longer than its start-of-speech padding
+  (``AGENT_VAD_PREFIX_PADDING_MS``, 100 ms by default), so a barge-in is seen as early as
+  before; holding loud frames later in an utterance only delays what the model's VAD
+  already calls speech;
+- *quiet* (``quiet_chunk_ms``) during silence: while the agent talks and the caller
+  listens, or while the model thinks, and in the silence after the caller stops, except
+  around the moment the model ends their turn (below). The first frame that reaches
+  :data:`ONSET_PEAK` ends the block at once (it and what was held go out together, oldest
+  first), so the model hears the start of speech as soon as it would have in prompt mode.
+
+After the caller stops, what the model does with the silence depends on one moment: when it
+has heard ``turn_end_ms`` of it (its end-of-speech silence, ``AGENT_VAD_SILENCE_MS``), it
+ends the turn and answers. Silence before that only counts towards it, and the model hears
+it in the same order whether it comes frame by frame or in blocks. So the silence goes in
+quiet blocks, except in a window around that moment (from :data:`TURN_END_EARLY_MS` before
+it to :data:`TURN_END_LATE_MS` after it, measured from the last loud frame; a block ends at
+the window's start), where frames go out one by one: the model's own VAD may place the end
+of speech a little earlier or later than the peak test here does, and within the window
+the frame that completes its silence is never held. After the window the turn has ended
+(or the caller spoke again, an onset): quiet blocks. The first quiet frame after speech
+blocks still goes out at once, with the loud frames held before it.
 
 The onset test is on the frame's *peak*, which is never below its RMS: every frame the
 call's own VAD (RMS at -40 dBFS, :mod:`agent.vad`) counts as loud ends a quiet block. On a
@@ -38,7 +51,15 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ONSET_PEAK", "SPEECH_AFTER_MS", "SPEECH_GAP_MS", "UplinkBlocks", "is_onset"]
+__all__ = [
+    "ONSET_PEAK",
+    "SPEECH_AFTER_MS",
+    "SPEECH_GAP_MS",
+    "TURN_END_EARLY_MS",
+    "TURN_END_LATE_MS",
+    "UplinkBlocks",
+    "is_onset",
+]
 
 #: μ-law bytes per millisecond (8 kHz, one byte per sample).
 _BYTES_PER_MS: Final = 8
@@ -49,6 +70,11 @@ SPEECH_AFTER_MS: Final = 300
 #: A pause this long ends an utterance: the next loud frame is an onset again (prompt). Well
 #: under the model's end-of-speech silence (``AGENT_VAD_SILENCE_MS``, 500 ms by default).
 SPEECH_GAP_MS: Final = 200
+#: The window around the model's end of turn (``turn_end_ms`` of silence after the last loud
+#: frame) where frames go out one by one: from this long before it...
+TURN_END_EARLY_MS: Final = 200
+#: ...to this long after it. Generous on both sides: the model's VAD is not this peak test.
+TURN_END_LATE_MS: Final = 200
 
 
 def _ulaw_magnitude(byte: int) -> int:
@@ -82,6 +108,9 @@ class UplinkBlocks:
     ``push`` takes each frame as it arrives and returns the block to convert and send now,
     or ``None`` to hold it. ``quiet_chunk_ms`` equal to ``chunk_ms`` disables quiet blocks;
     ``speech_chunk_ms`` equal to ``chunk_ms`` (the default) disables speech blocks.
+    ``turn_end_ms`` is the model's end-of-speech silence; the window of prompt frames around
+    it ends at ``quiet_after_ms`` of silence (default ``turn_end_ms`` +
+    :data:`TURN_END_LATE_MS`).
     """
 
     __slots__ = (
@@ -93,25 +122,38 @@ class UplinkBlocks:
         "_speech",
         "_talking",
         "_uniform",
+        "_window_start",
     )
 
     def __init__(
         self,
         chunk_ms: int = 20,
         quiet_chunk_ms: int = 100,
-        quiet_after_ms: int = 1500,
+        quiet_after_ms: int | None = None,
         speech_chunk_ms: int | None = None,
+        turn_end_ms: int = 500,
     ):
         speech_ms = chunk_ms if speech_chunk_ms is None else speech_chunk_ms
-        if chunk_ms <= 0 or quiet_chunk_ms < chunk_ms or quiet_after_ms < 0 or speech_ms < chunk_ms:
+        if quiet_after_ms is None:
+            quiet_after_ms = turn_end_ms + TURN_END_LATE_MS
+        if (
+            chunk_ms <= 0
+            or quiet_chunk_ms < chunk_ms
+            or quiet_after_ms < 0
+            or speech_ms < chunk_ms
+            or turn_end_ms < 0
+        ):
             raise ValueError(
                 f"need 0 < chunk_ms ({chunk_ms}) <= quiet_chunk_ms ({quiet_chunk_ms}), "
-                f"speech_chunk_ms ({speech_ms}) and quiet_after_ms ({quiet_after_ms}) >= 0"
+                f"speech_chunk_ms ({speech_ms}) and quiet_after_ms ({quiet_after_ms}), "
+                f"turn_end_ms ({turn_end_ms}) >= 0"
             )
         self._chunk = chunk_ms * _BYTES_PER_MS
         self._quiet = quiet_chunk_ms * _BYTES_PER_MS
         self._speech = speech_ms * _BYTES_PER_MS
         self._quiet_after = quiet_after_ms * _BYTES_PER_MS
+        # Silence from here to _quiet_after goes out frame by frame (the turn-end window).
+        self._window_start = max(0, turn_end_ms - TURN_END_EARLY_MS) * _BYTES_PER_MS
         # Every block the same size: no need to look at the audio.
         self._uniform = self._quiet == self._chunk == self._speech
         self._held = bytearray()
@@ -123,7 +165,7 @@ class UplinkBlocks:
 
     @property
     def quiet(self) -> bool:
-        """Whether the caller has been quiet long enough for quiet blocks."""
+        """Whether the caller has been quiet for longer than the turn-end window."""
         return self._since_loud >= self._quiet_after
 
     @property
@@ -148,15 +190,18 @@ class UplinkBlocks:
             # speech may be starting: out at once, with whatever was held.
             limit = self._speech if talking >= _SPEECH_AFTER_BYTES else 0
             return limit, talking + n, 0
-        speaking = talking >= _SPEECH_AFTER_BYTES
+        # A pause in speech blocks: its first frame ends the block at once.
+        flush = talking >= _SPEECH_AFTER_BYTES and not since_loud
         since_loud += n
         if since_loud >= _SPEECH_GAP_BYTES:
             talking = 0  # a pause: the next loud frame is an onset again
         elif talking:
             talking += n
-        if speaking:  # a pause in speech blocks ends the block at once: silence is never held
+        if flush:
             return 0, talking, since_loud
-        return self._quiet if since_loud >= self._quiet_after else self._chunk, talking, since_loud
+        if self._window_start <= since_loud < self._quiet_after:
+            return self._chunk, talking, since_loud  # the model may be ending the turn now
+        return self._quiet, talking, since_loud
 
     def push(self, ulaw: bytes) -> bytes | None:
         """The next frame; the block to send now (``None``: held for a larger block)."""

@@ -12,6 +12,8 @@ from telephony.call.uplink import (
     ONSET_PEAK,
     SPEECH_AFTER_MS,
     SPEECH_GAP_MS,
+    TURN_END_EARLY_MS,
+    TURN_END_LATE_MS,
     UplinkBlocks,
     _ulaw_magnitude,
 )
@@ -51,10 +53,18 @@ def test_a_call_starts_quiet_and_sends_quiet_blocks() -> None:
 def test_the_first_loud_frame_goes_out_at_once_with_what_was_held() -> None:
     blocks = UplinkBlocks(20, 100)
     assert feed(blocks, [QUIET, QUIET, LOUD]) == [None, None, QUIET + QUIET + LOUD]
-    # Then every frame at once, until 1.5 s of frames below the onset.
-    assert feed(blocks, [QUIET] * 74) == [QUIET] * 74
+
+
+def test_the_silence_after_speech_is_prompt_only_around_the_end_of_the_turn() -> None:
+    blocks = UplinkBlocks(20, 100, turn_end_ms=500)
+    assert feed(blocks, [LOUD]) == [LOUD]
+    # Up to 200 ms before the model ends the turn (500 ms of silence), silence only counts
+    # towards it: 100 ms blocks, the last one ending where the window starts (300 ms).
+    assert feed(blocks, [QUIET] * 15) == ([None] * 4 + [QUIET * 5]) * 3
+    # From 300 to 700 ms every frame at once: the one completing 500 ms is never held.
+    assert feed(blocks, [QUIET] * 19) == [QUIET] * 19
     assert not blocks.quiet
-    assert blocks.push(QUIET) is None  # 75 quiet frames = 1.5 s: quiet blocks again
+    assert blocks.push(QUIET) is None  # 700 ms: quiet blocks again
     assert blocks.quiet
 
 
@@ -88,6 +98,8 @@ def test_a_noisy_line_stays_prompt() -> None:
 def test_bad_sizes_are_refused(chunk: int, quiet: int, after: int, speech: int | None) -> None:
     with pytest.raises(ValueError, match="need 0 < chunk_ms"):
         UplinkBlocks(chunk, quiet, after, speech_chunk_ms=speech)
+    with pytest.raises(ValueError, match="turn_end_ms"):
+        UplinkBlocks(20, 100, turn_end_ms=-1)
 
 
 ONSET_FRAMES = SPEECH_AFTER_MS // 20
@@ -105,22 +117,30 @@ def test_a_pause_in_speech_blocks_goes_out_at_once_with_what_was_held() -> None:
     blocks = UplinkBlocks(20, 100, speech_chunk_ms=100)
     feed(blocks, [LOUD] * ONSET_FRAMES)
     assert feed(blocks, [LOUD, LOUD, QUIET]) == [None, None, LOUD + LOUD + QUIET]
-    # Every quiet frame of the pause goes at once, as in prompt mode: the end of a turn is
-    # heard as early as before.
-    assert feed(blocks, [QUIET, QUIET]) == [QUIET, QUIET]
-    # A short pause does not end the utterance: speech blocks go on after it.
-    assert feed(blocks, [LOUD] * 5) == [None] * 4 + [LOUD * 5]
+    # The rest of a short pause only counts towards the end of the turn: it is held...
+    assert feed(blocks, [QUIET, QUIET]) == [None, None]
+    # ...and a short pause does not end the utterance: speech blocks go on after it, the
+    # pause first.
+    assert feed(blocks, [LOUD] * 5) == [None, None, QUIET * 2 + LOUD * 3, None, None]
 
 
 def test_a_long_pause_makes_the_next_loud_frame_an_onset_again() -> None:
     blocks = UplinkBlocks(20, 100, speech_chunk_ms=60)
     feed(blocks, [LOUD] * (ONSET_FRAMES + 3))
     gap = SPEECH_GAP_MS // 20
-    assert feed(blocks, [QUIET] * gap) == [QUIET] * gap
-    assert feed(blocks, [LOUD] * ONSET_FRAMES) == [LOUD] * ONSET_FRAMES
-    # One frame short of the gap is still the same utterance.
+    out = feed(blocks, [QUIET] * gap)
+    assert out[0] == QUIET  # the pause's first frame at once (it ends the speech block)
+    held = blocks.held_bytes
+    # After the gap every loud frame goes at once again (an onset), the first with the
+    # pause held before it.
+    assert feed(blocks, [LOUD] * ONSET_FRAMES) == [QUIET * (held // FRAME) + LOUD] + [LOUD] * (
+        ONSET_FRAMES - 1
+    )
+    # One frame short of the gap is still the same utterance: speech blocks go on (the
+    # second loud frame after the pause is held).
     feed(blocks, [LOUD] * 3)
-    assert feed(blocks, [QUIET] * (gap - 1) + [LOUD, LOUD]) == [QUIET] * (gap - 1) + [None, None]
+    out = feed(blocks, [QUIET] * (gap - 1) + [LOUD, LOUD])
+    assert out[0] == QUIET and out[-2] is not None and out[-1] is None
 
 
 def test_a_noisy_line_goes_in_speech_blocks_after_the_onset() -> None:
@@ -155,7 +175,33 @@ def test_speech_blocks_never_reorder_or_lose_audio(speech: int) -> None:
 
 def test_with_larger_prompt_chunks_a_loud_frame_after_silence_still_goes_out_alone() -> None:
     blocks = UplinkBlocks(40, 100)
-    assert feed(blocks, [LOUD, QUIET, QUIET]) == [LOUD, None, QUIET + QUIET]
+    # The silence after it waits for a quiet block (the turn-end window is 300 ms away).
+    assert feed(blocks, [LOUD, QUIET, QUIET]) == [LOUD, None, None]
+
+
+@pytest.mark.parametrize("turn_end_ms", [200, 500, 800])
+@pytest.mark.parametrize("speech", [20, 60])
+def test_the_frame_that_ends_the_turn_is_never_held(turn_end_ms: int, speech: int) -> None:
+    rng = np.random.default_rng(turn_end_ms + speech)
+    frames: list[bytes] = []
+    while len(frames) < 2000:  # utterances and pauses of random lengths
+        frames += [LOUD] * int(rng.integers(1, 60)) + [QUIET] * int(rng.integers(1, 90))
+    out = feed(UplinkBlocks(20, 100, speech_chunk_ms=speech, turn_end_ms=turn_end_ms), frames)
+    # Every frame of the window around the turn's end (its silence counted from the last
+    # loud frame) goes out as it arrives, with whatever was held before it.
+    early = max(0, turn_end_ms - TURN_END_EARLY_MS) // 20
+    late = (turn_end_ms + TURN_END_LATE_MS) // 20
+    since_loud = late  # frames since the last loud one
+    checked = 0
+    for frame, block in zip(frames, out, strict=True):
+        since_loud = 0 if frame == LOUD else since_loud + 1
+        if frame != LOUD and early <= since_loud < late:
+            assert block is not None and block.endswith(frame)
+            checked += 1
+    assert checked > 200
+    # And fewer messages than sending the whole silence after speech frame by frame.
+    old = UplinkBlocks(20, 100, 1500, speech_chunk_ms=speech, turn_end_ms=TURN_END_EARLY_MS)
+    assert sum(b is not None for b in out) < sum(b is not None for b in feed(old, frames))
 
 
 def test_flush_gives_what_is_held_once() -> None:
