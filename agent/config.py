@@ -175,9 +175,10 @@ MODEL_VARIABLES: Final = (
     Variable(
         "MODEL_AUDIO_QUIET_CHUNK_MS",
         "100",
-        "while the caller has been silent for 1.5 s, caller audio goes in messages of this "
-        "many ms (MODEL_AUDIO_CHUNK_MS..200, a multiple of 20; equal to MODEL_AUDIO_CHUNK_MS: "
-        "off); the first loud frame goes out at once",
+        "while the caller is silent, caller audio goes in messages of this many ms "
+        "(MODEL_AUDIO_CHUNK_MS..200, a multiple of 20; equal to MODEL_AUDIO_CHUNK_MS: off); "
+        "the first loud frame goes out at once, and so does every frame from 200 ms before to "
+        "200 ms after AGENT_VAD_SILENCE_MS of silence (when the model ends the turn)",
         _MODEL,
     ),
     Variable(

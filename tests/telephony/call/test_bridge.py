@@ -735,7 +735,7 @@ async def test_frames_held_for_a_quiet_block_reach_the_model_when_the_caller_han
     """Quiet audio goes to the model in 100 ms blocks: a hang-up mid-block must not leave
     the last frames behind (every frame Twilio sent reaches the model or is counted)."""
     s = await Scene(model_audio_quiet_chunk_ms=100).connected()
-    for _ in range(100 + 3):  # 2 s of quiet line (quiet blocks from 1.5 s), then 3 frames
+    for _ in range(100 + 3):  # 2 s of quiet line (quiet blocks), then 3 frames
         s.twilio.media(SILENCE)
         await asyncio.sleep(0.02)
     await until(lambda: s.call.summary.frames_in == 103)
@@ -795,7 +795,7 @@ async def test_frames_taken_in_the_read_callback_reach_the_model_as_through_the_
 
     async def run(s: Scene) -> CallSummary:
         await s.connected()
-        for _ in range(90):  # quiet line (quiet blocks from 1.5 s) ...
+        for _ in range(90):  # quiet line (quiet blocks) ...
             s.twilio.media(SILENCE)
             await asyncio.sleep(0.02)
         await s.twilio.speak(speech, then_silence_s=0.3)  # ... an utterance, a pause
