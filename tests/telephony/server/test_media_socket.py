@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 
@@ -14,6 +16,7 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
+from websockets.speedups import apply_mask
 
 from support.asgi import serve_asgi
 from telephony.call.bridge import SocketClosed
@@ -236,3 +239,83 @@ async def test_on_frame_is_offered_frames_only_while_the_call_waits_with_nothing
         "took end",
         "loop end",
     ]
+
+
+def client_frame(opcode: Opcode, payload: bytes, fin: bool = True) -> bytes:
+    """One masked frame as a client writes it (built by hand: the tests cut it anywhere)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 1 << 16:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + mask + apply_mask(payload, mask)
+
+
+async def test_frames_cut_anywhere_by_the_network_arrive_whole_and_in_order() -> None:
+    """The protocol reads final text frames itself: whatever the reads' boundaries, every
+    message arrives whole, in order, and the other frames (binary, fragmented, ping) are
+    still websockets' own."""
+    received: list[str | bytes] = []
+    read_here: list[bool] = []
+    ended = asyncio.Event()
+
+    async def handler(ws: WebSocket, socket: DirectSocket) -> None:
+        while (frame := await socket.receive()) is not None:
+            received.append(frame)
+            read_here.append(socket._protocol._reading)
+        ended.set()
+
+    # Lengths on both sides of 126 (the 16-bit length), and one past 64 KiB's 16 bits.
+    texts = [f"frame {i} " + "x" * (i * 37 % 400) for i in range(150)]
+    stream = b"".join(client_frame(Opcode.TEXT, t.encode()) for t in texts[:70])
+    stream += client_frame(Opcode.BINARY, b"\x00\x01")
+    stream += client_frame(Opcode.TEXT, b"frag", fin=False)
+    stream += client_frame(Opcode.CONT, b"mented")
+    stream += b"".join(client_frame(Opcode.TEXT, t.encode()) for t in texts[70:])
+    rng = random.Random(7)
+    async with server(handler) as url:
+        async with connect(url) as client:
+            await client.send("first")  # through websockets' own framing
+            pos = 0
+            while pos < len(stream):
+                n = rng.choice([1, 2, 3, 5, 9, 64, 700, 4096])
+                client.transport.write(stream[pos : pos + n])
+                pos += n
+                await asyncio.sleep(0.001 if n < 10 else 0)  # separate reads, mostly
+            async with asyncio.timeout(5):
+                await (await client.ping())  # a control frame between two: answered
+            await client.send("last " * 5000)
+        async with asyncio.timeout(5):
+            await ended.wait()
+    expected = ["first", *texts[:70], b"\x00\x01", "fragmented", *texts[70:], "last " * 5000]
+    assert received == expected
+    assert all(read_here[1:])  # read by our protocol, not handed to websockets for good
+
+
+async def test_an_unmasked_frame_is_refused_with_1002() -> None:
+    ended = asyncio.Event()
+    async with server(read_to_end(ended)) as url:
+        async with connect(url) as client:
+            await client.send("ok")
+            client.transport.write(bytes([0x81, 5]) + b"hello")  # a client must mask
+            await drain(client)
+            assert client.close_code == 1002
+            async with asyncio.timeout(5):
+                await ended.wait()
+
+
+async def test_a_frame_over_the_limit_is_refused_with_1009_from_its_header() -> None:
+    ended = asyncio.Event()
+    async with server(read_to_end(ended)) as url:
+        async with connect(url) as client:
+            await client.send("ok")
+            frame = client_frame(Opcode.TEXT, b"x" * (64 * 1024 + 1))
+            client.transport.write(frame[:100])  # the header says enough
+            await drain(client)
+            assert client.close_code == 1009
+            async with asyncio.timeout(5):
+                await ended.wait()
