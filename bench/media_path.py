@@ -9,7 +9,8 @@ pinned to another core when there is one) send a real media frame every 20 ms:
   Starlette WebSocket route awaiting ``receive()``;
 - ``direct``: the server's path since December 2026, the same uvicorn and Starlette route
   with ``telephony.server.media_socket``: frames go from uvicorn's protocol straight to the
-  route's ``DirectSocket`` (no ASGI message, no pause of the socket's reading per frame);
+  route's ``DirectSocket`` (no ASGI message, no pause of the socket's reading per frame),
+  final text frames read by the protocol itself, without ``websockets``' parser;
 - ``protocol``: a bare ``asyncio.Protocol`` on uvloop parsing frames with ``websockets``'
   sans-I/O ``ServerProtocol`` in ``data_received``: no ASGI queue, no task switch per frame.
 
