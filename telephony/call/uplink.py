@@ -92,14 +92,16 @@ _SPEECH_GAP_BYTES: Final = SPEECH_GAP_MS * _BYTES_PER_MS
 _ONSET_LINEAR: Final = round(32768 * 10 ** (-40 / 20))
 #: The same, as the smallest μ-law magnitude class at or above it (classes are monotonic).
 ONSET_PEAK: Final = min((~b & 0x7F) for b in range(256) if _ulaw_magnitude(b) >= _ONSET_LINEAR)
-#: μ-law byte → its magnitude class (0 = silence .. 127 = full scale): one ``translate`` and
-#: one ``max`` give a frame's peak without decoding it.
-_CLASS: Final = bytes((~b & 0x7F) for b in range(256))
+#: The μ-law bytes whose magnitude class (``~byte & 0x7F``: 0 = silence .. 127 = full scale)
+#: is below the onset. Deleting them from a frame (``bytes.translate``, in C) leaves its loud
+#: samples: a frame is an onset when anything is left. Without decoding it, and ten times
+#: faster than taking the frame's peak class in Python (50 frames per call-second).
+_QUIET_BYTES: Final = bytes(b for b in range(256) if (~b & 0x7F) < ONSET_PEAK)
 
 
 def is_onset(ulaw: bytes) -> bool:
     """Whether a μ-law frame's peak reaches :data:`ONSET_PEAK` (the test ``push`` makes)."""
-    return bool(ulaw) and max(ulaw.translate(_CLASS)) >= ONSET_PEAK
+    return bool(ulaw.translate(None, _QUIET_BYTES))
 
 
 class UplinkBlocks:
@@ -185,7 +187,7 @@ class UplinkBlocks:
         talking, since_loud = self._talking, self._since_loud
         if self._uniform:
             return self._chunk, talking, since_loud
-        if ulaw and max(ulaw.translate(_CLASS)) >= ONSET_PEAK:
+        if ulaw.translate(None, _QUIET_BYTES):  # a loud sample: see is_onset
             # Well into an utterance the model already hears it: a speech block. Otherwise
             # speech may be starting: out at once, with whatever was held.
             limit = self._speech if talking >= _SPEECH_AFTER_BYTES else 0

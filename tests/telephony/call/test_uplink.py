@@ -16,6 +16,7 @@ from telephony.call.uplink import (
     TURN_END_LATE_MS,
     UplinkBlocks,
     _ulaw_magnitude,
+    is_onset,
 )
 
 FRAME = 160
@@ -42,6 +43,21 @@ def test_the_magnitude_table_matches_g711_decoding() -> None:
         assert _ulaw_magnitude(byte) == abs(sample)
     # The onset class is the quietest μ-law step at or above -40 dBFS (328 of 32768).
     assert _ulaw_magnitude(~ONSET_PEAK & 0x7F) >= 328 > _ulaw_magnitude(~(ONSET_PEAK - 1) & 0x7F)
+
+
+def test_an_onset_is_a_frame_whose_decoded_peak_reaches_minus_40_dbfs() -> None:
+    def decoded_peak(ulaw: bytes) -> int:
+        return int(np.abs(np.frombuffer(audioop.ulaw2lin(ulaw, 2), "<i2").astype(int)).max())
+
+    for byte in range(256):
+        assert is_onset(bytes([byte])) == (decoded_peak(bytes([byte])) >= 328)
+    rng = np.random.default_rng(2)
+    for _ in range(500):  # quiet frames with now and then one louder sample
+        frame = bytearray(rng.choice(np.arange(0xE8, 0x100), FRAME).astype(np.uint8).tobytes())
+        if rng.random() < 0.5:
+            frame[int(rng.integers(FRAME))] = int(rng.integers(256))
+        assert is_onset(bytes(frame)) == (decoded_peak(bytes(frame)) >= 328)
+    assert not is_onset(b"")
 
 
 def test_a_call_starts_quiet_and_sends_quiet_blocks() -> None:
