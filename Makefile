@@ -62,6 +62,7 @@ test: install system
 
 bench: install
 	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/resampler_streams.py
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/uplink_blocks.py
 	$(BIN)/python bench/barge_in.py

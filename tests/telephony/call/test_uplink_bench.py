@@ -38,3 +38,17 @@ def test_speech_blocks_hold_loud_frames_only_and_never_the_pause(bench: ModuleTy
     # 15 loud frames alone (0.3 s), then 35 in 11 full 60 ms blocks, the last 2 going out
     # with the pause's first frame (one message either way): 24 messages fewer in 5 s.
     assert off["messages_per_s"] - on["messages_per_s"] == pytest.approx((35 - 11) / 5.0)
+
+
+def test_the_turn_end_window_saves_messages_and_never_holds_the_turn_end(
+    bench: ModuleType,
+) -> None:
+    frames = [QUIET] * 100 + [LOUD] * 50 + [QUIET] * 100
+    on = bench.measure(frames, 60, window=True)
+    off = bench.measure(frames, 60, window=False)
+    assert on["turn_end_held_max_ms"] == off["turn_end_held_max_ms"] == 0.0
+    # After the talk: the pause's first frame (with the loud frames held before it), 14
+    # frames to 300 ms in 3 quiet blocks, the window's other 19 frames one by one, then 65
+    # frames in 13 quiet blocks: 36 messages, against 1 + 73 (frame by frame to 1.5 s) + 5
+    # quiet blocks = 79 without the window.
+    assert off["messages_per_s"] - on["messages_per_s"] == pytest.approx((79 - 36) / 5.0)
