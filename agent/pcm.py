@@ -210,7 +210,7 @@ def _blocks(
     k = design.phase_len
     # About K/2 inputs per step, so each row spans three steps: ~1.5 K products per output
     # (zeros included) instead of K, but in one well-shaped product. Measured fastest for
-    # the telephony pairs (bench/codec.py prints the converters' speed).
+    # the telephony pairs (bench/resampler_streams.py prints their speed under load).
     mult = max(1, -(-k // (2 * down)))
     outs, step = up * mult, down * mult
     plans: list[_Blocks] = []
@@ -516,9 +516,9 @@ class StreamResampler:
         branch.  Consecutive r whose windows coincide (always the case when M == 1)
         share a single matrix-matrix product, whose rows then interleave naturally.
         """
-        up, down, k = self._up, self._down, self._k
         if self._blocks is not None:
             return self._make_blocked_plan(phase_key, rel_i0, nout)
+        up, down, k = self._up, self._down, self._k
         p0 = phase_key * down % up
         groups: list[tuple[int, int, int, list[int]]] = []  # (r0, start, count, phases)
         for r in range(min(up, nout)):

@@ -201,11 +201,15 @@ class MediaWebSocketProtocol(WebSocketsSansIOProtocol):
             self.conn.send_close(1007)
             self.handle_parser_exception()
             return False
-        direct._deliver(text)
+        self._give(direct, text)
+        return True
+
+    def _give(self, direct: DirectSocket, message: str | bytes) -> None:
+        """One message to the call's inbox; reading pauses while the inbox is full."""
+        direct._deliver(message)
         if direct._full() and not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
-        return True
 
     def send_receive_event_to_app(self) -> None:
         direct = self._direct
@@ -223,11 +227,8 @@ class MediaWebSocketProtocol(WebSocketsSansIOProtocol):
             return  # past our close: as uvicorn, discard until the peer's reply
         if self.curr_msg_data_type == "text":
             self._deliver_text(bytes(data))
-            return
-        direct._deliver(bytes(data))
-        if direct._full() and not self.read_paused:
-            self.read_paused = True
-            self.transport.pause_reading()
+        else:
+            self._give(direct, bytes(data))
 
     def _ended(self) -> None:
         """The connection is over (closed by either side, lost, or shut down)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
@@ -16,7 +15,6 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
-from websockets.speedups import apply_mask
 
 from support.asgi import serve_asgi
 from telephony.call.bridge import SocketClosed
@@ -242,17 +240,8 @@ async def test_on_frame_is_offered_frames_only_while_the_call_waits_with_nothing
 
 
 def client_frame(opcode: Opcode, payload: bytes, fin: bool = True) -> bytes:
-    """One masked frame as a client writes it (built by hand: the tests cut it anywhere)."""
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([(0x80 if fin else 0) | opcode])
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 1 << 16:
-        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
-    return head + mask + apply_mask(payload, mask)
+    """One masked frame as a client writes it, as bytes the tests can cut anywhere."""
+    return Frame(opcode, payload, fin).serialize(mask=True, extensions=[])
 
 
 async def test_frames_cut_anywhere_by_the_network_arrive_whole_and_in_order() -> None:
@@ -269,7 +258,7 @@ async def test_frames_cut_anywhere_by_the_network_arrive_whole_and_in_order() ->
             read_here.append(socket._protocol._reading)
         ended.set()
 
-    # Lengths on both sides of 126 (the 16-bit length), and one past 64 KiB's 16 bits.
+    # Lengths on both sides of 126 (7-bit and 16-bit lengths; the 1009 test has a 64-bit one).
     texts = [f"frame {i} " + "x" * (i * 37 % 400) for i in range(150)]
     stream = b"".join(client_frame(Opcode.TEXT, t.encode()) for t in texts[:70])
     stream += client_frame(Opcode.BINARY, b"\x00\x01")
