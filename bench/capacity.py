@@ -297,7 +297,11 @@ async def run_level(
 
 
 async def main_async(
-    levels: list[int], window_s: float, sdk_path: bool, chunk_ms: int | None = None
+    levels: list[int],
+    window_s: float,
+    sdk_path: bool,
+    chunk_ms: int | None = None,
+    server_tree: Path | None = None,
 ) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -368,6 +372,10 @@ async def main_async(
         }
         if chunk_ms is not None:
             env["MODEL_AUDIO_CHUNK_MS"] = str(chunk_ms)
+        if server_tree is not None:
+            # Another checkout's server (e.g. the tree before a change) under this load
+            # generator and simulator: a before/after that differs only in the server.
+            env["PYTHONPATH"] = str(server_tree)
         with log_path.open("wb") as log_file:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -379,6 +387,7 @@ async def main_async(
                 "--port",
                 str(port),
                 env=env,
+                cwd=server_tree,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log_file,
             )
@@ -416,6 +425,7 @@ async def main_async(
                 log = chunk_logs.get(session_id, [])
                 lv.added_latency_ms += chunk_latencies(log, result, result.started_at)
     return {
+        "server_tree": str(server_tree) if server_tree is not None else None,
         "model_fast_path": not sdk_path,
         "model_audio_chunk_ms": chunk_ms,
         "server_pinned_to_own_core": isolate,
@@ -490,13 +500,23 @@ def main() -> None:
         choices=(20, 40, 60),
         help="MODEL_AUDIO_CHUNK_MS for the server (default: the server's default)",
     )
+    parser.add_argument(
+        "--server-tree",
+        type=Path,
+        help="run the server from this checkout (e.g. a git worktree of an older commit) "
+        "under this load generator and simulator, for before/after comparisons",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.server_tree is not None and not (args.server_tree / "telephony").is_dir():
+        parser.error(f"--server-tree {args.server_tree}: no telephony/ package there")
     # The load generator must measure the server, not itself: no multi-10-ms garbage
     # collector pauses (everything built so far is frozen out of the GC's way).
     gc.freeze()
     gc.set_threshold(50_000, 50, 1000)
-    figures = asyncio.run(main_async(args.levels, args.window, args.sdk_path, args.chunk_ms))
+    figures = asyncio.run(
+        main_async(args.levels, args.window, args.sdk_path, args.chunk_ms, args.server_tree)
+    )
     if args.json:
         print(json.dumps(figures, indent=2))
         return
@@ -504,6 +524,7 @@ def main() -> None:
         f"server idle RSS {figures['idle_rss_mib']} MiB; fast path "
         f"{'on' if figures['model_fast_path'] else 'off (SDK path)'}; server on its own core: "
         f"{figures['server_pinned_to_own_core']}"
+        + (f"; server from {figures['server_tree']}" if figures["server_tree"] else "")
     )
     header = (
         f"{'calls':>5} {'CPU ms/call-s':>13} {'calls/core':>10} {'RSS MiB':>8} {'MiB/call':>8} "
