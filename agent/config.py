@@ -174,7 +174,7 @@ MODEL_VARIABLES: Final = (
     ),
     Variable(
         "MODEL_AUDIO_QUIET_CHUNK_MS",
-        "100",
+        "200",
         "while the caller is silent, caller audio goes in messages of this many ms "
         "(MODEL_AUDIO_CHUNK_MS..200, a multiple of 20; equal to MODEL_AUDIO_CHUNK_MS: off); "
         "the first loud frame goes out at once, and so does every frame from 200 ms before to "
@@ -183,10 +183,10 @@ MODEL_VARIABLES: Final = (
     ),
     Variable(
         "MODEL_AUDIO_SPEECH_CHUNK_MS",
-        "60",
+        "100",
         "once the caller has talked for 0.3 s, their loud frames go in messages of this many "
         "ms (MODEL_AUDIO_CHUNK_MS..200, a multiple of 20; equal to MODEL_AUDIO_CHUNK_MS: off); "
-        "a pause goes out at once",
+        "a pause goes out at once, and after 4 s of talk without one, frames do again",
         _MODEL,
     ),
     Variable(

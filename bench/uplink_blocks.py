@@ -1,18 +1,27 @@
 """How many messages caller audio takes to reach the model, and how late it gets there.
 
-Run ``python bench/uplink_blocks.py`` (``--clips DIR`` for other WAV files, ``--json``).
+Run ``python bench/uplink_blocks.py`` (``--clips DIR`` for other WAV files, ``--noise-dbfs``
+for a noisy line, ``--json``).
 
 Each clip (read speech; by default the shared fixtures, else the caller's own samples) is
 taken to 8 kHz μ-law in 20 ms frames, as Twilio sends it, with ``--pause`` seconds of line
-silence before and after it (a caller who listens, then talks). The frames go through
-:class:`telephony.call.uplink.UplinkBlocks` with the server's defaults (20 ms prompt blocks,
-100 ms quiet blocks, the turn-end window around 500 ms of silence) and speech blocks of 20
-(off), 40, 60 and 100 ms, each with the turn-end window and without it (``window off``: every
-frame at once for 1.5 s after speech, as before December 2026). For each it prints the
-messages per second of audio and how long frames were held before going out: over all
-frames, over the loud ones (speech), over the first frame of each pause, and over the frame
-that completes 500 ms of silence after speech (when the model ends the turn: it must be
-0 ms, or the answer starts later).
+silence before and after it (a caller who listens, then talks); ``--noise-dbfs`` adds white
+noise of that RMS to all of it (a line whose noise may pass the onset test). The frames go
+through :class:`telephony.call.uplink.UplinkBlocks` with 20 ms prompt blocks and the
+turn-end window around 500 ms of silence, in these configurations (speech block ms / quiet
+block ms / the speech-run limit):
+
+- 20/200/-: speech blocks off;
+- 60/100/none: the defaults before December 3, 2026;
+- 60/200/4000 and 100/200/4000 (the server's defaults now);
+- 100/200/none: the same without the limit on an utterance's speech blocks;
+- 60/100/none with the window off (every frame at once for 1.5 s after speech, as before
+  December 2026).
+
+For each it prints the messages per second of audio and how long frames were held before
+going out: over all frames, over the loud ones (speech), over the first frame of each pause,
+and over the frame that completes 500 ms of silence after speech (when the model ends the
+turn: it must be 0 ms, or the answer starts later).
 """
 
 from __future__ import annotations
@@ -29,18 +38,26 @@ import numpy as np
 
 from agent.pcm import resample
 from telephony.audio import ulaw_encode
-from telephony.call.uplink import TURN_END_EARLY_MS, UplinkBlocks, is_onset
+from telephony.call.uplink import SPEECH_RUN_MAX_MS, TURN_END_EARLY_MS, UplinkBlocks, is_onset
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_CLIPS = ROOT.parent / "shared" / "fixtures" / "speech"
 OWN_CLIPS = ROOT / "telephony" / "caller" / "samples"
 FRAME = 160  # μ-law bytes per 20 ms frame
-SPEECH_SIZES_MS = (20, 40, 60, 100)
+#: (speech block ms, quiet block ms, speech-run limit ms or None, turn-end window on).
+CONFIGS: tuple[tuple[int, int, int | None, bool], ...] = (
+    (20, 200, SPEECH_RUN_MAX_MS, True),
+    (60, 100, None, True),
+    (60, 200, SPEECH_RUN_MAX_MS, True),
+    (100, 200, SPEECH_RUN_MAX_MS, True),
+    (100, 200, None, True),
+    (60, 100, None, False),
+)
 TURN_END_MS = 500  # AGENT_VAD_SILENCE_MS's default
 
 
-def frames_of(path: pathlib.Path, pause_s: float) -> list[bytes]:
-    """The clip as Twilio's 20 ms μ-law frames, with line silence around it."""
+def frames_of(path: pathlib.Path, pause_s: float, noise_dbfs: float | None = None) -> list[bytes]:
+    """The clip as Twilio's 20 ms μ-law frames, with line silence (or noise) around it."""
     with wave.open(str(path)) as w:
         if w.getnchannels() != 1 or w.getsampwidth() != 2:
             raise ValueError(f"{path}: need mono 16-bit PCM")
@@ -48,19 +65,39 @@ def frames_of(path: pathlib.Path, pause_s: float) -> list[bytes]:
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
     phone = pcm if rate == 8000 else resample(pcm, rate, 8000)
     silence = np.zeros(int(pause_s * 8000), dtype=np.int16)
-    ulaw = ulaw_encode(np.concatenate([silence, phone, silence]).astype("<i2").tobytes())
+    line = np.concatenate([silence, phone, silence]).astype(np.float64)
+    if noise_dbfs is not None:
+        rms = 32768.0 * 10 ** (noise_dbfs / 20)
+        line += np.random.default_rng(1).normal(0.0, rms, line.shape[0])
+    line = np.clip(np.rint(line), -32768, 32767).astype("<i2")
+    ulaw = ulaw_encode(line.tobytes())
     return [ulaw[i : i + FRAME] for i in range(0, len(ulaw) - FRAME + 1, FRAME)]
 
 
-def measure(frames: list[bytes], speech_ms: int, window: bool = True) -> dict[str, Any]:
-    """Messages per second and hold times (ms) for one speech block size."""
+def measure(
+    frames: list[bytes],
+    speech_ms: int,
+    window: bool = True,
+    quiet_ms: int = 200,
+    run_max_ms: int | None = SPEECH_RUN_MAX_MS,
+) -> dict[str, Any]:
+    """Messages per second and hold times (ms) for one configuration."""
     if window:
         blocks = UplinkBlocks(
-            chunk_ms=20, quiet_chunk_ms=100, speech_chunk_ms=speech_ms, turn_end_ms=TURN_END_MS
+            chunk_ms=20,
+            quiet_chunk_ms=quiet_ms,
+            speech_chunk_ms=speech_ms,
+            turn_end_ms=TURN_END_MS,
+            speech_run_max_ms=run_max_ms,
         )
     else:  # the window from the first quiet frame to 1.5 s: every frame at once
         blocks = UplinkBlocks(
-            20, 100, 1500, speech_chunk_ms=speech_ms, turn_end_ms=TURN_END_EARLY_MS
+            20,
+            quiet_ms,
+            1500,
+            speech_chunk_ms=speech_ms,
+            turn_end_ms=TURN_END_EARLY_MS,
+            speech_run_max_ms=run_max_ms,
         )
     held: list[int] = []  # indexes of frames not yet sent
     waits: list[float] = []
@@ -100,6 +137,8 @@ def measure(frames: list[bytes], speech_ms: int, window: bool = True) -> dict[st
     seconds = len(frames) * 0.02
     return {
         "speech_chunk_ms": speech_ms,
+        "quiet_chunk_ms": quiet_ms,
+        "speech_run_max_ms": run_max_ms,
         "turn_end_window": window,
         "messages_per_s": messages / seconds,
         "held_mean_ms": statistics.fmean(waits),
@@ -115,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     default = SHARED_CLIPS if SHARED_CLIPS.is_dir() else OWN_CLIPS
     ap.add_argument("--clips", type=pathlib.Path, default=default, help="WAV folder")
     ap.add_argument("--pause", type=float, default=3.0, help="line silence around each clip (s)")
+    ap.add_argument(
+        "--noise-dbfs", type=float, help="white line noise of this RMS (dBFS), e.g. -38"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     clips = sorted(args.clips.glob("*.wav"))
@@ -123,43 +165,51 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results: list[dict[str, Any]] = []
     for path in clips:
-        frames = frames_of(path, args.pause)
-        for size in SPEECH_SIZES_MS:
-            for window in (True, False):
-                results.append({"clip": path.name, **measure(frames, size, window)})
+        frames = frames_of(path, args.pause, args.noise_dbfs)
+        for speech, quiet, run_max, window in CONFIGS:
+            row = measure(frames, speech, window, quiet, run_max)
+            results.append({"clip": path.name, **row})
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"clips: {args.clips} ({len(clips)} files), {args.pause:g} s of silence around each")
+    noise = "silence" if args.noise_dbfs is None else f"noise at {args.noise_dbfs:g} dBFS"
+    print(f"clips: {args.clips} ({len(clips)} files), {args.pause:g} s of {noise} around each")
     header = (
-        f"{'clip':<22}{'speech ms':>10}{'window':>8}{'msgs/s':>8}{'held mean':>11}"
+        f"{'clip':<22}{'speech/quiet/run':>17}{'window':>7}{'msgs/s':>8}{'held mean':>11}"
         f"{'loud mean':>11}{'loud max':>10}{'pause start max':>17}{'turn end max':>14}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         print(
-            f"{r['clip']:<22}{r['speech_chunk_ms']:>10}"
-            f"{'on' if r['turn_end_window'] else 'off':>8}{r['messages_per_s']:>8.1f}"
+            f"{r['clip']:<22}{config_name(r):>17}"
+            f"{'on' if r['turn_end_window'] else 'off':>7}{r['messages_per_s']:>8.1f}"
             f"{r['held_mean_ms']:>9.1f}ms{r['loud_held_mean_ms']:>9.1f}ms"
             f"{r['loud_held_max_ms']:>8.0f}ms{r['pause_start_held_max_ms']:>15.0f}ms"
             f"{r['turn_end_held_max_ms']:>12.0f}ms"
         )
-    for size in SPEECH_SIZES_MS:
-        for window in (True, False):
-            rows = [
-                r
-                for r in results
-                if r["speech_chunk_ms"] == size and r["turn_end_window"] == window
-            ]
-            rate = statistics.fmean(r["messages_per_s"] for r in rows)
-            turn_end = max(r["turn_end_held_max_ms"] for r in rows)
-            print(
-                f"mean over clips, speech blocks of {size} ms, turn-end window "
-                f"{'on' if window else 'off'}: {rate:.1f} messages per second "
-                f"(turn-end frame held at most {turn_end:.0f} ms)"
-            )
+    for speech, quiet, run_max, window in CONFIGS:
+        rows = [
+            r
+            for r in results
+            if (r["speech_chunk_ms"], r["quiet_chunk_ms"], r["speech_run_max_ms"])
+            == (speech, quiet, run_max)
+            and r["turn_end_window"] == window
+        ]
+        rate = statistics.fmean(r["messages_per_s"] for r in rows)
+        loud = statistics.fmean(r["loud_held_mean_ms"] for r in rows)
+        turn_end = max(r["turn_end_held_max_ms"] for r in rows)
+        print(
+            f"mean over clips, {config_name(rows[0])}, turn-end window "
+            f"{'on' if window else 'off'}: {rate:.1f} messages per second, loud frames held "
+            f"{loud:.1f} ms on average (turn-end frame held at most {turn_end:.0f} ms)"
+        )
     return 0
+
+
+def config_name(row: dict[str, Any]) -> str:
+    run = row["speech_run_max_ms"]
+    return f"{row['speech_chunk_ms']}/{row['quiet_chunk_ms']}/{'none' if run is None else run}"
 
 
 if __name__ == "__main__":

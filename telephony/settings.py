@@ -404,9 +404,9 @@ class Settings:
     #: Caller audio is sent to the model in messages of this many ms (20, 40 or 60).
     model_audio_chunk_ms: int = 20
     #: ... and in messages of this many ms while the caller is silent (see call.uplink).
-    model_audio_quiet_chunk_ms: int = 100
+    model_audio_quiet_chunk_ms: int = 200
     #: ... and in messages of this many ms well into an utterance (see call.uplink).
-    model_audio_speech_chunk_ms: int = 60
+    model_audio_speech_chunk_ms: int = 100
     unavailable_message: str = DEFAULT_UNAVAILABLE_MESSAGE
     busy_message: str = DEFAULT_BUSY_MESSAGE
     log_level: str = "INFO"
@@ -731,8 +731,8 @@ def _read(env: EnvReader) -> Settings:
         stall_timeout_s=env.seconds_or_off("MODEL_STALL_TIMEOUT_S", 4.0),
         reconnect_attempts=env.positive_int("MODEL_RECONNECT_ATTEMPTS", 4, 20),
         model_audio_chunk_ms=chunk_ms,
-        model_audio_quiet_chunk_ms=_block_ms(env, "MODEL_AUDIO_QUIET_CHUNK_MS", 100, chunk_ms),
-        model_audio_speech_chunk_ms=_block_ms(env, "MODEL_AUDIO_SPEECH_CHUNK_MS", 60, chunk_ms),
+        model_audio_quiet_chunk_ms=_block_ms(env, "MODEL_AUDIO_QUIET_CHUNK_MS", 200, chunk_ms),
+        model_audio_speech_chunk_ms=_block_ms(env, "MODEL_AUDIO_SPEECH_CHUNK_MS", 100, chunk_ms),
         unavailable_message=env.raw("AGENT_UNAVAILABLE_MESSAGE") or DEFAULT_UNAVAILABLE_MESSAGE,
         busy_message=env.raw("AGENT_BUSY_MESSAGE") or DEFAULT_BUSY_MESSAGE,
         log_level=log_level,

@@ -613,7 +613,7 @@ class Call:
 
     async def _flush_uplink(self) -> None:
         """The caller hung up: the frames held for a quiet block that did not fill go on too
-        (up to 80 ms), so that everything Twilio sent reached the model or was counted."""
+        (up to 180 ms), so that everything Twilio sent reached the model or was counted."""
         block = self._uplink.flush()
         if not block:
             return

@@ -40,11 +40,15 @@ blocks still goes out at once, with the loud frames held before it.
 
 The onset test is on the frame's *peak*, which is never below its RMS: every frame the
 call's own VAD (RMS at -40 dBFS, :mod:`agent.vad`) counts as loud ends a quiet block. On a
-line whose noise peaks above -40 dBFS every frame is loud: after the first
-:data:`SPEECH_AFTER_MS` it goes in speech blocks, and the model hears both a barge-in and the
-end of a turn up to ``speech_chunk_ms - chunk_ms`` later (``speech_chunk_ms`` equal to
-``chunk_ms`` turns speech blocks off). What the model receives is the same audio, in order,
-only grouped differently.
+line whose noise peaks above -40 dBFS every frame is loud, and inside a speech block the
+model would hear both a barge-in and the end of a turn up to ``speech_chunk_ms - chunk_ms``
+later. So speech blocks last only while an utterance is younger than ``speech_run_max_ms``
+(:data:`SPEECH_RUN_MAX_MS` by default): a run of loud frames longer than that, with no pause
+of :data:`SPEECH_GAP_MS`, is more likely a noisy line than a caller's turn, and from there
+to the next pause its frames go out one by one again. A noisy line pays the delay for its
+first seconds only; a caller who talks on for longer costs more messages, nothing else.
+(``speech_chunk_ms`` equal to ``chunk_ms`` turns speech blocks off.) What the model
+receives is the same audio, in order, only grouped differently.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ __all__ = [
     "ONSET_PEAK",
     "SPEECH_AFTER_MS",
     "SPEECH_GAP_MS",
+    "SPEECH_RUN_MAX_MS",
     "TURN_END_EARLY_MS",
     "TURN_END_LATE_MS",
     "UplinkBlocks",
@@ -70,6 +75,10 @@ SPEECH_AFTER_MS: Final = 300
 #: A pause this long ends an utterance: the next loud frame is an onset again (prompt). Well
 #: under the model's end-of-speech silence (``AGENT_VAD_SILENCE_MS``, 500 ms by default).
 SPEECH_GAP_MS: Final = 200
+#: Speech blocks end when an utterance (loud frames, no pause of SPEECH_GAP_MS) gets this
+#: long: most turns on the phone are shorter, and a line whose noise passes the onset test
+#: looks like one endless utterance, which must not keep its barge-ins and turn ends late.
+SPEECH_RUN_MAX_MS: Final = 4000
 #: The window around the model's end of turn (``turn_end_ms`` of silence after the last loud
 #: frame) where frames go out one by one: from this long before it...
 TURN_END_EARLY_MS: Final = 200
@@ -112,7 +121,8 @@ class UplinkBlocks:
     ``speech_chunk_ms`` equal to ``chunk_ms`` (the default) disables speech blocks.
     ``turn_end_ms`` is the model's end-of-speech silence; the window of prompt frames around
     it ends at ``quiet_after_ms`` of silence (default ``turn_end_ms`` +
-    :data:`TURN_END_LATE_MS`).
+    :data:`TURN_END_LATE_MS`). ``speech_run_max_ms`` (``None``: no limit) ends speech blocks
+    in an utterance that has gone on that long.
     """
 
     __slots__ = (
@@ -122,6 +132,7 @@ class UplinkBlocks:
         "_quiet_after",
         "_since_loud",
         "_speech",
+        "_speech_until",
         "_talking",
         "_uniform",
         "_window_start",
@@ -130,10 +141,11 @@ class UplinkBlocks:
     def __init__(
         self,
         chunk_ms: int = 20,
-        quiet_chunk_ms: int = 100,
+        quiet_chunk_ms: int = 200,
         quiet_after_ms: int | None = None,
         speech_chunk_ms: int | None = None,
         turn_end_ms: int = 500,
+        speech_run_max_ms: int | None = SPEECH_RUN_MAX_MS,
     ):
         speech_ms = chunk_ms if speech_chunk_ms is None else speech_chunk_ms
         if quiet_after_ms is None:
@@ -144,15 +156,20 @@ class UplinkBlocks:
             or quiet_after_ms < 0
             or speech_ms < chunk_ms
             or turn_end_ms < 0
+            or (speech_run_max_ms is not None and speech_run_max_ms < 0)
         ):
             raise ValueError(
                 f"need 0 < chunk_ms ({chunk_ms}) <= quiet_chunk_ms ({quiet_chunk_ms}), "
                 f"speech_chunk_ms ({speech_ms}) and quiet_after_ms ({quiet_after_ms}), "
-                f"turn_end_ms ({turn_end_ms}) >= 0"
+                f"turn_end_ms ({turn_end_ms}) and speech_run_max_ms ({speech_run_max_ms}) >= 0"
             )
         self._chunk = chunk_ms * _BYTES_PER_MS
         self._quiet = quiet_chunk_ms * _BYTES_PER_MS
         self._speech = speech_ms * _BYTES_PER_MS
+        # Loud frames go in speech blocks while the utterance is in [SPEECH_AFTER, this).
+        self._speech_until = (
+            float("inf") if speech_run_max_ms is None else speech_run_max_ms * _BYTES_PER_MS
+        )
         self._quiet_after = quiet_after_ms * _BYTES_PER_MS
         # Silence from here to _quiet_after goes out frame by frame (the turn-end window).
         self._window_start = max(0, turn_end_ms - TURN_END_EARLY_MS) * _BYTES_PER_MS
@@ -190,7 +207,8 @@ class UplinkBlocks:
         if ulaw.translate(None, _QUIET_BYTES):  # a loud sample: see is_onset
             # Well into an utterance the model already hears it: a speech block. Otherwise
             # speech may be starting: out at once, with whatever was held.
-            limit = self._speech if talking >= _SPEECH_AFTER_BYTES else 0
+            # Past the run limit: a noisy line, most likely (SPEECH_RUN_MAX_MS).
+            limit = self._speech if _SPEECH_AFTER_BYTES <= talking < self._speech_until else 0
             return limit, talking + n, 0
         # A pause in speech blocks: its first frame ends the block at once.
         flush = talking >= _SPEECH_AFTER_BYTES and not since_loud

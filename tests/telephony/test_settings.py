@@ -274,11 +274,14 @@ def test_env_example_shows_the_real_defaults() -> None:
 
 def test_uplink_message_sizes_default_and_follow_the_prompt_chunk() -> None:
     s = settings()
-    assert (s.model_audio_chunk_ms, s.model_audio_quiet_chunk_ms) == (20, 100)
-    assert s.model_audio_speech_chunk_ms == 60
+    assert (s.model_audio_chunk_ms, s.model_audio_quiet_chunk_ms) == (20, 200)
+    assert s.model_audio_speech_chunk_ms == 100
     assert settings(MODEL_AUDIO_SPEECH_CHUNK_MS="20").model_audio_speech_chunk_ms == 20  # off
-    # Never below the prompt chunk: 60 ms prompt messages mean 60 ms speech messages too.
-    assert settings(MODEL_AUDIO_CHUNK_MS="60").model_audio_speech_chunk_ms == 60
+    s = settings(MODEL_AUDIO_CHUNK_MS="60")
+    assert (s.model_audio_quiet_chunk_ms, s.model_audio_speech_chunk_ms) == (200, 100)
+    # Never below the prompt chunk: 60 ms prompt messages mean 60 ms quiet messages too.
+    s = settings(MODEL_AUDIO_CHUNK_MS="60", MODEL_AUDIO_QUIET_CHUNK_MS="60")
+    assert s.model_audio_quiet_chunk_ms == 60
 
 
 def test_edge_defaults_and_what_they_derive_from() -> None:

@@ -12,6 +12,7 @@ from telephony.call.uplink import (
     ONSET_PEAK,
     SPEECH_AFTER_MS,
     SPEECH_GAP_MS,
+    SPEECH_RUN_MAX_MS,
     TURN_END_EARLY_MS,
     TURN_END_LATE_MS,
     UplinkBlocks,
@@ -170,6 +171,33 @@ def test_a_noisy_line_goes_in_speech_blocks_after_the_onset() -> None:
     later = len(frames) - ONSET_FRAMES  # 85 frames: 28 blocks of 3, and 1 frame held
     assert [len(b) for b in out[ONSET_FRAMES:] if b is not None] == [3 * FRAME] * (later // 3)
     assert b"".join(b for b in out if b is not None) + blocks.flush() == ulaw
+
+
+def test_speech_blocks_end_when_an_utterance_runs_past_the_limit() -> None:
+    # A line whose noise passes the onset test looks like one endless utterance: after
+    # SPEECH_RUN_MAX_MS its frames go one by one again, so its barge-ins and turn ends reach
+    # the model frame by frame from then on.
+    rng = np.random.default_rng(7)
+    noise = (rng.normal(0, 400, 8 * 8000)).astype("<i2").tobytes()  # 8 s, about -38 dBFS
+    ulaw = pcm16_to_ulaw_8k(noise, 8000)
+    frames = [ulaw[i : i + FRAME] for i in range(0, len(ulaw), FRAME)]
+    blocks = UplinkBlocks(20, 200, speech_chunk_ms=100)
+    out = feed(blocks, frames)
+    limit = SPEECH_RUN_MAX_MS // 20
+    assert all(b == f for b, f in zip(out[:ONSET_FRAMES], frames, strict=False))
+    blocked = [b for b in out[ONSET_FRAMES:limit] if b is not None]
+    assert {len(b) for b in blocked} == {5 * FRAME}  # (200 - 15) frames: 37 blocks of 5
+    # The frame at the limit takes what was held along; every later frame goes at once.
+    assert out[limit] == b"".join(frames[ONSET_FRAMES + 5 * len(blocked) : limit + 1])
+    assert out[limit + 1 :] == frames[limit + 1 :]
+    assert b"".join(b for b in out if b is not None) == ulaw
+    # A pause of SPEECH_GAP_MS starts a new utterance: its speech blocks come back.
+    feed(blocks, [QUIET] * (SPEECH_GAP_MS // 20))
+    after = feed(blocks, [LOUD] * (ONSET_FRAMES + 5))
+    assert after[ONSET_FRAMES:] == [None] * 4 + [LOUD * 5]
+    # Without a limit, the noise stays in speech blocks.
+    unlimited = feed(UplinkBlocks(20, 200, speech_chunk_ms=100, speech_run_max_ms=None), frames)
+    assert sum(b is not None for b in unlimited[limit:]) == (len(frames) - limit) // 5
 
 
 @pytest.mark.parametrize("speech", [20, 60, 200])

@@ -30,8 +30,8 @@ def bench() -> ModuleType:
 def test_speech_blocks_hold_loud_frames_only_and_never_the_pause(bench: ModuleType) -> None:
     # 2 s of silence, 1 s of talk, 2 s of silence: 250 frames, 5 s.
     frames = [QUIET] * 100 + [LOUD] * 50 + [QUIET] * 100
-    off = bench.measure(frames, 20)
-    on = bench.measure(frames, 60)
+    off = bench.measure(frames, 20, quiet_ms=100)
+    on = bench.measure(frames, 60, quiet_ms=100)
     assert off["loud_held_max_ms"] == 0.0
     assert on["loud_held_max_ms"] == 40.0  # three frames per message: the first waits 40 ms
     assert on["pause_start_held_max_ms"] == off["pause_start_held_max_ms"] == 0.0
@@ -44,8 +44,8 @@ def test_the_turn_end_window_saves_messages_and_never_holds_the_turn_end(
     bench: ModuleType,
 ) -> None:
     frames = [QUIET] * 100 + [LOUD] * 50 + [QUIET] * 100
-    on = bench.measure(frames, 60, window=True)
-    off = bench.measure(frames, 60, window=False)
+    on = bench.measure(frames, 60, window=True, quiet_ms=100)
+    off = bench.measure(frames, 60, window=False, quiet_ms=100)
     assert on["turn_end_held_max_ms"] == off["turn_end_held_max_ms"] == 0.0
     # After the talk: the pause's first frame (with the loud frames held before it), 14
     # frames to 300 ms in 3 quiet blocks, the window's other 19 frames one by one, then 65
