@@ -13,6 +13,7 @@ import binascii
 from typing import Any, Final
 
 import orjson
+import pybase64
 
 from agent.events import (
     AgentError,
@@ -40,6 +41,8 @@ __all__ = [
     "WireError",
     "audio_events",
     "audio_message",
+    "b64decode",
+    "b64encode",
     "events_from_wire",
     "parse_duration",
 ]
@@ -60,9 +63,36 @@ _AUDIO_SUFFIX_BYTES: Final = AUDIO_SUFFIX.encode()
 def audio_message(pcm16k: bytes) -> bytes:
     """The ``realtime_input`` message for one chunk of caller audio, as the UTF-8 bytes of its
     text frame (no str round trip: this is the message sent most often)."""
-    return b"".join(
-        (_AUDIO_PREFIX_BYTES, binascii.b2a_base64(pcm16k, newline=False), _AUDIO_SUFFIX_BYTES)
-    )
+    return b"".join((_AUDIO_PREFIX_BYTES, b64encode(pcm16k), _AUDIO_SUFFIX_BYTES))
+
+
+def b64encode(data: bytes) -> bytes:
+    """Standard base64, padded: ``binascii.b2a_base64(data, newline=False)``, ~25 times faster.
+
+    Audio is most of the bytes a call moves, and all of it crosses the Live API as base64:
+    16 kHz caller audio out (43 KB of base64 per call-second) and 24 kHz agent audio in
+    (64 KB per second of speech). The standard library codes it at ~0.5-1 GB/s, which
+    made base64 ~3.5 % of the server's CPU under load; ``pybase64`` (SIMD) codes it at
+    10-30 GB/s.
+    """
+    return pybase64.b64encode(data)
+
+
+def b64decode(data: str) -> bytes:
+    """Standard or URL-safe base64 (the SDK accepts both) → bytes; ``binascii.Error`` if it is
+    neither. Exactly what ``binascii.a2b_base64`` gives after mapping the URL-safe alphabet.
+
+    Valid standard base64 (what the Live API sends) takes ``pybase64``'s strict SIMD decoder;
+    anything else (the URL-safe alphabet, characters ``a2b_base64`` skips) takes the standard
+    library's tolerant path, so nothing decodes differently.
+    """
+    try:
+        return pybase64.b64decode(data, validate=True)
+    except ValueError:  # binascii.Error included; a non-ASCII str too
+        pass
+    if "-" in data or "_" in data:
+        data = data.replace("-", "+").replace("_", "/")
+    return binascii.a2b_base64(data)
 
 
 def parse_duration(value: str | None) -> float:
@@ -88,13 +118,6 @@ def audio_events(pcm: bytes) -> list[AgentEvent]:
             else [AudioDamaged("odd length", 1)]
         )
     return [AudioOut(pcm)]
-
-
-def _b64(data: str) -> bytes:
-    # The Live API sends standard base64; accept the URL-safe alphabet too, as the SDK does.
-    if "-" in data or "_" in data:
-        data = data.replace("-", "+").replace("_", "/")
-    return binascii.a2b_base64(data)
 
 
 def events_from_wire(frame: bytes | str) -> list[AgentEvent]:
@@ -130,7 +153,7 @@ def _events(msg: dict[str, Any]) -> list[AgentEvent]:
             data = (part.get("inlineData") or {}).get("data")
             if data:
                 try:
-                    pcm = _b64(data)
+                    pcm = b64decode(data)
                 except binascii.Error:
                     out.append(AudioDamaged("base64", len(data)))
                     continue

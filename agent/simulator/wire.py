@@ -7,7 +7,6 @@ throughout: the SDK maps only camelCase top-level keys and fails on anything els
 
 from __future__ import annotations
 
-import binascii
 import re
 from collections.abc import Mapping
 from functools import cache
@@ -15,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from agent.live_wire import INPUT_RATE, OUTPUT_RATE
+from agent.live_wire import INPUT_RATE, OUTPUT_RATE, b64decode, b64encode
 
 __all__ = [
     "DEFAULT_INPUT_RATE",
@@ -106,7 +105,7 @@ def decode_b64(data: str | bytes) -> bytes:
     missing = -len(text) % 4
     if missing:
         text += "=" * missing
-    return binascii.a2b_base64(text)
+    return b64decode(text)
 
 
 def parse_rate(mime_type: object, default: int = DEFAULT_INPUT_RATE) -> int:
@@ -138,7 +137,7 @@ def setup_complete() -> JsonDict:
 def audio_chunk(pcm24k: bytes, transcript: str | None = None) -> JsonDict:
     """One chunk of reply audio; with ``transcript``, its output transcription rides in the
     same message (as ``gemini-3.8-live`` may send them)."""
-    data = binascii.b2a_base64(pcm24k, newline=False).decode("ascii")
+    data = b64encode(pcm24k).decode("ascii")
     content: JsonDict = {
         "modelTurn": {"parts": [{"inlineData": {"mimeType": OUTPUT_MIME, "data": data}}]}
     }

@@ -4,14 +4,24 @@ messages)."""
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import random
 from typing import Any
 
 import pytest
 from google.genai import _live_converters, types
 
 from agent.events import AudioDamaged, AudioOut, GoAway, Interrupted, TurnComplete
-from agent.live_wire import AUDIO_PREFIX, AUDIO_SUFFIX, WireError, audio_message, events_from_wire
+from agent.live_wire import (
+    AUDIO_PREFIX,
+    AUDIO_SUFFIX,
+    WireError,
+    audio_message,
+    b64decode,
+    b64encode,
+    events_from_wire,
+)
 from agent.session import events_from_sdk
 
 PCM = bytes(range(256)) * 4
@@ -171,3 +181,33 @@ def test_an_odd_length_chunk_loses_its_dangling_byte_and_is_reported() -> None:
 def test_the_reason_a_turn_completed_is_kept() -> None:
     frame = '{"serverContent":{"turnComplete":true,"turnCompleteReason":"RESPONSE_REJECTED"}}'
     assert events_from_wire(frame) == [TurnComplete("RESPONSE_REJECTED")]
+
+
+def test_b64_codec_is_the_standard_librarys() -> None:
+    # The fast codec (pybase64) must give exactly what binascii gives: for every length
+    # (padding), and for strings binascii decodes tolerantly or refuses, which take its path.
+    rng = random.Random(5)
+    for n in range(64):
+        data = rng.randbytes(n)
+        assert b64encode(data) == binascii.b2a_base64(data, newline=False)
+        text = b64encode(data).decode()
+        assert b64decode(text) == data
+        assert b64decode(base64.urlsafe_b64encode(data).decode()) == data
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ \n"
+    samples = [
+        "".join(rng.choice(alphabet if rng.random() < 0.6 else "A=+/") for _ in range(n))
+        for n in rng.choices(range(16), k=20_000)
+    ]
+    samples += ["AA==AA==", " AAAA", "AAAA\n", "AA=", "é"]
+    for text in samples:
+        try:
+            expected: bytes | type[Exception] = binascii.a2b_base64(
+                text.replace("-", "+").replace("_", "/")
+            )
+        except ValueError as exc:
+            expected = type(exc)
+        try:
+            got: bytes | type[Exception] = b64decode(text)
+        except ValueError as exc:
+            got = type(exc)
+        assert got == expected, text
