@@ -126,8 +126,9 @@ class TwilioSocket(Protocol):
     async def receive(self) -> str | bytes | None:
         """The next frame, or None once the peer has gone."""
 
-    async def send(self, text: str) -> None:
-        """Send one text frame; ``SocketClosed`` if the peer has gone."""
+    async def send(self, *texts: str) -> None:
+        """Send text frames, in order (in one write to the network where the socket can);
+        ``SocketClosed`` if the peer has gone."""
 
     async def close(self, code: int, reason: str) -> None:
         """Close the socket (a no-op once it is closed)."""
@@ -769,9 +770,9 @@ class Call:
         # transfers when a number is configured).
         await self._close_socket(1011, "model unavailable")
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, *texts: str) -> None:
         try:
-            await self.socket.send(text)
+            await self.socket.send(*texts)
         except SocketClosed as exc:  # the caller side will see it too
             log.debug("twilio.send_failed", extra=fields(error=str(exc)))
             self._decide(Outcome.COMPLETED, "socket closed by Twilio")
@@ -820,18 +821,25 @@ class Call:
             return
         now = self._now()
         released = self._pacer.release(now)
-        for item in released:
-            if item is MARK:
-                await self._send_mark(force=True)
-                continue
-            assert isinstance(item, bytes)
-            await self._send(self._out.media(item))
-            if self._rec is not None:
-                self._rec.agent_audio(item, now)
-            self._heard.sent(len(item), now)
-            await self._send_mark()
-            self.summary.frames_out += 1
         if released:
+            # One write for all of it: a media message is nearly always followed by its mark,
+            # and the first release of an answer holds up to a second of audio.
+            out: list[str] = []
+            for item in released:
+                if item is MARK:
+                    mark = self._heard.mark(force=True)
+                else:
+                    assert isinstance(item, bytes)
+                    out.append(self._out.media(item))
+                    if self._rec is not None:
+                        self._rec.agent_audio(item, now)
+                    self._heard.sent(len(item), now)
+                    mark = self._heard.mark()
+                    self.summary.frames_out += 1
+                if mark is not None:
+                    out.append(self._out.mark(mark))
+            if out:
+                await self._send(*out)
             self._progress.set()
         self._pace_wake.set()
 

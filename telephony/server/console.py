@@ -136,9 +136,9 @@ class ConsoleSocket:
                 )
             return frame
 
-    async def send(self, text: str) -> None:
+    async def send(self, *texts: str) -> None:
         async with self._lock:
-            await self._ws.send(text)
+            await self._ws.send(*texts)
 
     async def close(self, code: int, reason: str) -> None:
         await self._flush()

@@ -357,7 +357,7 @@ class DirectSocket:
             protocol.transport.resume_reading()
         return frame
 
-    async def send(self, text: str) -> None:
+    async def send(self, *texts: str) -> None:
         protocol = self._protocol
         if protocol.disconnected or protocol.close_sent:
             raise SocketClosed("the WebSocket is closed")
@@ -367,15 +367,18 @@ class DirectSocket:
             # handshake, uvicorn's send is what completes it.
             self._queued_sends += 1
             try:
-                await self._asgi.send(text)
+                await self._asgi.send(*texts)
             finally:
                 self._queued_sends -= 1
             return
         conn = protocol.conn
         try:
-            conn.send_text(text.encode())
+            for text in texts:
+                conn.send_text(text.encode())
         except InvalidState as exc:  # the peer's close arrived: the closing handshake runs
             raise SocketClosed(f"InvalidState: {exc}") from exc
+        # All the frames in one write: one system call (and one TCP segment) for a media
+        # message and its mark.
         protocol.transport.write(b"".join(conn.data_to_send()))
 
     async def close(self, code: int, reason: str) -> None:

@@ -32,9 +32,10 @@ class StarletteSocket:
             return str(text)
         return bytes(message.get("bytes") or b"")
 
-    async def send(self, text: str) -> None:
+    async def send(self, *texts: str) -> None:
         try:
-            await self.ws.send_text(text)
+            for text in texts:
+                await self.ws.send_text(text)
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             # Starlette raises RuntimeError after a close, uvicorn ClientDisconnected (an
             # OSError) once the peer has gone.

@@ -44,6 +44,8 @@ class FakeTwilio:
         self._media_ms = 0
         #: Everything the call sent, parsed, with the loop time it was sent at.
         self.sent: list[tuple[float, ms.OutboundEvent]] = []
+        #: How many messages each ``send`` carried (one write to the network each).
+        self.writes: list[int] = []
         self.closed: tuple[int, str] | None = None
         #: Marks echoed back to the call: (time, name, by a clear).
         self.echoed: list[tuple[float, str, bool]] = []
@@ -85,19 +87,21 @@ class FakeTwilio:
             return None
         return await self._inbound.get()
 
-    async def send(self, text: str) -> None:
+    async def send(self, *texts: str) -> None:
         if self.closed is not None:
             raise SocketClosed("the fake Twilio socket is closed")
         now = self._loop.time()
-        event = ms.parse_outbound(text)
-        self.sent.append((now, event))
-        if isinstance(event, ms.OutboundMedia):
-            self._playback.push_media(now, event.payload)
-        elif isinstance(event, ms.OutboundMark):
-            self._playback.push_mark(now, event.name)
-        else:
-            _, echoes = self._playback.clear(now)
-            self._deliver(echoes)
+        self.writes.append(len(texts))
+        for text in texts:
+            event = ms.parse_outbound(text)
+            self.sent.append((now, event))
+            if isinstance(event, ms.OutboundMedia):
+                self._playback.push_media(now, event.payload)
+            elif isinstance(event, ms.OutboundMark):
+                self._playback.push_mark(now, event.name)
+            else:
+                _, echoes = self._playback.clear(now)
+                self._deliver(echoes)
         self._schedule()
 
     async def close(self, code: int, reason: str) -> None:

@@ -630,6 +630,31 @@ async def test_a_model_far_faster_than_real_time_is_paced() -> None:
 
 
 @virtual
+async def test_a_media_message_and_its_mark_leave_in_one_write() -> None:
+    """Each release of the pacer is one write to Twilio: a mark never travels apart from the
+    audio it follows, and the first second of an answer leaves in one go."""
+    s = await Scene().connected()
+    s.model.push(*agent_audio(6.0), TurnComplete())
+    await until(lambda: s.twilio.audio_bytes == 6 * 8000)
+    summary = await s.hang_up()
+    writes, events = s.twilio.writes, [e for _, e in s.twilio.sent]
+    assert sum(writes) == len(events)
+    batches, start = [], 0
+    for n in writes:
+        batches.append(events[start : start + n])
+        start += n
+    for batch in batches:
+        assert not isinstance(batch[0], ms.OutboundMark), batch  # never a mark on its own
+    media = [e for e in events if isinstance(e, ms.OutboundMedia)]
+    marks = [e for e in events if isinstance(e, ms.OutboundMark)]
+    assert len(marks) == 30  # one per 200 ms of audio
+    # The answer's first second leaves as the model sends it (40 ms messages); then the
+    # pacer releases 200 ms messages, each with its mark: one write per media message.
+    assert len(writes) == len(media), (writes, len(media))
+    assert summary.turns[0].agent_audio_ms == 6000
+
+
+@virtual
 async def test_one_huge_audio_chunk_is_split_into_normal_messages() -> None:
     s = await Scene().connected()
     [huge] = agent_audio(10.0, chunk_s=10.0)

@@ -157,13 +157,13 @@ async def test_a_full_send_buffer_makes_sends_wait_in_order() -> None:
         protocol = socket._protocol
         await socket.receive()
         protocol.writable.clear()  # as uvicorn's pause_writing() does
-        first = asyncio.create_task(socket.send("one"))
-        second = asyncio.create_task(socket.send("two"))
+        first = asyncio.create_task(socket.send("one", "two"))
+        second = asyncio.create_task(socket.send("three"))
         await asyncio.sleep(0.05)
         done.append(f"waiting {first.done()} {second.done()}")
         protocol.writable.set()  # resume_writing()
         await asyncio.gather(first, second)
-        await socket.send("three")
+        await socket.send("four")
         await socket.close(1000, "done")
 
     async with server(handler) as url:
@@ -171,7 +171,36 @@ async def test_a_full_send_buffer_makes_sends_wait_in_order() -> None:
             await client.send("go")
             got = await drain(client)
     assert done == ["waiting False False"]
-    assert got == ["one", "two", "three"]
+    assert got == ["one", "two", "three", "four"]
+
+
+async def test_messages_sent_together_go_in_one_write_and_arrive_as_messages() -> None:
+    writes: list[bytes] = []
+
+    async def handler(ws: WebSocket, socket: DirectSocket) -> None:
+        transport = socket._protocol.transport
+        write = transport.write
+
+        def spy(data: bytes) -> None:
+            writes.append(bytes(data))
+            write(data)
+
+        await socket.receive()
+        transport.write = spy  # type: ignore[method-assign]
+        try:
+            await socket.send("media " + "x" * 300, "mark 1")
+            await socket.send("media 2")
+        finally:
+            transport.write = write  # type: ignore[method-assign]
+        await socket.close(1000, "done")
+
+    async with server(handler) as url:
+        async with connect(url) as client:
+            await client.send("go")
+            got = await drain(client)
+    assert got == ["media " + "x" * 300, "mark 1", "media 2"]
+    assert len(writes) == 2  # two sends, two writes: the first carries both frames
+    assert writes[0].endswith(b"mark 1") and b"media " + b"x" * 300 in writes[0]
 
 
 async def test_server_shutdown_ends_receive() -> None:
