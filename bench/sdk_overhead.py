@@ -10,25 +10,32 @@ For each of the two messages a call exchanges with the Live API every few tens o
   ``orjson.loads`` + dict mapping (``agent.live_wire.events_from_wire``).
 
 For scale, the rest of a 20 ms frame's path (Twilio JSON parse, μ-law, resampling) is printed
-too. ``python bench/sdk_overhead.py``
+too, and the base64 of the audio at the sizes a call sends and receives (a 200 ms quiet
+block of caller audio, 200 ms of model audio): the standard library's ``binascii`` next to the
+codec the fast path uses (``agent.live_wire.b64encode`` / ``b64decode``).
+``python bench/sdk_overhead.py``
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import time
 from collections.abc import Callable
 
 from google.genai import _common, _live_converters, types
 
-from agent.live_wire import audio_message, events_from_wire
+from agent.live_wire import audio_message, b64decode, b64encode, events_from_wire
 from agent.session import events_from_sdk
 from telephony.audio import CallerToModel, ModelToCaller
 from telephony.twilio.media_stream import InboundBuilder, OutboundBuilder, parse_inbound
 
 PCM_OUT = bytes(640)
 PCM_IN = bytes(range(256)) * 7 + bytes(128)  # 1920 bytes = 40 ms at 24 kHz
+BLOCK_OUT = bytes(range(256)) * 25  # 6400 bytes: 200 ms at 16 kHz (a quiet block)
+MODEL_200MS = (bytes(range(256)) * 38)[:9600]  # 200 ms at 24 kHz
+MODEL_200MS_B64 = base64.b64encode(MODEL_200MS).decode()
 SERVER_MESSAGE = json.dumps(
     {
         "serverContent": {
@@ -93,6 +100,16 @@ def main() -> None:
         ("for scale: 8k μ-law -> 16k PCM (20 ms)", cpu_us(lambda: up.process(b"\xff" * 160))),
         ("for scale: 24k PCM -> 8k μ-law (40 ms)", cpu_us(lambda: down.process(PCM_IN))),
         ("for scale: build a Twilio media message", cpu_us(lambda: out.media(b"\xff" * 320))),
+        (
+            "base64 out, 200 ms caller block: binascii",
+            cpu_us(lambda: binascii.b2a_base64(BLOCK_OUT, newline=False)),
+        ),
+        ("base64 out, 200 ms caller block: fast path", cpu_us(lambda: b64encode(BLOCK_OUT))),
+        (
+            "base64 in, 200 ms model audio: binascii",
+            cpu_us(lambda: binascii.a2b_base64(MODEL_200MS_B64)),
+        ),
+        ("base64 in, 200 ms model audio: fast path", cpu_us(lambda: b64decode(MODEL_200MS_B64))),
     ]
     print("CPU per message (µs), no I/O, median machine load; 1 call = 50 caller frames/s")
     for name, us in rows:
