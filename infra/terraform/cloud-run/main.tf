@@ -85,11 +85,12 @@ resource "google_cloud_run_v2_service" "agent" {
     # Best effort: keeps a caller's webhook POST and its Media Stream on the same instance.
     session_affinity = true
 
-    # Measured (README "Capacity", bench/capacity.py): ~65 calls per core on the 2-core
-    # development VM (15.4 ms CPU per call-second, all features on), ~0.6 MiB per call +
-    # ~135 MiB base. On 1 vCPU we allow 45 concurrent requests (each call = one WebSocket, plus
-    # a short webhook POST): the sizing rule, 70 % of a core, leaving headroom for CPU spikes
-    # (barge-ins, reconnects, GC). Memory at 45 calls: ~165 MiB of 512 MiB. Re-measure on
+    # Measured (README "Capacity", bench/capacity.py): ~130 calls per core on the 2-core
+    # development VM at its slowest this month (7.7 ms CPU per call-second at 100 calls, all
+    # features on), ~0.5 MiB per call + ~135 MiB base. On 1 vCPU we allow 90 concurrent
+    # requests (each call = one WebSocket, plus a short webhook POST): the sizing rule, 70 % of
+    # a core, leaving headroom for CPU spikes (barge-ins, reconnects, GC). Memory at 90 calls:
+    # ~180 MiB of 512 MiB. Re-measure on
     # your hardware and scale this with var.cpu.
     max_instance_request_concurrency = var.concurrency
 

@@ -80,7 +80,7 @@ variable "memory" {
 variable "concurrency" {
   description = "Requests (calls' WebSockets + webhook POSTs) per instance; see the comment in main.tf."
   type        = number
-  default     = 45
+  default     = 90
 
   validation {
     condition     = var.concurrency >= 1 && var.concurrency <= 1000
@@ -91,7 +91,7 @@ variable "concurrency" {
 variable "max_concurrent_calls" {
   description = "The server's own limit (MAX_CONCURRENT_CALLS); keep it >= concurrency so Cloud Run's limit binds first."
   type        = number
-  default     = 50
+  default     = 100
 }
 
 variable "min_instances" {
