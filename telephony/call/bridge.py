@@ -823,21 +823,22 @@ class Call:
         released = self._pacer.release(now)
         if released:
             # One write for all of it: a media message is nearly always followed by its mark,
-            # and the first release of an answer holds up to a second of audio.
+            # and a release may carry several messages (a long model chunk arriving while
+            # nothing is queued at Twilio).
             out: list[str] = []
             for item in released:
                 if item is MARK:
-                    mark = self._heard.mark(force=True)
+                    mark = self._mark_message(force=True)
                 else:
                     assert isinstance(item, bytes)
                     out.append(self._out.media(item))
                     if self._rec is not None:
                         self._rec.agent_audio(item, now)
                     self._heard.sent(len(item), now)
-                    mark = self._heard.mark()
+                    mark = self._mark_message()
                     self.summary.frames_out += 1
                 if mark is not None:
-                    out.append(self._out.mark(mark))
+                    out.append(mark)
             if out:
                 await self._send(*out)
             self._progress.set()
@@ -862,7 +863,7 @@ class Call:
         """A mark after the last audio so far, so that its end is known when it has played:
         now if nothing is held, else right after the held audio leaves."""
         if self._pacer.idle:
-            await self._send_mark(force=True)
+            await self._send_mark()
         else:
             self._pacer.add_mark()
 
@@ -883,10 +884,18 @@ class Call:
                 ),
             )
 
-    async def _send_mark(self, force: bool = False) -> None:
+    def _mark_message(self, force: bool = False) -> str | None:
+        """The ``mark`` message to send now, if one is due (``force``: for any unmarked audio)."""
         name = self._heard.mark(force)
-        if name is not None and self._out is not None:
-            await self._send(self._out.mark(name))
+        if name is None or self._out is None:
+            return None
+        return self._out.mark(name)
+
+    async def _send_mark(self) -> None:
+        """A mark after all audio sent so far, now (none if it is all marked already)."""
+        mark = self._mark_message(force=True)
+        if mark is not None:
+            await self._send(mark)
 
     async def _on_reconnected(self, event: Reconnected) -> None:
         """The model side moved to a new connection: whatever turn was in flight is over."""

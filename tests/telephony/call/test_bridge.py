@@ -632,7 +632,7 @@ async def test_a_model_far_faster_than_real_time_is_paced() -> None:
 @virtual
 async def test_a_media_message_and_its_mark_leave_in_one_write() -> None:
     """Each release of the pacer is one write to Twilio: a mark never travels apart from the
-    audio it follows, and the first second of an answer leaves in one go."""
+    audio it follows."""
     s = await Scene().connected()
     s.model.push(*agent_audio(6.0), TurnComplete())
     await until(lambda: s.twilio.audio_bytes == 6 * 8000)
